@@ -30,6 +30,12 @@ pub struct KernelOffsets {
     pub sk_socket: u32,
     pub sk_ack_backlog: u32,
     pub sk_max_ack_backlog: u32,
+    /// `sk_protocol` (a u16 since 5.6; `OFFSET_NONE` where it is a bitfield).
+    pub sk_protocol: u32,
+    /// `struct inet_sock` `inet_sport` (network order): the local port of a
+    /// full socket, still set after tcp_set_state(TCP_CLOSE) released the
+    /// bound port (`skc_num` is 0 by then, e.g. in SO_LINGER 0 aborts).
+    pub inet_sport: u32,
     // struct socket / file / inode
     pub socket_sk: u32,
     pub socket_file: u32,
@@ -41,6 +47,10 @@ pub struct KernelOffsets {
     pub skb_data: u32,
     pub skb_network_header: u32,
     pub skb_transport_header: u32,
+    /// `sk_buff.dev` and `net_device.nd_net.net`: the namespace of a packet
+    /// that has no socket.
+    pub skb_dev: u32,
+    pub netdev_nd_net: u32,
     // struct task_struct -> files -> fdt -> fd[], rlimits
     pub task_files: u32,
     pub files_fdt: u32,
@@ -69,6 +79,8 @@ impl KernelOffsets {
         sk_socket: OFFSET_NONE,
         sk_ack_backlog: OFFSET_NONE,
         sk_max_ack_backlog: OFFSET_NONE,
+        sk_protocol: OFFSET_NONE,
+        inet_sport: OFFSET_NONE,
         socket_sk: OFFSET_NONE,
         socket_file: OFFSET_NONE,
         file_private_data: OFFSET_NONE,
@@ -78,6 +90,8 @@ impl KernelOffsets {
         skb_data: OFFSET_NONE,
         skb_network_header: OFFSET_NONE,
         skb_transport_header: OFFSET_NONE,
+        skb_dev: OFFSET_NONE,
+        netdev_nd_net: OFFSET_NONE,
         task_files: OFFSET_NONE,
         files_fdt: OFFSET_NONE,
         fdtable_max_fds: OFFSET_NONE,
@@ -130,6 +144,10 @@ pub struct TracepointLayouts {
     pub send_reset: SendResetLayout,
     pub receive_reset: SockEventLayout,
     pub set_state: SockEventLayout,
+    /// `syscalls:sys_enter_accept4` / `sys_enter_accept`: the `fd` field.
+    pub sys_enter_accept_fd: u32,
+    /// `syscalls:sys_exit_accept4` / `sys_exit_accept`: the `ret` field.
+    pub sys_exit_accept_ret: u32,
 }
 
 impl TracepointLayouts {
@@ -144,6 +162,8 @@ impl TracepointLayouts {
         },
         receive_reset: SockEventLayout::EMPTY,
         set_state: SockEventLayout::EMPTY,
+        sys_enter_accept_fd: OFFSET_NONE,
+        sys_exit_accept_ret: OFFSET_NONE,
     };
 }
 
@@ -197,7 +217,7 @@ impl Filter {
 }
 
 const _: () = {
-    assert!(core::mem::size_of::<KernelOffsets>() == 30 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 34 * 4);
     assert!(core::mem::size_of::<SendResetLayout>() == 24);
     assert!(core::mem::size_of::<SockEventLayout>() == 48);
     assert!(core::mem::size_of::<Filter>() == 16 + 8 + 32 + 8);

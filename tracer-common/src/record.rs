@@ -67,6 +67,9 @@ pub struct TaskInfo {
 pub struct SockInfo {
     /// Kernel address of the `struct sock` (0 when none).
     pub skaddr: u64,
+    /// Inode number of the socket (`socket:[N]` in /proc/PID/fd), 0 when the
+    /// socket has no file (orphaned, request or timewait sock).
+    pub ino: u64,
     /// Inode number of the socket's network namespace (0 unknown).
     pub netns: u32,
     /// AF_INET (2) or AF_INET6 (10); 0 unknown.
@@ -170,12 +173,12 @@ pub struct OwnerEntry {
 const _: () = {
     assert!(core::mem::size_of::<RecordHeader>() == 16);
     assert!(core::mem::size_of::<TaskInfo>() == 32);
-    assert!(core::mem::size_of::<SockInfo>() == 56);
-    assert!(core::mem::size_of::<RstRecord>() == 144);
-    assert!(core::mem::size_of::<StateRecord>() == 144);
-    assert!(core::mem::size_of::<AcceptFailedRecord>() == 120);
-    assert!(core::mem::size_of::<AcceptedRecord>() == 112);
-    assert!(core::mem::size_of::<OverflowRecord>() == 120);
+    assert!(core::mem::size_of::<SockInfo>() == 64);
+    assert!(core::mem::size_of::<RstRecord>() == 152);
+    assert!(core::mem::size_of::<StateRecord>() == 152);
+    assert!(core::mem::size_of::<AcceptFailedRecord>() == 128);
+    assert!(core::mem::size_of::<AcceptedRecord>() == 120);
+    assert!(core::mem::size_of::<OverflowRecord>() == 128);
     assert!(core::mem::size_of::<OwnerEntry>() == 40);
 };
 

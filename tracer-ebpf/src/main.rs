@@ -1,8 +1,25 @@
+//! Kernel programs of `tracer`. One file per hook family; each names the
+//! kernel function or tracepoint it depends on. The programs record facts
+//! (which socket, which task, what state, what reason) into the ring buffer
+//! and never format anything.
 #![no_std]
 #![no_main]
+#![allow(static_mut_refs)]
+
+mod accept;
+mod kread;
+mod maps;
+mod owner;
+mod sock_io;
+mod tcp_reset;
+mod tcp_state;
 
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,1 +1,74 @@
-fn main() {}
+//! tracer: why are clients getting "connection reset by peer"?
+//!
+//! Pipeline, in file order: probes (hooks, choice, attach) -> decode (ring
+//! buffer bytes to records) -> attribute (owners) -> enrich (events) ->
+//! output (json, text).
+
+mod aggregate;
+mod attribute;
+mod cli;
+mod clock;
+mod decode;
+mod enrich;
+mod event;
+mod kernel;
+mod output;
+mod probes;
+mod probes_cmd;
+mod session;
+mod snapshot;
+mod watch;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command, WatchArgs};
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // --help and --version are not errors.
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tracer: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = match cli.command.unwrap_or(Command::Watch(WatchArgs::default())) {
+        Command::Watch(args) => runtime.block_on(watch::run(args)).map(|_| ()),
+        Command::Probes(args) => probes_cmd::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tracer: {}", one_line(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The whole error chain on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}

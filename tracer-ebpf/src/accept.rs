@@ -1,0 +1,127 @@
+//! accept(): failures (EMFILE, ENFILE, ...) and the owner of accepted sockets.
+//!
+//! Kernel dependencies:
+//! - `syscalls:sys_enter_accept4` / `sys_enter_accept` and the matching
+//!   `sys_exit_*` tracepoints (kernel/trace/trace_syscalls.c). In accept4()
+//!   the kernel reserves the new fd (get_unused_fd_flags) before it touches
+//!   the accept queue, so EMFILE/ENFILE never reach inet_csk_accept: the
+//!   syscall exit is where they show.
+//! - `inet_csk_accept` (net/ipv4/inet_connection_sock.c) through fexit or
+//!   kretprobe, where the kernel allows them: the accepted socket and its
+//!   listener, in the accepting process's context.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
+    macros::{fexit, kretprobe, tracepoint},
+    programs::{FExitContext, RetProbeContext, TracePointContext},
+};
+use tracer_common::{
+    AcceptFailedRecord, OFFSET_NONE, RECORD_VERSION, RecordHeader, SockInfo, kind,
+};
+
+use crate::{
+    kread::{
+        current_fd_file, current_nofile_limit, file_sock, fill_current, fill_sock_info, read_at,
+    },
+    maps::{ACCEPT_ARGS, EVENTS, count_drop, layouts, offsets},
+    owner,
+};
+
+const EAGAIN: i32 = 11;
+
+#[tracepoint]
+pub fn sys_enter_accept_tp(ctx: TracePointContext) -> i32 {
+    let off = layouts().sys_enter_accept_fd;
+    if off == OFFSET_NONE {
+        return 0;
+    }
+    // SAFETY: bpf_probe_read of the tracepoint record at its format offset.
+    let fd: u64 = unsafe { ctx.read_at(off as usize) }.unwrap_or(u64::MAX);
+    let _ = ACCEPT_ARGS.insert(bpf_get_current_pid_tgid(), fd as i32, 0);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_accept_tp(ctx: TracePointContext) -> i32 {
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: value copied out before removal.
+    let listen_fd = unsafe { ACCEPT_ARGS.get(key) }.copied().unwrap_or(-1);
+    let _ = ACCEPT_ARGS.remove(key);
+    let off = layouts().sys_exit_accept_ret;
+    if off == OFFSET_NONE {
+        return 0;
+    }
+    // SAFETY: bpf_probe_read of the tracepoint record at its format offset.
+    let ret: i64 = unsafe { ctx.read_at(off as usize) }.unwrap_or(0);
+    if ret >= 0 {
+        // A connection handed to this process: it owns the new socket.
+        let sk = file_sock(current_fd_file(ret as i32));
+        owner::learn_current(sk);
+        return 0;
+    }
+    let errno = (-ret) as i32;
+    // EAGAIN is how non-blocking servers learn the queue is empty.
+    if errno == EAGAIN {
+        return 0;
+    }
+    let Some(mut entry) = EVENTS.reserve::<AcceptFailedRecord>(0) else {
+        count_drop();
+        return 0;
+    };
+    let r = entry.as_mut_ptr();
+    // SAFETY: reserved ring-buffer memory sized for an AcceptFailedRecord,
+    // ours until submit/discard; every field is written before submit.
+    let rec = unsafe { &mut *r };
+    rec.header = RecordHeader {
+        kind: kind::ACCEPT_FAILED,
+        version: RECORD_VERSION,
+        len: core::mem::size_of::<AcceptFailedRecord>() as u32,
+        // SAFETY: helper without arguments.
+        ts_boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+    };
+    fill_current(&mut rec.task);
+    let listener_sk = file_sock(current_fd_file(listen_fd));
+    if listener_sk != 0 {
+        fill_sock_info(listener_sk, &mut rec.listener);
+    } else {
+        rec.listener = SockInfo::default();
+    }
+    rec.listen_fd = listen_fd;
+    rec.errno = errno;
+    rec.fd_limit = current_nofile_limit();
+    if owner::passes(rec.listener.lport, 0, &rec.task) {
+        entry.submit(0);
+    } else {
+        entry.discard(0);
+    }
+    0
+}
+
+/// `struct sock *inet_csk_accept(struct sock *sk, ...)`: the returned child
+/// belongs to the accepting process. (Its second argument changed in 6.10;
+/// only the first and the return value are used.)
+#[fexit]
+pub fn inet_csk_accept_fexit(ctx: FExitContext) -> i32 {
+    let child: u64 = ctx.ret().unwrap_or(0);
+    owner::learn_current(child);
+    0
+}
+
+#[kretprobe]
+pub fn inet_csk_accept_kretprobe(ctx: RetProbeContext) -> i32 {
+    let child: u64 = ctx.ret();
+    owner::learn_current(child);
+    0
+}
+
+/// Accept queue length and limit of a listener (used by userspace through
+/// the listener snapshot; kept here so the offsets stay in one place).
+#[allow(dead_code)]
+#[inline(always)]
+pub fn listener_queue(sk: u64) -> (u32, u32) {
+    let o = offsets();
+    (
+        read_at(sk, o.sk_ack_backlog).unwrap_or(0),
+        read_at(sk, o.sk_max_ack_backlog).unwrap_or(0),
+    )
+}

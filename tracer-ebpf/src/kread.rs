@@ -1,0 +1,208 @@
+//! Reads of kernel memory at offsets taken from the running kernel's BTF
+//! (`maps::offsets()`), and the task and socket descriptions every record
+//! carries. No offset here is a constant copied from one kernel.
+
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+    bpf_get_current_task, bpf_probe_read_kernel,
+};
+use tracer_common::{OFFSET_NONE, SockInfo, TaskInfo, sock_flags};
+
+use crate::maps::offsets;
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// Kernel TCP states used by the programs' logic (include/net/tcp_states.h;
+/// stable kernel ABI, also exported to userspace in the tracepoint formats).
+pub const TCP_SYN_SENT: u8 = 2;
+pub const TCP_TIME_WAIT: u8 = 6;
+pub const TCP_CLOSE: u8 = 7;
+pub const TCP_CLOSE_WAIT: u8 = 8;
+pub const TCP_LISTEN: u8 = 10;
+pub const TCP_NEW_SYN_RECV: u8 = 12;
+
+/// Reads a `T` at `base + off`; `None` when the offset is unknown on this
+/// kernel, the base is NULL, or the read faults.
+#[inline(always)]
+pub fn read_at<T>(base: u64, off: u32) -> Option<T> {
+    if base == 0 || off == OFFSET_NONE {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel copies from any kernel address and returns
+    // an error instead of faulting; `T` is a plain integer or byte array.
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
+}
+
+/// The task running now.
+#[inline(always)]
+pub fn current_task() -> TaskInfo {
+    let mut t = TaskInfo::default();
+    fill_current(&mut t);
+    t
+}
+
+/// Writes the current task into `t` (in place: records live in the ring
+/// buffer, the BPF stack is 512 bytes).
+#[inline(always)]
+pub fn fill_current(t: &mut TaskInfo) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    t.tgid = (pid_tgid >> 32) as u32;
+    t.pid = pid_tgid as u32;
+    // SAFETY: helper without arguments, allowed in tracing programs.
+    t.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    t.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+}
+
+/// `struct task_struct *` of the current task.
+#[inline(always)]
+pub fn current_task_ptr() -> u64 {
+    // SAFETY: helper without arguments, allowed in tracing programs.
+    unsafe { bpf_get_current_task() }
+}
+
+/// Network namespace inode of a socket (`sk->__sk_common.skc_net.net->ns.inum`).
+#[inline(always)]
+pub fn sock_netns(sk: u64) -> u32 {
+    let o = offsets();
+    let net: u64 = read_at(sk, o.skc_net).unwrap_or(0);
+    read_at(net, o.net_ns_inum).unwrap_or(0)
+}
+
+/// Whether `sk` is a full `struct sock` (not a request or timewait sock),
+/// so members beyond `sock_common` may be read.
+#[inline(always)]
+pub fn is_fullsock(state: u8) -> bool {
+    state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV
+}
+
+/// `sk->sk_lock.owned`: set while a task holds the socket lock (lock_sock),
+/// i.e. the code runs in the context of a process using this socket.
+#[inline(always)]
+pub fn sock_owned_by_user(sk: u64) -> bool {
+    read_at::<i32>(sk, offsets().sk_lock_owned).unwrap_or(0) != 0
+}
+
+/// Inode number of the socket's file (`sk->sk_socket->file->f_inode->i_ino`).
+#[inline(always)]
+pub fn sock_ino(sk: u64) -> u64 {
+    let o = offsets();
+    let socket: u64 = read_at(sk, o.sk_socket).unwrap_or(0);
+    let file: u64 = read_at(socket, o.socket_file).unwrap_or(0);
+    let inode: u64 = read_at(file, o.file_inode).unwrap_or(0);
+    read_at(inode, o.inode_ino).unwrap_or(0)
+}
+
+/// Describes a socket from its `sock_common` (and, for full socks, its file),
+/// in place.
+#[inline(always)]
+pub fn fill_sock_info(sk: u64, info: &mut SockInfo) {
+    let o = offsets();
+    *info = SockInfo::default();
+    info.skaddr = sk;
+    info.flags = sock_flags::HAS_SK;
+    info.family = read_at(sk, o.skc_family).unwrap_or(0);
+    info.state = read_at(sk, o.skc_state).unwrap_or(0);
+    info.lport = read_at(sk, o.skc_num).unwrap_or(0);
+    info.rport = u16::from_be(read_at(sk, o.skc_dport).unwrap_or(0));
+    if info.family == AF_INET6 {
+        info.laddr = read_at(sk, o.skc_v6_rcv_saddr).unwrap_or([0; 16]);
+        info.raddr = read_at(sk, o.skc_v6_daddr).unwrap_or([0; 16]);
+    } else {
+        let l: [u8; 4] = read_at(sk, o.skc_rcv_saddr).unwrap_or([0; 4]);
+        let r: [u8; 4] = read_at(sk, o.skc_daddr).unwrap_or([0; 4]);
+        info.laddr[..4].copy_from_slice(&l);
+        info.raddr[..4].copy_from_slice(&r);
+    }
+    info.netns = sock_netns(sk);
+    if is_fullsock(info.state) {
+        info.ino = sock_ino(sk);
+        // skc_num is cleared when a closing socket releases its port.
+        if let Some(sport) = read_at::<u16>(sk, o.inet_sport) {
+            let sport = u16::from_be(sport);
+            if sport != 0 {
+                info.lport = sport;
+            }
+        }
+    }
+}
+
+/// Describes the connection of a packet that has no socket, from this host's
+/// point of view: the packet's destination is local, its source remote.
+/// Reads the IP header at `head + network_header` and the TCP header at
+/// `data` (where tcp_v4_send_reset/tcp_v6_send_reset find it).
+#[inline(always)]
+pub fn fill_skb_info(skb: u64, info: &mut SockInfo) {
+    let o = offsets();
+    *info = SockInfo::default();
+    info.flags = sock_flags::FROM_SKB;
+    let head: u64 = read_at(skb, o.skb_head).unwrap_or(0);
+    let data: u64 = read_at(skb, o.skb_data).unwrap_or(0);
+    let nh: u16 = read_at(skb, o.skb_network_header).unwrap_or(0);
+    if head == 0 || data == 0 {
+        return;
+    }
+    let iph = head + nh as u64;
+    let ver: u8 = read_at(iph, 0).unwrap_or(0) >> 4;
+    if ver == 4 {
+        info.family = AF_INET;
+        let src: [u8; 4] = read_at(iph, 12).unwrap_or([0; 4]);
+        let dst: [u8; 4] = read_at(iph, 16).unwrap_or([0; 4]);
+        info.raddr[..4].copy_from_slice(&src);
+        info.laddr[..4].copy_from_slice(&dst);
+    } else if ver == 6 {
+        info.family = AF_INET6;
+        info.raddr = read_at(iph, 8).unwrap_or([0; 16]);
+        info.laddr = read_at(iph, 24).unwrap_or([0; 16]);
+    }
+    let sport: u16 = read_at(data, 0).unwrap_or(0);
+    let dport: u16 = read_at(data, 2).unwrap_or(0);
+    info.rport = u16::from_be(sport);
+    info.lport = u16::from_be(dport);
+    let dev: u64 = read_at(skb, o.skb_dev).unwrap_or(0);
+    let net: u64 = read_at(dev, o.netdev_nd_net).unwrap_or(0);
+    info.netns = read_at(net, o.net_ns_inum).unwrap_or(0);
+}
+
+/// `struct file *` behind fd `fd` of the current task
+/// (`current->files->fdt->fd[fd]`), 0 when out of range or unreadable.
+#[inline(always)]
+pub fn current_fd_file(fd: i32) -> u64 {
+    let o = offsets();
+    if fd < 0 {
+        return 0;
+    }
+    let files: u64 = read_at(current_task_ptr(), o.task_files).unwrap_or(0);
+    let fdt: u64 = read_at(files, o.files_fdt).unwrap_or(0);
+    let max: u32 = read_at(fdt, o.fdtable_max_fds).unwrap_or(0);
+    if fd as u32 >= max {
+        return 0;
+    }
+    let fds: u64 = read_at(fdt, o.fdtable_fd).unwrap_or(0);
+    if fds == 0 {
+        return 0;
+    }
+    read_at(fds + (fd as u64) * 8, 0).unwrap_or(0)
+}
+
+/// `struct sock *` of a socket file (`file->private_data->sk`), 0 when the
+/// file is not a socket: a `struct socket` points back at its file
+/// (`socket->file == file`), which other `private_data` owners do not.
+#[inline(always)]
+pub fn file_sock(file: u64) -> u64 {
+    let o = offsets();
+    let socket: u64 = read_at(file, o.file_private_data).unwrap_or(0);
+    let back: u64 = read_at(socket, o.socket_file).unwrap_or(0);
+    if back != file {
+        return 0;
+    }
+    read_at(socket, o.socket_sk).unwrap_or(0)
+}
+
+/// RLIMIT_NOFILE soft limit of the current task, 0 unknown.
+#[inline(always)]
+pub fn current_nofile_limit() -> u64 {
+    let o = offsets();
+    let signal: u64 = read_at(current_task_ptr(), o.task_signal).unwrap_or(0);
+    read_at(signal, o.signal_rlim_nofile_cur).unwrap_or(0)
+}

@@ -1,0 +1,65 @@
+//! Maps and the globals userspace sets before load.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use tracer_common::{Filter, KernelOffsets, OwnerEntry, TracepointLayouts};
+
+/// Every record goes through this ring buffer. Userspace sets its size
+/// (`--ring-buffer-kib`) before load.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+
+/// Records the ring buffer refused (full), per CPU; index 0.
+#[map]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Socket (`struct sock *`) -> the process that owns it, learned where the
+/// kernel runs in the owner's context. Bounded (LRU); entries leave when the
+/// socket is destroyed (`tcp_state.rs`).
+#[map]
+pub static OWNERS: LruHashMap<u64, OwnerEntry> = LruHashMap::with_max_entries(65536, 0);
+
+/// pid_tgid -> fd passed to accept()/accept4(), between syscall entry and exit.
+#[map]
+pub static ACCEPT_ARGS: HashMap<u64, i32> = HashMap::with_max_entries(16384, 0);
+
+#[unsafe(no_mangle)]
+static OFFSETS: KernelOffsets = KernelOffsets::EMPTY;
+
+#[unsafe(no_mangle)]
+static LAYOUTS: TracepointLayouts = TracepointLayouts::EMPTY;
+
+#[unsafe(no_mangle)]
+static FILTER: Filter = Filter::EMPTY;
+
+/// Struct member offsets of the running kernel (read from BTF by userspace).
+#[inline(always)]
+pub fn offsets() -> &'static KernelOffsets {
+    // SAFETY: a read-only global rewritten by the loader before the program is
+    // loaded; volatile so the compiler cannot fold the EMPTY initialiser in.
+    unsafe { &*core::ptr::read_volatile(&&OFFSETS) }
+}
+
+/// Classic tracepoint field offsets (from tracefs format files).
+#[inline(always)]
+pub fn layouts() -> &'static TracepointLayouts {
+    // SAFETY: as `offsets`.
+    unsafe { &*core::ptr::read_volatile(&&LAYOUTS) }
+}
+
+#[inline(always)]
+pub fn filter() -> &'static Filter {
+    // SAFETY: as `offsets`.
+    unsafe { &*core::ptr::read_volatile(&&FILTER) }
+}
+
+/// Counts one record the ring buffer could not take.
+#[inline(always)]
+pub fn count_drop() {
+    if let Some(counter) = DROPS.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *counter += 1 };
+    }
+}

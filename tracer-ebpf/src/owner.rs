@@ -1,0 +1,102 @@
+//! Socket ownership: learned where the kernel runs in the owner's context,
+//! looked up where it does not (softirq: incoming RSTs, FINs, SYNs).
+
+use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
+use tracer_common::{OwnerEntry, TaskInfo, owner_source};
+
+use crate::{
+    kread::{TCP_LISTEN, current_task, is_fullsock, sock_owned_by_user},
+    maps::{OWNERS, filter},
+};
+
+/// Records `task` as the owner of `sk` unless it already is.
+#[inline(always)]
+pub fn learn(sk: u64, task: &TaskInfo) {
+    if sk == 0 || task.tgid == 0 {
+        return;
+    }
+    // SAFETY: the value is copied out before the map can change under us.
+    if let Some(entry) = unsafe { OWNERS.get(sk) } {
+        if entry.task.tgid == task.tgid {
+            return;
+        }
+    }
+    let entry = OwnerEntry {
+        task: *task,
+        // SAFETY: helper without arguments.
+        learned_ns: unsafe { bpf_ktime_get_boot_ns() },
+    };
+    let _ = OWNERS.insert(sk, entry, 0);
+}
+
+/// Forgets a destroyed socket.
+#[inline(always)]
+pub fn forget(sk: u64) {
+    let _ = OWNERS.remove(sk);
+}
+
+/// The owner of `sk` as far as the kernel side can tell, with how it was found:
+/// the current task when it holds the socket lock (process context of a
+/// socket user; never for listeners, whose lock accept() holds while softirqs
+/// answer SYNs), else the owner map, else none.
+/// Writes the owner into `out` and returns the `owner_source`.
+#[inline(always)]
+pub fn resolve(sk: u64, state: u8, current: &TaskInfo, out: &mut TaskInfo) -> u8 {
+    if sk != 0 && state != TCP_LISTEN && is_fullsock(state) && sock_owned_by_user(sk) {
+        learn(sk, current);
+        *out = *current;
+        return owner_source::LOCKED_CURRENT;
+    }
+    if sk != 0 {
+        // SAFETY: copied out immediately.
+        if let Some(entry) = unsafe { OWNERS.get(sk) } {
+            *out = entry.task;
+            return owner_source::SOCKET_MAP;
+        }
+    }
+    *out = TaskInfo::default();
+    owner_source::NONE
+}
+
+/// Kernel-side filters: a port filter matches either end; a pid filter only
+/// drops events whose owner the kernel knows to be someone else (the rest go
+/// to userspace, which resolves and filters them).
+#[inline(always)]
+pub fn passes(lport: u16, rport: u16, owner: &TaskInfo) -> bool {
+    let f = filter();
+    if f.n_ports > 0 {
+        let mut hit = false;
+        let mut i = 0;
+        while i < tracer_common::MAX_FILTER {
+            if (i as u32) < f.n_ports && (f.ports[i] == lport || f.ports[i] == rport) {
+                hit = true;
+            }
+            i += 1;
+        }
+        if !hit {
+            return false;
+        }
+    }
+    if f.n_pids > 0 && owner.tgid != 0 {
+        let mut hit = false;
+        let mut i = 0;
+        while i < tracer_common::MAX_FILTER {
+            if (i as u32) < f.n_pids && f.pids[i] == owner.tgid {
+                hit = true;
+            }
+            i += 1;
+        }
+        if !hit {
+            return false;
+        }
+    }
+    true
+}
+
+/// The owner of a socket being touched by the current task in process
+/// context (send, receive, connect, listen, accept): learn it.
+#[inline(always)]
+pub fn learn_current(sk: u64) {
+    let task = current_task();
+    learn(sk, &task);
+}

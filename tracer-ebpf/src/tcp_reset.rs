@@ -1,0 +1,186 @@
+//! RSTs sent and received.
+//!
+//! Kernel dependencies:
+//! - `tcp:tcp_send_reset` (include/trace/events/tcp.h), fired from
+//!   tcp_v4_send_reset / tcp_v6_send_reset (replies to a packet, `sk` may be
+//!   NULL) and tcp_send_active_reset (aborts of our own sockets). Raw args:
+//!   `(const struct sock *sk, const struct sk_buff *skb[, enum sk_rst_reason reason])`,
+//!   the reason since 6.10.
+//! - `tcp:tcp_receive_reset` (tcp_reset() in net/ipv4/tcp_input.c), raw args
+//!   `(struct sock *sk)`.
+//!
+//! Mechanisms: BTF tracepoint, raw tracepoint (same arguments), classic
+//! tracepoint (fields at offsets read from the format file).
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_boot_ns,
+    macros::{btf_tracepoint, raw_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
+};
+use tracer_common::{
+    OFFSET_NONE, REASON_NONE, RECORD_VERSION, RecordHeader, RstRecord, SockInfo, kind, sock_flags,
+};
+
+use crate::{
+    kread::{AF_INET, AF_INET6, fill_current, fill_skb_info, fill_sock_info},
+    maps::{EVENTS, count_drop, layouts},
+    owner,
+};
+
+#[btf_tracepoint]
+pub fn tcp_send_reset_btf(ctx: BtfTracePointContext) -> i32 {
+    let reason: u64 = ctx.arg(2);
+    on_send_reset(ctx.arg(0), ctx.arg(1), reason as u32);
+    0
+}
+
+/// Before 6.10: no reason argument (reading it would be refused at attach).
+#[btf_tracepoint]
+pub fn tcp_send_reset_btf_noreason(ctx: BtfTracePointContext) -> i32 {
+    on_send_reset(ctx.arg(0), ctx.arg(1), REASON_NONE);
+    0
+}
+
+#[raw_tracepoint]
+pub fn tcp_send_reset_raw(ctx: RawTracePointContext) -> i32 {
+    let reason: u64 = ctx.arg(2);
+    on_send_reset(ctx.arg(0), ctx.arg(1), reason as u32);
+    0
+}
+
+#[raw_tracepoint]
+pub fn tcp_send_reset_raw_noreason(ctx: RawTracePointContext) -> i32 {
+    on_send_reset(ctx.arg(0), ctx.arg(1), REASON_NONE);
+    0
+}
+
+#[btf_tracepoint]
+pub fn tcp_receive_reset_btf(ctx: BtfTracePointContext) -> i32 {
+    on_receive_reset(ctx.arg(0));
+    0
+}
+
+#[raw_tracepoint]
+pub fn tcp_receive_reset_raw(ctx: RawTracePointContext) -> i32 {
+    on_receive_reset(ctx.arg(0));
+    0
+}
+
+#[tracepoint]
+pub fn tcp_send_reset_tp(ctx: TracePointContext) -> i32 {
+    let l = &layouts().send_reset;
+    let sk: u64 = tp_read(&ctx, l.skaddr).unwrap_or(0);
+    let reason = if l.reason == OFFSET_NONE {
+        REASON_NONE
+    } else {
+        tp_read::<u32>(&ctx, l.reason).unwrap_or(REASON_NONE)
+    };
+    emit(kind::RST_SENT, reason, |info| {
+        if sk != 0 {
+            fill_sock_info(sk, info);
+        } else {
+            *info = SockInfo::default();
+            info.flags = sock_flags::FROM_SKB;
+        }
+        // The format's addresses are `struct sockaddr_in`/`_in6` already
+        // turned to this host's point of view (saddr local).
+        let family: u16 = tp_read(&ctx, l.saddr).unwrap_or(0);
+        if family == AF_INET || family == AF_INET6 {
+            info.family = family;
+            info.lport = u16::from_be(tp_read(&ctx, l.saddr + 2).unwrap_or(0));
+            info.rport = u16::from_be(tp_read(&ctx, l.daddr + 2).unwrap_or(0));
+            if family == AF_INET {
+                let la: [u8; 4] = tp_read(&ctx, l.saddr + 4).unwrap_or([0; 4]);
+                let ra: [u8; 4] = tp_read(&ctx, l.daddr + 4).unwrap_or([0; 4]);
+                info.laddr = [0; 16];
+                info.raddr = [0; 16];
+                info.laddr[..4].copy_from_slice(&la);
+                info.raddr[..4].copy_from_slice(&ra);
+            } else {
+                info.laddr = tp_read(&ctx, l.saddr + 8).unwrap_or([0; 16]);
+                info.raddr = tp_read(&ctx, l.daddr + 8).unwrap_or([0; 16]);
+            }
+        }
+        if let Some(state) = tp_read::<i32>(&ctx, l.state) {
+            info.state = state as u8;
+        }
+    });
+    0
+}
+
+#[tracepoint]
+pub fn tcp_receive_reset_tp(ctx: TracePointContext) -> i32 {
+    let l = &layouts().receive_reset;
+    let sk: u64 = tp_read(&ctx, l.skaddr).unwrap_or(0);
+    on_receive_reset(sk);
+    0
+}
+
+/// Reads a classic tracepoint field at an offset from its format file.
+#[inline(always)]
+fn tp_read<T>(ctx: &TracePointContext, off: u32) -> Option<T> {
+    if off == OFFSET_NONE {
+        return None;
+    }
+    // SAFETY: read_at uses bpf_probe_read on the tracepoint record; a bad
+    // offset yields an error, not a fault.
+    unsafe { ctx.read_at::<T>(off as usize).ok() }
+}
+
+#[inline(always)]
+fn on_send_reset(sk: u64, skb: u64, reason: u32) {
+    emit(kind::RST_SENT, reason, |info| {
+        if sk != 0 {
+            fill_sock_info(sk, info);
+        } else {
+            fill_skb_info(skb, info);
+        }
+    });
+}
+
+#[inline(always)]
+fn on_receive_reset(sk: u64) {
+    if sk == 0 {
+        return;
+    }
+    emit(kind::RST_RECEIVED, REASON_NONE, |info| {
+        fill_sock_info(sk, info)
+    });
+}
+
+/// Reserves the record in the ring buffer and fills it in place (the BPF
+/// stack is 512 bytes); `fill_sock` describes the socket.
+#[inline(always)]
+fn emit(record_kind: u16, reason: u32, fill_sock: impl FnOnce(&mut SockInfo)) {
+    let Some(mut entry) = EVENTS.reserve::<RstRecord>(0) else {
+        count_drop();
+        return;
+    };
+    let r = entry.as_mut_ptr();
+    // SAFETY: `r` points at reserved ring-buffer memory sized for a
+    // RstRecord, exclusively ours until submit/discard; every field is
+    // written before submit.
+    let rec = unsafe { &mut *r };
+    rec.header = RecordHeader {
+        kind: record_kind,
+        version: RECORD_VERSION,
+        len: core::mem::size_of::<RstRecord>() as u32,
+        // SAFETY: helper without arguments.
+        ts_boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+    };
+    fill_sock(&mut rec.sock);
+    fill_current(&mut rec.current);
+    rec.owner_source = owner::resolve(
+        rec.sock.skaddr,
+        rec.sock.state,
+        &rec.current,
+        &mut rec.owner,
+    );
+    rec.reason = reason;
+    rec._pad = [0; 3];
+    if owner::passes(rec.sock.lport, rec.sock.rport, &rec.owner) {
+        entry.submit(0);
+    } else {
+        entry.discard(0);
+    }
+}

@@ -1,0 +1,244 @@
+//! Attribution: which process an event belongs to, and how that was found.
+//!
+//! In order: the owner the kernel side found (the task holding the socket
+//! lock, or the owner map filled where the kernel runs in the owner's
+//! context); the holder of the socket's inode in the start-up snapshot
+//! (sockets older than tracer); the last owner of the same 4-tuple closed
+//! moments ago (tombstones); the owner of the listener on the local port;
+//! else none. See docs/attribution.md.
+
+pub mod keys;
+pub mod procs;
+pub mod tombstones;
+
+use std::collections::HashMap;
+
+use tracer_common::{RstRecord, SockInfo, StateRecord, TaskInfo, owner_source};
+
+use crate::event::{AttributedBy, Owner};
+use crate::snapshot::Snapshot;
+use keys::ConnKey;
+use procs::{ProcSource, Procs};
+use tombstones::Tombstones;
+
+const TCP_CLOSE: u8 = 7;
+const TCP_CLOSE_WAIT: u8 = 8;
+const TCP_LISTEN: u8 = 10;
+
+/// A socket sitting in CLOSE_WAIT: the peer closed, the owner has not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloseWait {
+    pub pid: Option<u32>,
+    /// Boot-time ns it entered CLOSE_WAIT; `None` when it was already there
+    /// at start-up (age at least the time since then).
+    pub since_ns: Option<u64>,
+}
+
+#[derive(Default)]
+pub struct Attributor {
+    pub procs: Procs,
+    tombstones: Tombstones,
+    /// (netns, port) -> listener owner; netns 0 = unknown.
+    listeners: HashMap<(u32, u16), Owner>,
+    /// (netns, socket inode) -> pid, from snapshots.
+    inode_owners: HashMap<(u32, u64), u32>,
+    /// 4-tuple -> socket inode, from snapshots (records without an inode).
+    tuple_inodes: HashMap<ConnKey, u64>,
+    /// Sockets in CLOSE_WAIT now.
+    pub close_wait: HashMap<ConnKey, CloseWait>,
+    /// Set when an event on a live socket found no owner: a fresh snapshot
+    /// may know it (the caller decides when, rate limited).
+    pub wants_refresh: bool,
+    /// Boot-time ns of the snapshot the attributor was seeded with.
+    pub seeded_at_ns: Option<u64>,
+}
+
+impl Attributor {
+    /// Learns what existed before attach (or since the last refresh).
+    pub fn seed(&mut self, snap: &Snapshot, now_ns: u64) {
+        for info in snap.processes.values() {
+            self.procs.seed(info);
+        }
+        for (key, pid) in &snap.owners {
+            self.inode_owners.insert(*key, *pid);
+        }
+        for s in &snap.sockets {
+            let key = ConnKey {
+                netns: s.netns,
+                local: (s.local.ip(), s.local.port()),
+                remote: (s.remote.ip(), s.remote.port()),
+            };
+            if s.inode != 0 {
+                self.tuple_inodes.insert(key, s.inode);
+            }
+            let pid = snap.owner_of(s);
+            if s.state == TCP_LISTEN
+                && let Some(pid) = pid
+            {
+                let owner = self.procs.owner_of_pid(pid, &procs::LiveProc);
+                self.listeners.insert((s.netns, s.local.port()), owner);
+            }
+            if s.state == TCP_CLOSE_WAIT {
+                self.close_wait.entry(key).or_insert(CloseWait {
+                    pid,
+                    since_ns: None,
+                });
+            }
+        }
+        if self.seeded_at_ns.is_none() {
+            self.seeded_at_ns = Some(now_ns);
+        }
+        self.wants_refresh = false;
+    }
+
+    /// The owner of an RST's socket and how it was found.
+    pub fn rst_owner(
+        &mut self,
+        rec: &RstRecord,
+        src: &dyn ProcSource,
+    ) -> (Option<Owner>, AttributedBy) {
+        self.socket_owner(
+            &rec.sock,
+            &rec.owner,
+            rec.owner_source,
+            rec.header.ts_boot_ns,
+            src,
+        )
+    }
+
+    fn socket_owner(
+        &mut self,
+        sock: &SockInfo,
+        kernel_owner: &TaskInfo,
+        source: u8,
+        now_ns: u64,
+        src: &dyn ProcSource,
+    ) -> (Option<Owner>, AttributedBy) {
+        match source {
+            owner_source::LOCKED_CURRENT if kernel_owner.tgid != 0 => {
+                return (
+                    Some(self.procs.owner_of_task(kernel_owner, src)),
+                    AttributedBy::CurrentTask,
+                );
+            }
+            owner_source::SOCKET_MAP if kernel_owner.tgid != 0 => {
+                return (
+                    Some(self.procs.owner_of_task(kernel_owner, src)),
+                    AttributedBy::SocketOwner,
+                );
+            }
+            _ => {}
+        }
+        let key = ConnKey::of(sock);
+        let ino = if sock.ino != 0 {
+            Some(sock.ino)
+        } else {
+            key.and_then(|k| self.tuple_inodes.get(&k).copied())
+        };
+        if let Some(ino) = ino
+            && let Some(pid) = self.inode_owners.get(&(sock.netns, ino)).copied()
+        {
+            return (
+                Some(self.procs.owner_of_pid(pid, src)),
+                AttributedBy::SocketOwner,
+            );
+        }
+        if let Some(k) = key
+            && let Some(o) = self.tombstones.get(&k, now_ns)
+        {
+            return (Some(o.clone()), AttributedBy::SocketOwner);
+        }
+        if sock.ino != 0 {
+            // A live socket nobody is known to own: older than tracer and
+            // unseen by the snapshot. A refresh will know it next time.
+            self.wants_refresh = true;
+        }
+        if let Some(o) = self.listener(sock.netns, sock.lport) {
+            return (Some(o), AttributedBy::ListenerOwner);
+        }
+        (None, AttributedBy::None)
+    }
+
+    fn listener(&self, netns: u32, port: u16) -> Option<Owner> {
+        if let Some(o) = self.listeners.get(&(netns, port)) {
+            return Some(o.clone());
+        }
+        if netns == 0 {
+            // Unknown namespace: only an unambiguous port match counts.
+            let mut hits = self.listeners.iter().filter(|((_, p), _)| *p == port);
+            let first = hits.next();
+            if hits.next().is_none() {
+                return first.map(|(_, o)| o.clone());
+            }
+        }
+        None
+    }
+
+    /// Updates listeners, CLOSE_WAIT and tombstones from a state change;
+    /// returns the owner of the socket.
+    pub fn on_state(
+        &mut self,
+        rec: &StateRecord,
+        src: &dyn ProcSource,
+    ) -> (Option<Owner>, AttributedBy) {
+        let now = rec.header.ts_boot_ns;
+        let (owner, by) = if rec.new_state == TCP_LISTEN && rec.owner.tgid != 0 {
+            (
+                Some(self.procs.owner_of_task(&rec.owner, src)),
+                AttributedBy::SocketOwner,
+            )
+        } else {
+            self.socket_owner(&rec.sock, &rec.owner, rec.owner_source, now, src)
+        };
+        let key = ConnKey::of(&rec.sock);
+        if rec.new_state == TCP_LISTEN
+            && let Some(o) = &owner
+        {
+            self.listeners
+                .insert((rec.sock.netns, rec.sock.lport), o.clone());
+        }
+        if rec.old_state == TCP_LISTEN {
+            self.listeners.remove(&(rec.sock.netns, rec.sock.lport));
+        }
+        if let Some(k) = key {
+            if rec.new_state == TCP_CLOSE_WAIT {
+                self.close_wait.insert(
+                    k,
+                    CloseWait {
+                        pid: owner.as_ref().map(|o| o.pid),
+                        since_ns: Some(now),
+                    },
+                );
+            }
+            if rec.old_state == TCP_CLOSE_WAIT {
+                self.close_wait.remove(&k);
+            }
+            if rec.new_state == TCP_CLOSE {
+                self.close_wait.remove(&k);
+                if let Some(o) = &owner {
+                    self.tombstones.insert(k, o.clone(), now);
+                }
+            }
+        }
+        (owner, by)
+    }
+
+    /// CLOSE_WAIT sockets per owning pid: (count, oldest entry time; `None`
+    /// in the second field means some were there before tracer started).
+    pub fn close_wait_by_pid(&self) -> HashMap<Option<u32>, (u64, Option<u64>, bool)> {
+        let mut out: HashMap<Option<u32>, (u64, Option<u64>, bool)> = HashMap::new();
+        for cw in self.close_wait.values() {
+            let e = out.entry(cw.pid).or_insert((0, None, false));
+            e.0 += 1;
+            match cw.since_ns {
+                Some(t) => e.1 = Some(e.1.map_or(t, |o: u64| o.min(t))),
+                None => e.2 = true,
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

@@ -1,0 +1,103 @@
+//! Process names and cgroup paths, cached: by pid for owners found through
+//! /proc, by cgroup id for owners the kernel named.
+
+use std::collections::HashMap;
+
+use tracer_common::TaskInfo;
+
+use crate::event::Owner;
+use crate::snapshot::{self, ProcessInfo};
+
+/// At most this many cached entries of each kind; the cache is cleared when
+/// full (cheap to rebuild, bounded memory for weeks-long runs).
+const MAX_CACHED: usize = 16_384;
+
+/// Where process facts come from: /proc in production, fixtures in tests.
+pub trait ProcSource {
+    fn process(&self, pid: u32) -> Option<ProcessInfo>;
+}
+
+/// Reads /proc.
+pub struct LiveProc;
+
+impl ProcSource for LiveProc {
+    fn process(&self, pid: u32) -> Option<ProcessInfo> {
+        snapshot::process_info(pid)
+    }
+}
+
+#[derive(Default)]
+pub struct Procs {
+    by_pid: HashMap<u32, Owner>,
+    cgroup_by_id: HashMap<u64, Option<String>>,
+}
+
+impl Procs {
+    /// Remembers what a snapshot learned about a process.
+    pub fn seed(&mut self, info: &ProcessInfo) {
+        self.bound();
+        self.by_pid.insert(
+            info.pid,
+            Owner {
+                pid: info.pid,
+                comm: info.comm.clone(),
+                cgroup: info.cgroup.clone(),
+            },
+        );
+    }
+
+    /// The owner for a pid found through /proc or a snapshot.
+    pub fn owner_of_pid(&mut self, pid: u32, src: &dyn ProcSource) -> Owner {
+        if let Some(o) = self.by_pid.get(&pid) {
+            return o.clone();
+        }
+        let owner = match src.process(pid) {
+            Some(info) => Owner {
+                pid,
+                comm: info.comm,
+                cgroup: info.cgroup,
+            },
+            None => Owner {
+                pid,
+                comm: Vec::new(),
+                cgroup: None,
+            },
+        };
+        self.bound();
+        self.by_pid.insert(pid, owner.clone());
+        owner
+    }
+
+    /// The owner for a task the kernel recorded: its comm as recorded (the
+    /// process may be gone by now), its cgroup path resolved once per
+    /// cgroup id.
+    pub fn owner_of_task(&mut self, task: &TaskInfo, src: &dyn ProcSource) -> Owner {
+        let cgroup = match self.cgroup_by_id.get(&task.cgroup_id) {
+            Some(c) => c.clone(),
+            None => {
+                let c = src.process(task.tgid).and_then(|p| p.cgroup);
+                // Cache only a success: a process that had exited may be
+                // followed by a live one in the same cgroup.
+                if c.is_some() {
+                    self.bound();
+                    self.cgroup_by_id.insert(task.cgroup_id, c.clone());
+                }
+                c
+            }
+        };
+        Owner {
+            pid: task.tgid,
+            comm: task.comm.to_vec(),
+            cgroup,
+        }
+    }
+
+    fn bound(&mut self) {
+        if self.by_pid.len() >= MAX_CACHED {
+            self.by_pid.clear();
+        }
+        if self.cgroup_by_id.len() >= MAX_CACHED {
+            self.cgroup_by_id.clear();
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Command line (clap). Wiring only.
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::Format;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tracer",
+    version,
+    about = "Why are clients getting \"connection reset by peer\"? Attributes TCP resets and failed accepts to the process and socket responsible."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Attach and stream one event per line until Ctrl-C, SIGTERM or --duration.
+    Watch(WatchArgs),
+    /// Print each hook, the mechanism chosen on this kernel and why the others were refused.
+    Probes(ProbesArgs),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct CommonArgs {
+    /// Output format [default: text on a terminal, json otherwise].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Only events of this process (repeatable).
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// Only events where either end uses this port (repeatable).
+    #[arg(long, value_name = "PORT")]
+    pub port: Vec<u16>,
+    /// Only events of processes with this name.
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
+    /// Ring buffer size in KiB (a power of two, at least 4).
+    #[arg(long, value_name = "KIB", default_value_t = 4096)]
+    pub ring_buffer_kib: u32,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Also emit every TCP state transition (state_change events).
+    #[arg(long)]
+    pub states: bool,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ProbesArgs {
+    /// Output format [default: text on a terminal, json otherwise].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+}

@@ -1,0 +1,110 @@
+//! Kernel timestamps (`bpf_ktime_get_boot_ns`, CLOCK_BOOTTIME) to wall-clock
+//! time, and RFC 3339 formatting without a date library.
+
+/// Converts CLOCK_BOOTTIME nanoseconds to Unix-epoch nanoseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// realtime - boottime, in nanoseconds, sampled at start.
+    offset_ns: i128,
+}
+
+fn now_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own; the clock ids
+    // used are always valid on Linux.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        let boot = now_ns(libc::CLOCK_BOOTTIME);
+        let real = now_ns(libc::CLOCK_REALTIME);
+        Clock {
+            offset_ns: real - boot,
+        }
+    }
+
+    /// A clock for tests: wall = boot + offset.
+    pub fn with_offset(offset_ns: i128) -> Self {
+        Clock { offset_ns }
+    }
+
+    pub fn wall_ns(&self, boot_ns: u64) -> i128 {
+        boot_ns as i128 + self.offset_ns
+    }
+
+    /// Boot-time nanoseconds now.
+    pub fn boot_now() -> u64 {
+        now_ns(libc::CLOCK_BOOTTIME) as u64
+    }
+
+    pub fn rfc3339(&self, boot_ns: u64) -> String {
+        rfc3339(self.wall_ns(boot_ns))
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `2026-11-25T20:31:02.123456789Z` for Unix-epoch nanoseconds.
+pub fn rfc3339(epoch_ns: i128) -> String {
+    let secs = epoch_ns.div_euclid(1_000_000_000) as i64;
+    let nanos = epoch_ns.rem_euclid(1_000_000_000) as u32;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
+        // 2026-11-25T20:31:02.5Z
+        assert_eq!(
+            rfc3339(1_795_638_662_500_000_000),
+            "2026-11-25T20:31:02.500000000Z"
+        );
+        // Leap day.
+        assert_eq!(
+            rfc3339(951_782_400_000_000_001),
+            "2000-02-29T00:00:00.000000001Z"
+        );
+    }
+
+    #[test]
+    fn boot_to_wall_adds_offset() {
+        let c = Clock::with_offset(1_000);
+        assert_eq!(c.wall_ns(5), 1_005);
+    }
+}

@@ -1,0 +1,197 @@
+//! The enriched, versioned events of the public interface
+//! (docs/schema.md). Outputs print these; diagnose aggregates them.
+
+use serde::Serialize;
+
+/// Schema version of every event and report.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    RstSent,
+    RstReceived,
+    AcceptFailed,
+    ListenOverflow,
+    StateChange,
+    Lost,
+}
+
+impl EventKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::RstSent => "rst_sent",
+            EventKind::RstReceived => "rst_received",
+            EventKind::AcceptFailed => "accept_failed",
+            EventKind::ListenOverflow => "listen_overflow",
+            EventKind::StateChange => "state_change",
+            EventKind::Lost => "lost",
+        }
+    }
+}
+
+/// How `pid` was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttributedBy {
+    /// The socket's owner: learned by the kernel programs in the owner's own
+    /// context, resolved through /proc for sockets older than tracer, or the
+    /// last owner of a connection closed moments before.
+    SocketOwner,
+    /// No socket: the owner of the listener on the local port.
+    ListenerOwner,
+    /// The task holding the socket lock when the kernel sent the RST.
+    CurrentTask,
+    None,
+}
+
+/// The process an event is attributed to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    /// Raw `comm` bytes (may be any bytes); rendered lossily as UTF-8.
+    pub comm: Vec<u8>,
+    pub cgroup: Option<String>,
+}
+
+/// One event line. Optional event-specific fields are left out when absent;
+/// the fields every event carries are always present (`null` when unknown).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Event {
+    pub v: u32,
+    pub ts: String,
+    pub event: EventKind,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub attributed_by: AttributedBy,
+    pub cgroup: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_port: Option<u16>,
+    /// Present (possibly `null`) on every event about a socket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<Option<String>>,
+    /// rst_sent: the kernel's reason name, `null` where the kernel gives none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Option<String>>,
+    /// state_change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_state: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_state: Option<String>,
+    /// accept_failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd_count: Option<Option<u32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd_limit: Option<Option<u64>>,
+    /// listen_overflow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queued: Option<u32>,
+    /// lost: records lost; accept_failed/listen_overflow: occurrences
+    /// aggregated into this line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Network namespace inode of the socket (extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns: Option<u32>,
+    /// Socket inode, as in /proc/PID/fd `socket:[N]` (extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_inode: Option<u64>,
+}
+
+impl Event {
+    /// An event with only the common fields set.
+    pub fn new(event: EventKind, ts: String) -> Self {
+        Event {
+            v: SCHEMA_VERSION,
+            ts,
+            event,
+            pid: None,
+            comm: None,
+            attributed_by: AttributedBy::None,
+            cgroup: None,
+            family: None,
+            local_addr: None,
+            local_port: None,
+            remote_addr: None,
+            remote_port: None,
+            state: None,
+            reason: None,
+            old_state: None,
+            new_state: None,
+            errno: None,
+            error: None,
+            fd_count: None,
+            fd_limit: None,
+            backlog: None,
+            queued: None,
+            count: None,
+            netns: None,
+            socket_inode: None,
+        }
+    }
+
+    pub fn set_owner(&mut self, owner: Option<&Owner>, by: AttributedBy) {
+        match owner {
+            Some(o) if o.pid != 0 => {
+                self.pid = Some(o.pid);
+                self.comm = Some(comm_string(&o.comm));
+                self.cgroup = o.cgroup.clone();
+                self.attributed_by = by;
+            }
+            _ => {
+                self.pid = None;
+                self.comm = None;
+                self.cgroup = None;
+                self.attributed_by = AttributedBy::None;
+            }
+        }
+    }
+}
+
+/// A process name as a string: bytes up to the first NUL, invalid UTF-8
+/// replaced by U+FFFD. Quotes, backslashes and control characters are left
+/// to the JSON encoder, which escapes them.
+pub fn comm_string(raw: &[u8]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+/// Name of an errno value for `accept_failed.error`.
+pub fn errno_name(errno: i32) -> String {
+    let name = match errno {
+        libc::EMFILE => "EMFILE",
+        libc::ENFILE => "ENFILE",
+        libc::ENOBUFS => "ENOBUFS",
+        libc::ENOMEM => "ENOMEM",
+        libc::ECONNABORTED => "ECONNABORTED",
+        libc::EINTR => "EINTR",
+        libc::EINVAL => "EINVAL",
+        libc::EBADF => "EBADF",
+        libc::ENOTSOCK => "ENOTSOCK",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EPERM => "EPERM",
+        libc::EPROTO => "EPROTO",
+        libc::EFAULT => "EFAULT",
+        libc::EAGAIN => "EAGAIN",
+        _ => return format!("E{errno}"),
+    };
+    name.to_string()
+}
+
+#[cfg(test)]
+#[path = "event_tests.rs"]
+mod tests;

@@ -1,0 +1,336 @@
+//! Struct member offsets, enum values and function/tracepoint presence from
+//! the running kernel's BTF (`/sys/kernel/btf/vmlinux`).
+
+use std::path::Path;
+
+use btf_rs::{Btf, BtfType, Struct, Type};
+use tracer_common::{KernelOffsets, OFFSET_NONE};
+
+use super::KernelError;
+
+/// Where the kernel exposes its own BTF.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// `RLIMIT_NOFILE` on x86_64 and arm64 (asm-generic/resource.h).
+const RLIMIT_NOFILE: usize = 7;
+
+/// Bounds the walk through typedef/const chains and anonymous members.
+const MAX_DEPTH: usize = 32;
+
+/// Loads the running kernel's BTF.
+pub fn load_vmlinux() -> Result<Btf, KernelError> {
+    let path = Path::new(VMLINUX_BTF);
+    if !path.exists() {
+        return Err(KernelError::BtfMissing { path: path.into() });
+    }
+    Btf::from_file(path).map_err(|source| KernelError::BtfParse {
+        path: path.into(),
+        source,
+    })
+}
+
+fn lookup(what: &str) -> impl FnOnce(btf_rs::Error) -> KernelError + '_ {
+    move |source| KernelError::BtfLookup {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// Follows typedef, const, volatile, restrict and type tags to the real type.
+fn peel(btf: &Btf, mut ty: Type) -> Result<Type, btf_rs::Error> {
+    for _ in 0..MAX_DEPTH {
+        ty = match &ty {
+            Type::Typedef(t) => btf.resolve_chained_type(t)?,
+            Type::Const(t) | Type::Volatile(t) | Type::Restrict(t) => {
+                btf.resolve_chained_type(t)?
+            }
+            Type::TypeTag(t) => btf.resolve_chained_type(t)?,
+            _ => return Ok(ty),
+        };
+    }
+    Ok(ty)
+}
+
+/// The struct (or typedef of a struct) called `name`.
+fn find_struct(btf: &Btf, name: &str) -> Result<Option<Struct>, KernelError> {
+    let types = btf.resolve_types_by_name(name).map_err(lookup(name))?;
+    // A real struct definition wins over typedefs and forward declarations.
+    for ty in &types {
+        if let Type::Struct(s) = ty {
+            return Ok(Some(s.clone()));
+        }
+    }
+    for ty in types {
+        if let Type::Typedef(_) = ty {
+            if let Type::Struct(s) = peel(btf, ty).map_err(lookup(name))? {
+                return Ok(Some(s));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// A member found by [`find_member`]: bit offset from the start of the
+/// searched struct, the member's type id, and whether it is a bitfield.
+struct Found {
+    bit_offset: u32,
+    type_id: u32,
+    bitfield: bool,
+}
+
+/// Looks `name` up among the members of `s`, descending into anonymous
+/// struct and union members (whose offsets are added).
+fn find_member(
+    btf: &Btf,
+    s: &Struct,
+    name: &str,
+    depth: usize,
+) -> Result<Option<Found>, btf_rs::Error> {
+    if depth > MAX_DEPTH {
+        return Ok(None);
+    }
+    for m in &s.members {
+        let mname = btf.resolve_name(m).unwrap_or_default();
+        let bitfield = m.bitfield_size().is_some_and(|bits| bits != 0) || m.bit_offset() % 8 != 0;
+        if mname == name {
+            return Ok(Some(Found {
+                bit_offset: m.bit_offset(),
+                type_id: m.get_type_id().unwrap_or(0),
+                bitfield,
+            }));
+        }
+        if mname.is_empty() {
+            if let Type::Struct(inner) | Type::Union(inner) =
+                peel(btf, btf.resolve_chained_type(m)?)?
+            {
+                if let Some(mut f) = find_member(btf, &inner, name, depth + 1)? {
+                    f.bit_offset += m.bit_offset();
+                    return Ok(Some(f));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Byte offset of `root.path[0].path[1]...`, each step looked up in the
+/// type of the previous one (anonymous members are transparent; pointers
+/// are not followed).
+/// `Ok(None)` when the struct or any member is missing.
+fn offset_of(btf: &Btf, root: &str, path: &[&str]) -> Result<Option<(u32, Type)>, KernelError> {
+    let Some(mut cur) = find_struct(btf, root)? else {
+        return Ok(None);
+    };
+    let mut bits = 0u32;
+    let mut last = Type::Struct(cur.clone());
+    for (i, member) in path.iter().enumerate() {
+        let Some(f) = find_member(btf, &cur, member, 0).map_err(lookup(root))? else {
+            return Ok(None);
+        };
+        if f.bitfield {
+            return Err(KernelError::Bitfield {
+                strukt: root.to_string(),
+                member: path[..=i].join("."),
+            });
+        }
+        bits += f.bit_offset;
+        last = peel(
+            btf,
+            btf.resolve_type_by_id(f.type_id).map_err(lookup(root))?,
+        )
+        .map_err(lookup(root))?;
+        if i + 1 < path.len() {
+            match &last {
+                Type::Struct(s) | Type::Union(s) => cur = s.clone(),
+                _ => return Ok(None),
+            }
+        }
+    }
+    Ok(Some((bits / 8, last)))
+}
+
+/// Byte offset of `root.path...` (e.g. `("sock", &["sk_lock", "owned"])`);
+/// an error names the struct and member when either is missing, or when the
+/// member is a bitfield.
+pub fn required_offset(btf: &Btf, root: &str, path: &[&str]) -> Result<u32, KernelError> {
+    match offset_of(btf, root, path)? {
+        Some((off, _)) => Ok(off),
+        None if find_struct(btf, root)?.is_none() => Err(KernelError::MissingStruct(root.into())),
+        None => Err(KernelError::MissingMember {
+            strukt: root.to_string(),
+            member: path.join("."),
+        }),
+    }
+}
+
+/// Like [`required_offset`], but a missing struct or member gives
+/// `OFFSET_NONE` (a bitfield is still an error).
+pub fn optional_offset(btf: &Btf, root: &str, path: &[&str]) -> Result<u32, KernelError> {
+    Ok(offset_of(btf, root, path)?.map_or(OFFSET_NONE, |(off, _)| off))
+}
+
+/// `offsetof(struct signal_struct, rlim[RLIMIT_NOFILE].rlim_cur)`, or
+/// `OFFSET_NONE` if the layout is not the expected array of `struct rlimit`.
+fn rlim_nofile_cur(btf: &Btf) -> Result<u32, KernelError> {
+    let Some((rlim, Type::Array(arr))) = offset_of(btf, "signal_struct", &["rlim"])? else {
+        return Ok(OFFSET_NONE);
+    };
+    if arr.len() <= RLIMIT_NOFILE {
+        return Err(KernelError::Unexpected(format!(
+            "signal_struct.rlim has {} entries, RLIMIT_NOFILE is {RLIMIT_NOFILE}",
+            arr.len()
+        )));
+    }
+    let elem = btf.resolve_chained_type(&arr).map_err(lookup("rlimit"))?;
+    let Type::Struct(rlimit) = peel(btf, elem).map_err(lookup("rlimit"))? else {
+        return Ok(OFFSET_NONE);
+    };
+    let Some(cur) = find_member(btf, &rlimit, "rlim_cur", 0).map_err(lookup("rlimit"))? else {
+        return Ok(OFFSET_NONE);
+    };
+    if cur.bitfield {
+        return Err(KernelError::Bitfield {
+            strukt: "rlimit".into(),
+            member: "rlim_cur".into(),
+        });
+    }
+    let off = rlim as usize + RLIMIT_NOFILE * rlimit.size() + cur.bit_offset as usize / 8;
+    u32::try_from(off).map_err(|_| KernelError::Unexpected("rlim offset overflows u32".into()))
+}
+
+/// `ns.inum` in `struct net`. The member has been `inum` in `struct
+/// ns_common` since 3.8; the loop leaves room for a rename.
+fn net_ns_inum(btf: &Btf) -> Result<u32, KernelError> {
+    for path in [&["ns", "inum"][..], &["ns", "ns_inum"][..]] {
+        if let Some((off, _)) = offset_of(btf, "net", path)? {
+            return Ok(off);
+        }
+    }
+    required_offset(btf, "net", &["ns", "inum"])
+}
+
+/// Fills every field of [`KernelOffsets`] from BTF. Missing required
+/// members are errors naming struct and member; optional ones (IPv6
+/// addresses, `skc_net` and `nd_net` without CONFIG_NET_NS, the `signal`
+/// rlimit path, `sk_protocol` where it is a bitfield) are `OFFSET_NONE`.
+/// Offsets of `sock_common` members are taken through `struct
+/// sock.__sk_common`, i.e. relative to a `struct sock *`.
+pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, KernelError> {
+    let skc = |m: &str| required_offset(btf, "sock", &["__sk_common", m]);
+    let skc_opt = |m: &str| optional_offset(btf, "sock", &["__sk_common", m]);
+    let task_signal = optional_offset(btf, "task_struct", &["signal"])?;
+    Ok(KernelOffsets {
+        skc_family: skc("skc_family")?,
+        skc_state: skc("skc_state")?,
+        skc_num: skc("skc_num")?,
+        skc_dport: skc("skc_dport")?,
+        skc_rcv_saddr: skc("skc_rcv_saddr")?,
+        skc_daddr: skc("skc_daddr")?,
+        skc_v6_rcv_saddr: skc_opt("skc_v6_rcv_saddr")?,
+        skc_v6_daddr: skc_opt("skc_v6_daddr")?,
+        // possible_net_t is empty without CONFIG_NET_NS.
+        skc_net: optional_offset(btf, "sock", &["__sk_common", "skc_net", "net"])?,
+        net_ns_inum: net_ns_inum(btf)?,
+        sk_lock_owned: required_offset(btf, "sock", &["sk_lock", "owned"])?,
+        sk_socket: required_offset(btf, "sock", &["sk_socket"])?,
+        sk_ack_backlog: required_offset(btf, "sock", &["sk_ack_backlog"])?,
+        sk_max_ack_backlog: required_offset(btf, "sock", &["sk_max_ack_backlog"])?,
+        // A u16 since 5.6; an 8-bit bitfield before, which cannot be read.
+        sk_protocol: match required_offset(btf, "sock", &["sk_protocol"]) {
+            Err(KernelError::Bitfield { .. }) => OFFSET_NONE,
+            other => other?,
+        },
+        inet_sport: optional_offset(btf, "inet_sock", &["inet_sport"])?,
+        socket_sk: required_offset(btf, "socket", &["sk"])?,
+        socket_file: required_offset(btf, "socket", &["file"])?,
+        file_private_data: required_offset(btf, "file", &["private_data"])?,
+        file_inode: required_offset(btf, "file", &["f_inode"])?,
+        inode_ino: required_offset(btf, "inode", &["i_ino"])?,
+        skb_head: required_offset(btf, "sk_buff", &["head"])?,
+        skb_data: required_offset(btf, "sk_buff", &["data"])?,
+        skb_network_header: required_offset(btf, "sk_buff", &["network_header"])?,
+        skb_transport_header: required_offset(btf, "sk_buff", &["transport_header"])?,
+        skb_dev: required_offset(btf, "sk_buff", &["dev"])?,
+        netdev_nd_net: optional_offset(btf, "net_device", &["nd_net", "net"])?,
+        task_files: required_offset(btf, "task_struct", &["files"])?,
+        files_fdt: required_offset(btf, "files_struct", &["fdt"])?,
+        fdtable_max_fds: required_offset(btf, "fdtable", &["max_fds"])?,
+        fdtable_fd: required_offset(btf, "fdtable", &["fd"])?,
+        task_signal,
+        signal_rlim_nofile_cur: if task_signal == OFFSET_NONE {
+            OFFSET_NONE
+        } else {
+            rlim_nofile_cur(btf)?
+        },
+        valid: 1,
+    })
+}
+
+/// Number of parameters of the BTF tracepoint `tp` (typedef
+/// `btf_trace_<tp>`, a pointer to a function prototype), counting the
+/// leading `void *` context: `tcp_send_reset` has 4 from 6.10 on (ctx, sk,
+/// skb, reason) and 3 before. `None` if the kernel has no such tracepoint.
+pub fn tracepoint_arg_count(btf: &Btf, tp: &str) -> Option<usize> {
+    let name = format!("btf_trace_{tp}");
+    let types = btf.resolve_types_by_name(&name).ok()?;
+    types.into_iter().find_map(|ty| {
+        let Type::Typedef(td) = ty else { return None };
+        let Type::Ptr(ptr) = peel(btf, btf.resolve_chained_type(&td).ok()?).ok()? else {
+            return None;
+        };
+        match peel(btf, btf.resolve_chained_type(&ptr).ok()?).ok()? {
+            Type::FuncProto(proto) => Some(proto.parameters.len()),
+            _ => None,
+        }
+    })
+}
+
+/// Whether BTF describes a function called `name` (fentry/kprobe target).
+pub fn has_function(btf: &Btf, name: &str) -> bool {
+    btf.resolve_types_by_name(name)
+        .map(|types| types.iter().any(|t| matches!(t, Type::Func(_))))
+        .unwrap_or(false)
+}
+
+fn enum_members(btf: &Btf, ty: &Type) -> Option<Vec<(String, i64)>> {
+    match ty {
+        Type::Enum(e) => Some(
+            e.members
+                .iter()
+                .map(|m| {
+                    let v = if e.is_signed() {
+                        i64::from(m.val() as i32)
+                    } else {
+                        i64::from(m.val())
+                    };
+                    (btf.resolve_name(m).unwrap_or_default(), v)
+                })
+                .collect(),
+        ),
+        // Values above i64::MAX (unsigned enum64) wrap; none of the enums
+        // read here come near.
+        Type::Enum64(e) => Some(
+            e.members
+                .iter()
+                .map(|m| (btf.resolve_name(m).unwrap_or_default(), m.val() as i64))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// Enumerators and values of `enum <enum_name>`.
+pub fn enum_values(btf: &Btf, enum_name: &str) -> Option<Vec<(String, i64)>> {
+    let types = btf.resolve_types_by_name(enum_name).ok()?;
+    types.iter().find_map(|t| enum_members(btf, t))
+}
+
+/// Enumerators and values of the anonymous enum that defines `enumerator`
+/// (e.g. `TCP_ESTABLISHED`, whose enum has no name).
+pub fn anon_enum_containing(btf: &Btf, enumerator: &str) -> Option<Vec<(String, i64)>> {
+    let types = btf.resolve_types_by_name("").ok()?;
+    types
+        .iter()
+        .filter_map(|t| enum_members(btf, t))
+        .find(|members| members.iter().any(|(n, _)| n == enumerator))
+}

@@ -1,0 +1,11 @@
+//! Probes: the hook table, what this kernel offers, the choice among
+//! mechanisms (pure), attach and detach (dropping the `Ebpf` detaches all).
+
+pub mod attach;
+pub mod caps;
+pub mod select;
+pub mod table;
+
+pub use attach::{HookReport, attach_all};
+pub use select::{KernelCaps, plan, unsatisfiable};
+pub use table::HOOKS;

@@ -1,0 +1,162 @@
+//! Choosing mechanisms: a pure function of what the kernel offers, tested
+//! without root against recorded capabilities of several kernels.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::table::{Hook, Kind, Mechanism};
+
+/// What a kernel offers, as far as the choice of mechanisms goes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelCaps {
+    /// `uname -r`.
+    pub release: String,
+    /// /sys/kernel/btf/vmlinux present.
+    pub btf: bool,
+    /// BPF ring buffer (Linux 5.8+).
+    pub ring_buffer: bool,
+    /// CONFIG_KPROBES (the kprobe PMU exists).
+    pub kprobes: bool,
+    /// tracefs mounted (or mountable).
+    pub tracefs: bool,
+    /// Raw/BTF tracepoints named in BTF (`btf_trace_<name>`), with their
+    /// parameter count including the leading context pointer.
+    #[serde(default)]
+    pub btf_tracepoints: BTreeMap<String, usize>,
+    /// Classic tracepoints with a readable format file (`tcp/tcp_send_reset`)
+    /// and their field names.
+    #[serde(default)]
+    pub tracepoints: BTreeMap<String, BTreeSet<String>>,
+    /// Kernel functions found in BTF (only those the table names).
+    #[serde(default)]
+    pub functions: BTreeSet<String>,
+}
+
+/// The choice for one hook: candidates to try at attach, in order, and the
+/// mechanisms refused up front with the reason.
+#[derive(Debug)]
+pub struct HookPlan {
+    pub hook: &'static Hook,
+    pub candidates: Vec<&'static Mechanism>,
+    pub refused: Vec<(&'static Mechanism, String)>,
+}
+
+/// Why `mech` cannot work on a kernel with `caps`, or `None` if it may.
+pub fn refusal(mech: &Mechanism, caps: &KernelCaps) -> Option<String> {
+    match mech.kind {
+        Kind::TpBtf | Kind::RawTracepoint => {
+            if mech.kind == Kind::TpBtf && !caps.btf {
+                return Some("no kernel BTF (/sys/kernel/btf/vmlinux)".into());
+            }
+            for target in mech.targets {
+                let Some(&params) = caps.btf_tracepoints.get(*target) else {
+                    return Some(if caps.btf {
+                        format!("tracepoint {target} does not exist on this kernel")
+                    } else {
+                        format!("cannot check tracepoint {target}'s arguments without BTF")
+                    });
+                };
+                if let Some(want) = mech.params
+                    && want != params
+                {
+                    return Some(format!(
+                        "{target} has {} arguments here, this program reads {}",
+                        params.saturating_sub(1),
+                        want - 1
+                    ));
+                }
+            }
+            None
+        }
+        Kind::Tracepoint => {
+            if !caps.tracefs {
+                return Some("tracefs is not mounted and could not be mounted".into());
+            }
+            // A multi-target program needs at least one of its targets.
+            let mut missing = Vec::new();
+            let mut found = 0;
+            for target in mech.targets {
+                match caps.tracepoints.get(*target) {
+                    None => missing.push(format!("tracepoint {target} does not exist")),
+                    Some(fields) => match mech.field {
+                        Some(f) if !fields.contains(f) => {
+                            missing.push(format!("{target} has no field `{f}`"))
+                        }
+                        _ => found += 1,
+                    },
+                }
+            }
+            if found == 0 {
+                Some(missing.join("; "))
+            } else {
+                None
+            }
+        }
+        Kind::Fexit => {
+            if !caps.btf {
+                Some("no kernel BTF".into())
+            } else if !all_functions(mech, caps) {
+                Some(format!("function {} not in BTF", mech.targets.join(", ")))
+            } else {
+                None
+            }
+        }
+        Kind::Kretprobe => {
+            if !caps.kprobes {
+                Some("kprobes are not enabled in this kernel (CONFIG_KPROBES)".into())
+            } else if caps.btf && !all_functions(mech, caps) {
+                Some(format!("function {} not found", mech.targets.join(", ")))
+            } else {
+                None
+            }
+        }
+    }
+}
+
+fn all_functions(mech: &Mechanism, caps: &KernelCaps) -> bool {
+    mech.targets.iter().all(|t| caps.functions.contains(*t))
+}
+
+/// Plans every hook of `table` for a kernel.
+pub fn plan(table: &'static [Hook], caps: &KernelCaps) -> Vec<HookPlan> {
+    table
+        .iter()
+        .map(|hook| {
+            let mut candidates = Vec::new();
+            let mut refused = Vec::new();
+            for mech in hook.mechanisms {
+                match refusal(mech, caps) {
+                    None => candidates.push(mech),
+                    Some(why) => refused.push((mech, why)),
+                }
+            }
+            HookPlan {
+                hook,
+                candidates,
+                refused,
+            }
+        })
+        .collect()
+}
+
+/// Required hooks with no candidate at all, with the reasons: `tracer`
+/// cannot run on such a kernel.
+pub fn unsatisfiable(plans: &[HookPlan]) -> Vec<String> {
+    plans
+        .iter()
+        .filter(|p| p.hook.required && p.candidates.is_empty())
+        .map(|p| {
+            let why: Vec<String> = p
+                .refused
+                .iter()
+                .map(|(m, w)| format!("{}: {w}", m.kind.name()))
+                .collect();
+            format!("{} ({})", p.hook.name, why.join("; "))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "select_tests.rs"]
+mod tests;

@@ -1,0 +1,301 @@
+//! The hooks `tracer` uses, each with its mechanisms in order of preference.
+//! A declarative table: choosing among the mechanisms is `select::plan`, a
+//! pure function of what the kernel offers.
+
+/// How a program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// BTF-typed raw tracepoint (`tp_btf`): needs BTF, no tracefs.
+    TpBtf,
+    /// Raw tracepoint: no BTF, no tracefs; arguments as in `tp_btf`.
+    RawTracepoint,
+    /// Classic tracepoint: fields at offsets from its tracefs format file.
+    Tracepoint,
+    /// BPF trampoline on function exit: needs BTF and trampoline support.
+    Fexit,
+    /// Return probe: needs CONFIG_KPROBES.
+    Kretprobe,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::TpBtf => "tp_btf",
+            Kind::RawTracepoint => "raw_tracepoint",
+            Kind::Tracepoint => "tracepoint",
+            Kind::Fexit => "fexit",
+            Kind::Kretprobe => "kretprobe",
+        }
+    }
+}
+
+/// One way of implementing a hook.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Mechanism {
+    pub kind: Kind,
+    /// Program name in the eBPF object.
+    pub program: &'static str,
+    /// Tracepoint (`tcp_send_reset`; `tcp/tcp_send_reset` for classic ones)
+    /// or kernel function; several for one program attached many times.
+    pub targets: &'static [&'static str],
+    /// For tp_btf/raw tracepoints: the exact BTF parameter count the program
+    /// was written for (the leading `void *` context included).
+    pub params: Option<usize>,
+    /// For classic tracepoints: a field the format must have.
+    pub field: Option<&'static str>,
+}
+
+/// A place in the kernel `tracer` observes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Hook {
+    pub name: &'static str,
+    /// The kernel function or tracepoint it depends on, where it is defined.
+    pub kernel: &'static str,
+    /// What is lost without it.
+    pub purpose: &'static str,
+    pub min_kernel: &'static str,
+    /// `tracer` refuses to run without a required hook.
+    pub required: bool,
+    pub mechanisms: &'static [Mechanism],
+}
+
+const fn m(
+    kind: Kind,
+    program: &'static str,
+    targets: &'static [&'static str],
+    params: Option<usize>,
+    field: Option<&'static str>,
+) -> Mechanism {
+    Mechanism {
+        kind,
+        program,
+        targets,
+        params,
+        field,
+    }
+}
+
+use Kind::*;
+
+pub static HOOKS: &[Hook] = &[
+    Hook {
+        name: "tcp_send_reset",
+        kernel: "tracepoint tcp:tcp_send_reset (include/trace/events/tcp.h; tcp_v4_send_reset, tcp_send_active_reset)",
+        purpose: "rst_sent events",
+        min_kernel: "4.15 (reason since 6.10)",
+        required: true,
+        mechanisms: &[
+            m(
+                TpBtf,
+                "tcp_send_reset_btf",
+                &["tcp_send_reset"],
+                Some(4),
+                None,
+            ),
+            m(
+                TpBtf,
+                "tcp_send_reset_btf_noreason",
+                &["tcp_send_reset"],
+                Some(3),
+                None,
+            ),
+            m(
+                RawTracepoint,
+                "tcp_send_reset_raw",
+                &["tcp_send_reset"],
+                Some(4),
+                None,
+            ),
+            m(
+                RawTracepoint,
+                "tcp_send_reset_raw_noreason",
+                &["tcp_send_reset"],
+                Some(3),
+                None,
+            ),
+            m(
+                Tracepoint,
+                "tcp_send_reset_tp",
+                &["tcp/tcp_send_reset"],
+                None,
+                Some("skaddr"),
+            ),
+        ],
+    },
+    Hook {
+        name: "tcp_receive_reset",
+        kernel: "tracepoint tcp:tcp_receive_reset (tcp_reset() in net/ipv4/tcp_input.c)",
+        purpose: "rst_received events",
+        min_kernel: "4.15",
+        required: true,
+        mechanisms: &[
+            m(
+                TpBtf,
+                "tcp_receive_reset_btf",
+                &["tcp_receive_reset"],
+                Some(2),
+                None,
+            ),
+            m(
+                RawTracepoint,
+                "tcp_receive_reset_raw",
+                &["tcp_receive_reset"],
+                Some(2),
+                None,
+            ),
+            m(
+                Tracepoint,
+                "tcp_receive_reset_tp",
+                &["tcp/tcp_receive_reset"],
+                None,
+                Some("skaddr"),
+            ),
+        ],
+    },
+    Hook {
+        name: "inet_sock_set_state",
+        kernel: "tracepoint sock:inet_sock_set_state (inet_sk_set_state, tcp_set_state)",
+        purpose: "owners learned at connect/listen/close, CLOSE_WAIT tracking, tombstones, state_change events",
+        min_kernel: "4.16",
+        required: true,
+        mechanisms: &[
+            m(
+                TpBtf,
+                "inet_sock_set_state_btf",
+                &["inet_sock_set_state"],
+                Some(4),
+                None,
+            ),
+            m(
+                RawTracepoint,
+                "inet_sock_set_state_raw",
+                &["inet_sock_set_state"],
+                Some(4),
+                None,
+            ),
+            m(
+                Tracepoint,
+                "inet_sock_set_state_tp",
+                &["sock/inet_sock_set_state"],
+                None,
+                Some("newstate"),
+            ),
+        ],
+    },
+    Hook {
+        name: "tcp_destroy_sock",
+        kernel: "tracepoint tcp:tcp_destroy_sock (tcp_v4_destroy_sock)",
+        purpose: "owner-map entries leave when their socket is destroyed (else the LRU evicts them)",
+        min_kernel: "4.15",
+        required: false,
+        mechanisms: &[
+            m(
+                TpBtf,
+                "tcp_destroy_sock_btf",
+                &["tcp_destroy_sock"],
+                Some(2),
+                None,
+            ),
+            m(
+                RawTracepoint,
+                "tcp_destroy_sock_raw",
+                &["tcp_destroy_sock"],
+                Some(2),
+                None,
+            ),
+            m(
+                Tracepoint,
+                "tcp_destroy_sock_tp",
+                &["tcp/tcp_destroy_sock"],
+                None,
+                Some("skaddr"),
+            ),
+        ],
+    },
+    Hook {
+        name: "sock_send_length",
+        kernel: "tracepoint sock:sock_send_length (sock_sendmsg in net/socket.c)",
+        purpose: "owners of sockets that existed before tracer attached, learned at their next send",
+        min_kernel: "6.3",
+        required: false,
+        mechanisms: &[
+            m(TpBtf, "sock_send_btf", &["sock_send_length"], Some(4), None),
+            m(
+                RawTracepoint,
+                "sock_io_raw",
+                &["sock_send_length"],
+                Some(4),
+                None,
+            ),
+        ],
+    },
+    Hook {
+        name: "sock_recv_length",
+        kernel: "tracepoint sock:sock_recv_length (sock_recvmsg in net/socket.c)",
+        purpose: "owners of sockets that existed before tracer attached, learned at their next receive",
+        min_kernel: "6.3",
+        required: false,
+        mechanisms: &[
+            m(TpBtf, "sock_recv_btf", &["sock_recv_length"], Some(4), None),
+            m(
+                RawTracepoint,
+                "sock_io_raw",
+                &["sock_recv_length"],
+                Some(4),
+                None,
+            ),
+        ],
+    },
+    Hook {
+        name: "inet_csk_accept",
+        kernel: "function inet_csk_accept (net/ipv4/inet_connection_sock.c)",
+        purpose: "owners of accepted sockets at the accept itself (else learned at the accept syscall's exit)",
+        min_kernel: "5.5 (fexit) / any (kretprobe)",
+        required: false,
+        mechanisms: &[
+            m(
+                Fexit,
+                "inet_csk_accept_fexit",
+                &["inet_csk_accept"],
+                None,
+                None,
+            ),
+            m(
+                Kretprobe,
+                "inet_csk_accept_kretprobe",
+                &["inet_csk_accept"],
+                None,
+                None,
+            ),
+        ],
+    },
+    Hook {
+        name: "accept_enter",
+        kernel: "tracepoints syscalls:sys_enter_accept4, sys_enter_accept (kernel/trace/trace_syscalls.c)",
+        purpose: "the listening fd of each accept() call",
+        min_kernel: "any with CONFIG_FTRACE_SYSCALLS",
+        required: false,
+        mechanisms: &[m(
+            Tracepoint,
+            "sys_enter_accept_tp",
+            &["syscalls/sys_enter_accept4", "syscalls/sys_enter_accept"],
+            None,
+            Some("fd"),
+        )],
+    },
+    Hook {
+        name: "accept_exit",
+        kernel: "tracepoints syscalls:sys_exit_accept4, sys_exit_accept (kernel/trace/trace_syscalls.c)",
+        purpose: "accept_failed events (EMFILE, ENFILE, ...) and owners of accepted sockets",
+        min_kernel: "any with CONFIG_FTRACE_SYSCALLS",
+        required: false,
+        mechanisms: &[m(
+            Tracepoint,
+            "sys_exit_accept_tp",
+            &["syscalls/sys_exit_accept4", "syscalls/sys_exit_accept"],
+            None,
+            Some("ret"),
+        )],
+    },
+];

@@ -1,0 +1,47 @@
+//! `tracer probes`: attach nothing permanent; print each hook, the mechanism
+//! chosen on this kernel and why the others were refused.
+
+use std::io::Write;
+
+use crate::cli::ProbesArgs;
+use crate::output::Format;
+use crate::session::{KernelFilter, Session};
+
+pub fn run(args: ProbesArgs) -> anyhow::Result<()> {
+    let format = args.format.unwrap_or_else(Format::default_for_stdout);
+    // Attaching for real is the only way to know what the kernel accepts
+    // (fexit may be refused at load); the session is dropped right after,
+    // which detaches everything.
+    let session = Session::start(&KernelFilter::default(), 4096 * 1024)?;
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => {
+            let doc = serde_json::json!({
+                "v": crate::event::SCHEMA_VERSION,
+                "kernel": session.caps.release,
+                "hooks": session.hooks,
+            });
+            writeln!(out, "{doc}")?;
+        }
+        Format::Text => {
+            writeln!(out, "kernel {}", session.caps.release)?;
+            for h in &session.hooks {
+                let chosen = match &h.chosen {
+                    Some(c) => format!("{} ({})", c.mechanism, c.targets.join(", ")),
+                    None if h.required => "NOT ATTACHED (required)".into(),
+                    None => "not attached".into(),
+                };
+                writeln!(out, "{:<20} {chosen}", h.hook)?;
+                writeln!(out, "{:<20}   for: {}", "", h.purpose)?;
+                for r in &h.refused {
+                    writeln!(
+                        out,
+                        "{:<20}   refused {} ({}): {}",
+                        "", r.mechanism, r.program, r.why
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

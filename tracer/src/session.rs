@@ -1,0 +1,158 @@
+//! A tracing session: read the kernel, choose and attach hooks, take the
+//! start-up snapshot. Dropping the session detaches every program.
+
+use anyhow::{Context as _, anyhow, bail};
+use aya::{Btf, Ebpf, EbpfLoader};
+use tracer_common::{Filter, MAX_FILTER};
+
+use crate::kernel::KernelInfo;
+use crate::probes::{self, HookReport, KernelCaps};
+
+/// The eBPF object built by tracer/build.rs.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+pub struct Session {
+    pub ebpf: Ebpf,
+    pub kernel: KernelInfo,
+    pub caps: KernelCaps,
+    pub hooks: Vec<HookReport>,
+}
+
+/// What the kernel side should filter and emit.
+#[derive(Clone, Debug, Default)]
+pub struct KernelFilter {
+    pub ports: Vec<u16>,
+    pub pids: Vec<u32>,
+    pub all_states: bool,
+}
+
+impl KernelFilter {
+    /// The global the programs read. More values than fit are filtered in
+    /// userspace only.
+    pub fn to_global(&self) -> Filter {
+        let mut f = Filter::EMPTY;
+        if self.ports.len() <= MAX_FILTER {
+            for (i, p) in self.ports.iter().enumerate() {
+                f.ports[i] = *p;
+            }
+            f.n_ports = self.ports.len() as u32;
+        }
+        if self.pids.len() <= MAX_FILTER {
+            for (i, p) in self.pids.iter().enumerate() {
+                f.pids[i] = *p;
+            }
+            f.n_pids = self.pids.len() as u32;
+        }
+        f.all_states = self.all_states as u32;
+        f
+    }
+}
+
+/// Capabilities (bit numbers in /proc/self/status CapEff).
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Fails with one clear line when the process cannot load BPF programs.
+pub fn check_privileges() -> anyhow::Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |bit: u32| eff & (1u64 << bit) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    bail!("tracer needs root or CAP_BPF+CAP_PERFMON to load its kernel programs; run it with sudo")
+}
+
+/// Ring buffer size in bytes: a power of two multiple of the page size.
+pub fn ring_bytes(kib: u32) -> anyhow::Result<u32> {
+    let bytes = kib
+        .checked_mul(1024)
+        .ok_or_else(|| anyhow!("--ring-buffer-kib {kib} is too large"))?;
+    if bytes < 4096 || !bytes.is_power_of_two() {
+        bail!("--ring-buffer-kib must be a power of two of at least 4 (got {kib})");
+    }
+    Ok(bytes)
+}
+
+impl Session {
+    /// Reads the kernel, loads the object with its globals and attaches the
+    /// planned hooks. Fails when a required hook cannot be attached.
+    pub fn start(filter: &KernelFilter, ring_buffer_bytes: u32) -> anyhow::Result<Session> {
+        if EBPF_OBJECT.is_empty() {
+            bail!(
+                "this tracer binary was built without its kernel programs (AYA_BUILD_SKIP); rebuild with `cargo xtask run`"
+            );
+        }
+        check_privileges()?;
+        let kernel = KernelInfo::load().context("reading the running kernel's BTF")?;
+        let caps = probes::caps::probe(&kernel);
+        if !caps.ring_buffer {
+            bail!(
+                "this kernel has no BPF ring buffer (Linux 5.8 or newer is needed; found {})",
+                caps.release
+            );
+        }
+        let plans = probes::plan(probes::HOOKS, &caps);
+        let impossible = probes::unsatisfiable(&plans);
+        if !impossible.is_empty() {
+            bail!(
+                "this kernel offers no way to attach: {}",
+                impossible.join("; ")
+            );
+        }
+        let btf = Btf::from_sys_fs().context("reading /sys/kernel/btf/vmlinux for the loader")?;
+        let global_filter = filter.to_global();
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .override_global("OFFSETS", &kernel.offsets, true)
+            .override_global("LAYOUTS", &kernel.layouts, true)
+            .override_global("FILTER", &global_filter, true)
+            .map_max_entries("EVENTS", ring_buffer_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(|e| anyhow!("loading the eBPF object: {}", error_chain(&e)))?;
+        let hooks = probes::attach_all(&mut ebpf, &btf, &plans);
+        let failed: Vec<String> = hooks
+            .iter()
+            .filter(|h| h.required && h.chosen.is_none())
+            .map(|h| {
+                let why: Vec<String> = h
+                    .refused
+                    .iter()
+                    .map(|r| format!("{}: {}", r.mechanism, r.why))
+                    .collect();
+                format!("{} ({})", h.hook, why.join("; "))
+            })
+            .collect();
+        if !failed.is_empty() {
+            bail!("the kernel refused required hooks: {}", failed.join("; "));
+        }
+        for h in hooks.iter().filter(|h| h.chosen.is_none()) {
+            log::info!("optional hook {} not attached: {}", h.hook, h.purpose);
+        }
+        Ok(Session {
+            ebpf,
+            kernel,
+            caps,
+            hooks,
+        })
+    }
+}
+
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,476 @@
+//! What existed before the tracer attached: every TCP socket in every network
+//! namespace (from sock_diag), which process holds each one (from
+//! `/proc/*/fd`), and what those processes look like (comm, cgroup, open fds,
+//! RLIMIT_NOFILE).
+//!
+//! Everything here is blocking and may take a while on a busy host (one
+//! short-lived thread per network namespace, one `readlink` per open fd); call
+//! it from `tokio::task::spawn_blocking` or a plain thread. Namespaces are only
+//! ever entered from threads this module spawns and joins, never from the
+//! caller's thread.
+//!
+//! Listener queue statistics are the per-listener signal for accept-queue
+//! overflow: `rqueue` is the accept queue length, `wqueue` the backlog limit
+//! and `drops` the socket's drop counter, which the kernel bumps for every SYN
+//! or final ACK refused because that queue was full. Refresh them with
+//! [`listeners_in`].
+
+// Parts of this API are for the attribution and diagnose code that is being
+// written alongside; until all of it is wired up some items are unused.
+#![allow(dead_code, unused_imports)]
+
+mod netns;
+mod proc;
+mod sockdiag;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub use netns::{NetnsRef, find_netns, list_netns, netns_of, self_netns};
+pub use proc::{
+    parse_cgroup_v2, parse_nofile_soft, parse_socket_link, process_info, socket_inodes_of,
+};
+pub use sockdiag::{ALL_STATES, Chunk, parse_dump_chunk, parse_inet_diag_msg};
+
+/// Kernel TCP state numbers (`include/net/tcp_states.h`).
+pub const TCP_ESTABLISHED: u8 = 1;
+pub const TCP_TIME_WAIT: u8 = 6;
+pub const TCP_CLOSE_WAIT: u8 = 8;
+pub const TCP_LISTEN: u8 = 10;
+pub const TCP_NEW_SYN_RECV: u8 = 12;
+
+/// The kernel's name of a TCP state without the `TCP_` prefix, as the event
+/// schema spells it.
+pub fn tcp_state_name(state: u8) -> &'static str {
+    match state {
+        1 => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        4 => "FIN_WAIT1",
+        5 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        8 => "CLOSE_WAIT",
+        9 => "LAST_ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        12 => "NEW_SYN_RECV",
+        13 => "BOUND_INACTIVE",
+        _ => "UNKNOWN",
+    }
+}
+
+/// One TCP socket as sock_diag reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketEntry {
+    /// Inode of the network namespace the socket lives in.
+    pub netns: u32,
+    /// `AF_INET` (2) or `AF_INET6` (10).
+    pub family: u16,
+    /// Kernel TCP state number ([`TCP_LISTEN`], [`TCP_CLOSE_WAIT`], ...).
+    pub state: u8,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// Socket inode (0 for TIME_WAIT and NEW_SYN_RECV mini-sockets).
+    pub inode: u64,
+    pub uid: u32,
+    /// Listeners: accept queue length. Others: bytes in the receive queue.
+    pub rqueue: u32,
+    /// Listeners: backlog limit. Others: bytes in the send queue.
+    pub wqueue: u32,
+    /// `SK_MEMINFO_DROPS` from `INET_DIAG_SKMEMINFO`; `None` when the kernel
+    /// sent no (or a too short) skmeminfo, e.g. for TIME_WAIT sockets.
+    pub drops: Option<u32>,
+    /// The socket cookie (the value `bpf_get_socket_cookie` returns).
+    pub cookie: u64,
+}
+
+impl SocketEntry {
+    pub fn is_listener(&self) -> bool {
+        self.state == TCP_LISTEN
+    }
+
+    /// The key of [`Snapshot::owners`].
+    pub fn key(&self) -> (u32, u64) {
+        (self.netns, self.inode)
+    }
+}
+
+/// A process as `/proc` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    /// `/proc/PID/comm` without the trailing newline; raw bytes.
+    pub comm: Vec<u8>,
+    /// The cgroup v2 path (`0::/path` line), `None` on a v1-only host.
+    pub cgroup: Option<String>,
+    /// Open file descriptors (0 when `/proc/PID/fd` cannot be read).
+    pub fd_count: u32,
+    /// RLIMIT_NOFILE soft limit; `None` when unreadable or unlimited.
+    pub fd_limit: Option<u64>,
+}
+
+/// Bounds and sources for [`take_snapshot`].
+#[derive(Debug, Clone)]
+pub struct SnapshotOptions {
+    /// Directories holding bind-mounted namespace files besides the
+    /// per-process ones (`ip netns` uses `/run/netns`).
+    pub netns_dirs: Vec<PathBuf>,
+    /// Bitmask of TCP states to dump (`1 << state`); [`ALL_STATES`] by default.
+    pub states: u32,
+    /// At most this many network namespaces are dumped.
+    pub max_netns: usize,
+    /// At most this many processes are examined per pass over `/proc`.
+    pub max_pids: usize,
+    /// At most this many fds are resolved per process.
+    pub max_fds_per_pid: usize,
+    /// Collect [`ProcessInfo`] for every process that holds a socket.
+    pub process_info: bool,
+}
+
+impl Default for SnapshotOptions {
+    fn default() -> Self {
+        Self {
+            netns_dirs: vec![
+                PathBuf::from("/run/netns"),
+                PathBuf::from("/var/run/docker/netns"),
+            ],
+            states: ALL_STATES,
+            max_netns: 4096,
+            max_pids: 262_144,
+            max_fds_per_pid: 262_144,
+            process_info: true,
+        }
+    }
+}
+
+/// Everything found by [`take_snapshot`].
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Every dumped TCP socket, namespace by namespace.
+    pub sockets: Vec<SocketEntry>,
+    /// (netns inode, socket inode) to the lowest pid holding that socket.
+    /// For sockets sock_diag reported, the netns is the socket's own; for
+    /// other sockets (UDP, unix, sockets that appeared after the dump) it is
+    /// the holding process's netns.
+    pub owners: HashMap<(u32, u64), u32>,
+    /// Every pid holding the socket, for sockets held by more than one
+    /// process (pre-fork servers share their listener). Sorted ascending.
+    pub shared_owners: HashMap<(u32, u64), Vec<u32>>,
+    /// Processes that hold at least one socket.
+    pub processes: HashMap<u32, ProcessInfo>,
+    /// pid to the inode of its network namespace, for every pid examined.
+    pub netns_of_pid: HashMap<u32, u32>,
+    /// The namespaces found, with a handle to enter each again.
+    pub namespaces: Vec<NetnsRef>,
+    /// Inode of the network namespace this process runs in.
+    pub self_netns: u32,
+    /// Non-fatal problems (a namespace that could not be entered, a process
+    /// that could not be read for another reason than having exited).
+    pub warnings: usize,
+    /// The first few warnings, as text.
+    pub warning_samples: Vec<String>,
+    /// A cap of [`SnapshotOptions`] was hit; the view is incomplete.
+    pub truncated: bool,
+}
+
+const MAX_WARNING_SAMPLES: usize = 16;
+
+impl Snapshot {
+    /// The process holding `entry`, if it was found.
+    pub fn owner_of(&self, entry: &SocketEntry) -> Option<u32> {
+        if entry.inode == 0 {
+            return None;
+        }
+        self.owners.get(&entry.key()).copied()
+    }
+
+    /// Every listening socket.
+    pub fn listeners(&self) -> impl Iterator<Item = &SocketEntry> {
+        self.sockets.iter().filter(|s| s.is_listener())
+    }
+
+    /// Sockets of one namespace.
+    pub fn sockets_in(&self, netns: u32) -> impl Iterator<Item = &SocketEntry> {
+        self.sockets.iter().filter(move |s| s.netns == netns)
+    }
+
+    /// The handle of a namespace found by this snapshot.
+    pub fn netns(&self, inode: u32) -> Option<&NetnsRef> {
+        self.namespaces.iter().find(|n| n.inode == inode)
+    }
+
+    fn warn(&mut self, message: String) {
+        log::debug!("snapshot: {message}");
+        self.warnings += 1;
+        if self.warning_samples.len() < MAX_WARNING_SAMPLES {
+            self.warning_samples.push(message);
+        }
+    }
+}
+
+/// Why a snapshot (or part of one) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot enter network namespace {netns} through {}: {source} (needs root or CAP_SYS_ADMIN)",
+        path.display()
+    )]
+    Setns {
+        netns: u32,
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("network namespace {expected} is gone ({} now names {found:?})", path.display())]
+    NetnsGone {
+        expected: u32,
+        found: Option<u32>,
+        path: PathBuf,
+    },
+    #[error("sock_diag netlink socket: {0}")]
+    Netlink(#[source] std::io::Error),
+    #[error("the kernel refused the sock_diag dump: {0}")]
+    Kernel(#[source] std::io::Error),
+    #[error("malformed sock_diag message: {0}")]
+    Decode(String),
+    #[error("network namespace worker thread: {0}")]
+    Thread(String),
+    #[error("no network namespace could be inspected ({failed} tried); first error: {first}")]
+    NothingInspected {
+        failed: usize,
+        #[source]
+        first: Box<SnapshotError>,
+    },
+}
+
+impl SnapshotError {
+    /// True when the failure is a missing privilege rather than a vanished
+    /// namespace or process.
+    pub fn is_permission(&self) -> bool {
+        use std::io::ErrorKind::PermissionDenied;
+        match self {
+            Self::Io { source, .. } | Self::Netlink(source) | Self::Kernel(source) => {
+                source.kind() == PermissionDenied
+            }
+            Self::Setns { source, .. } => {
+                matches!(source, nix::Error::EPERM | nix::Error::EACCES)
+            }
+            Self::NothingInspected { first, .. } => first.is_permission(),
+            _ => false,
+        }
+    }
+}
+
+/// Dumps the sockets of one namespace (all states in `states`, see
+/// [`ALL_STATES`]) from a short-lived thread that enters it.
+pub fn dump_netns(ns: &NetnsRef, states: u32) -> Result<Vec<SocketEntry>, SnapshotError> {
+    let inode = ns.inode;
+    netns::in_netns(ns, move || sockdiag::dump_current_netns(inode, states))
+}
+
+/// The listening TCP sockets of one namespace with their queue statistics.
+/// Cheap enough to call periodically.
+pub fn listeners_in(ns: &NetnsRef) -> Result<Vec<SocketEntry>, SnapshotError> {
+    dump_netns(ns, 1 << TCP_LISTEN)
+}
+
+/// Sockets, owners and processes across all network namespaces.
+///
+/// Per-namespace and per-process failures are counted in
+/// [`Snapshot::warnings`]; an error is returned only when no namespace at all
+/// could be dumped (typically: not permitted) or `/proc` cannot be listed.
+pub fn take_snapshot(opts: &SnapshotOptions) -> Result<Snapshot, SnapshotError> {
+    let mut snap = Snapshot::default();
+
+    // 1. Namespaces, and each process's namespace on the way.
+    let listing = netns::scan(opts)?;
+    snap.self_netns = listing.self_netns;
+    snap.netns_of_pid = listing.netns_of_pid;
+    snap.truncated |= listing.truncated;
+    for w in listing.warnings {
+        snap.warn(w);
+    }
+    let mut namespaces = listing.namespaces;
+    if namespaces.len() > opts.max_netns {
+        namespaces.truncate(opts.max_netns);
+        snap.truncated = true;
+    }
+
+    // 2. Sockets, before the fd scan so that sockets seen here and still
+    //    open are found there.
+    let mut failed = 0usize;
+    let mut first_error = None;
+    let mut self_error = None;
+    for ns in &namespaces {
+        match dump_netns(ns, opts.states) {
+            Ok(mut entries) => snap.sockets.append(&mut entries),
+            Err(e) => {
+                failed += 1;
+                snap.warn(format!("netns {}: {e}", ns.inode));
+                if ns.inode == snap.self_netns && e.is_permission() {
+                    self_error = Some(e);
+                } else if first_error.is_none() {
+                    first_error = Some(e);
+                }
+            }
+        }
+    }
+    if let Some(e) = self_error {
+        return Err(e);
+    }
+    if failed == namespaces.len() {
+        return Err(match first_error {
+            Some(first) => SnapshotError::NothingInspected {
+                failed,
+                first: Box::new(first),
+            },
+            None => SnapshotError::Thread("no network namespace found".into()),
+        });
+    }
+    snap.namespaces = namespaces;
+
+    // 3. Who holds which socket.
+    let held = proc::scan_fds(opts, &mut snap.netns_of_pid);
+    snap.truncated |= held.truncated;
+    for w in held.warnings {
+        snap.warn(w);
+    }
+    attribute(&mut snap, &held.sockets);
+
+    // 4. What those processes look like.
+    if opts.process_info {
+        let mut pids: Vec<u32> = snap.owners.values().copied().collect();
+        pids.extend(snap.shared_owners.values().flatten().copied());
+        pids.sort_unstable();
+        pids.dedup();
+        for pid in pids {
+            let fd_count = held.fd_counts.get(&pid).copied();
+            if let Some(info) = proc::process_info_with(pid, fd_count) {
+                snap.processes.insert(pid, info);
+            }
+        }
+    }
+    Ok(snap)
+}
+
+/// Fills `owners`/`shared_owners` from (pid, pid's netns, socket inode)
+/// triples: keyed by the socket's own netns where sock_diag saw the socket,
+/// by the holder's netns otherwise.
+fn attribute(snap: &mut Snapshot, held: &[proc::HeldSocket]) {
+    // socket inode -> (holder netns, pids)
+    let mut by_inode: BTreeMap<u64, (u32, Vec<u32>)> = BTreeMap::new();
+    for h in held {
+        let slot = by_inode.entry(h.inode).or_insert((h.netns, Vec::new()));
+        slot.1.push(h.pid);
+    }
+    for (_, pids) in by_inode.values_mut() {
+        pids.sort_unstable();
+        pids.dedup();
+    }
+    // Socket inodes come from one global counter, so an inode seen by
+    // sock_diag in namespace N and held by a process is that socket, even
+    // when the process itself runs in another namespace.
+    let mut socket_netns: HashMap<u64, u32> = HashMap::new();
+    for s in &snap.sockets {
+        if s.inode != 0 {
+            socket_netns.insert(s.inode, s.netns);
+        }
+    }
+    for (inode, (holder_netns, pids)) in by_inode {
+        let netns = socket_netns.get(&inode).copied().unwrap_or(holder_netns);
+        let Some(&first) = pids.first() else { continue };
+        snap.owners.insert((netns, inode), first);
+        if pids.len() > 1 {
+            snap.shared_owners.insert((netns, inode), pids);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    fn entry(netns: u32, inode: u64) -> SocketEntry {
+        let any = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 80));
+        SocketEntry {
+            netns,
+            family: 2,
+            state: TCP_LISTEN,
+            local: any,
+            remote: any,
+            inode,
+            uid: 0,
+            rqueue: 0,
+            wqueue: 0,
+            drops: Some(0),
+            cookie: 1,
+        }
+    }
+
+    #[test]
+    fn snapshot_attribution_uses_the_sockets_netns() {
+        let mut snap = Snapshot {
+            sockets: vec![entry(111, 5000), entry(222, 6000)],
+            ..Default::default()
+        };
+        let held = [
+            // A process in netns 111 holding a socket created in netns 222
+            // (it called setns before socket()).
+            proc::HeldSocket {
+                pid: 7,
+                netns: 111,
+                inode: 6000,
+            },
+            proc::HeldSocket {
+                pid: 9,
+                netns: 111,
+                inode: 5000,
+            },
+            proc::HeldSocket {
+                pid: 8,
+                netns: 111,
+                inode: 5000,
+            },
+            // A socket sock_diag did not report (UDP, unix...).
+            proc::HeldSocket {
+                pid: 9,
+                netns: 111,
+                inode: 7000,
+            },
+        ];
+        attribute(&mut snap, &held);
+        assert_eq!(snap.owners.get(&(222, 6000)), Some(&7));
+        assert_eq!(snap.owners.get(&(111, 5000)), Some(&8));
+        assert_eq!(snap.shared_owners.get(&(111, 5000)), Some(&vec![8, 9]));
+        assert_eq!(snap.owners.get(&(111, 7000)), Some(&9));
+        assert_eq!(snap.owner_of(&snap.sockets[1].clone()), Some(7));
+        assert_eq!(snap.owners.len(), 3);
+    }
+
+    #[test]
+    fn snapshot_state_names() {
+        assert_eq!(tcp_state_name(TCP_LISTEN), "LISTEN");
+        assert_eq!(tcp_state_name(TCP_CLOSE_WAIT), "CLOSE_WAIT");
+        assert_eq!(tcp_state_name(TCP_NEW_SYN_RECV), "NEW_SYN_RECV");
+        assert_eq!(tcp_state_name(200), "UNKNOWN");
+    }
+
+    #[test]
+    fn snapshot_warnings_are_capped() {
+        let mut snap = Snapshot::default();
+        for i in 0..100 {
+            snap.warn(format!("w{i}"));
+        }
+        assert_eq!(snap.warnings, 100);
+        assert_eq!(snap.warning_samples.len(), MAX_WARNING_SAMPLES);
+    }
+}

@@ -1,0 +1,354 @@
+//! `tracer watch`: the event loop. Ring buffer -> decode -> attribute ->
+//! enrich -> sink, with lost-event accounting, accept-failure aggregation and
+//! background snapshot refreshes; ends on Ctrl-C, SIGTERM, --duration or a
+//! closed stdout.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::aggregate::{ACCEPT_INTERVAL_MS, AcceptAggregator};
+use crate::attribute::{Attributor, procs::LiveProc};
+use crate::cli::WatchArgs;
+use crate::clock::Clock;
+use crate::decode::{Record, decode};
+use crate::enrich::Enricher;
+use crate::event::{AttributedBy, Event, EventKind, comm_string, errno_name};
+use crate::output::{self, Sink, is_closed_pipe};
+use crate::session::{KernelFilter, Session, ring_bytes};
+use crate::snapshot::{self, Snapshot, SnapshotOptions};
+
+/// Minimum time between two snapshot refreshes triggered by unknown owners.
+const REFRESH_EVERY: Duration = Duration::from_secs(2);
+
+/// Why the loop ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum End {
+    Signal,
+    Duration,
+    ReaderClosed,
+}
+
+/// Userspace filters (the kernel applies what it can before).
+pub struct UserFilter {
+    pub pids: Vec<u32>,
+    pub ports: Vec<u16>,
+    pub comm: Option<String>,
+}
+
+impl UserFilter {
+    pub fn passes(&self, e: &Event) -> bool {
+        if e.event == EventKind::Lost {
+            return true;
+        }
+        if !self.pids.is_empty() && !e.pid.is_some_and(|p| self.pids.contains(&p)) {
+            return false;
+        }
+        if !self.ports.is_empty()
+            && !e.local_port.is_some_and(|p| self.ports.contains(&p))
+            && !e.remote_port.is_some_and(|p| self.ports.contains(&p))
+        {
+            return false;
+        }
+        if let Some(c) = &self.comm
+            && e.comm.as_deref() != Some(c.as_str())
+        {
+            return false;
+        }
+        true
+    }
+}
+
+pub async fn run(args: WatchArgs) -> anyhow::Result<End> {
+    let format = args
+        .common
+        .format
+        .unwrap_or_else(output::Format::default_for_stdout);
+    let ring = ring_bytes(args.common.ring_buffer_kib)?;
+    let kfilter = KernelFilter {
+        ports: args.common.port.clone(),
+        pids: args.common.pid.clone(),
+        all_states: args.states,
+    };
+    let mut session = Session::start(&kfilter, ring)?;
+    let ufilter = UserFilter {
+        pids: args.common.pid.clone(),
+        ports: args.common.port.clone(),
+        comm: args.common.comm.clone(),
+    };
+    let sink = output::sink(format, std::io::stdout());
+    let mut lp = Loop::new(&mut session, sink, ufilter, args.states)?;
+    let snap = take_snapshot_blocking().await;
+    lp.seed(snap);
+    lp.run(args.common.duration).await
+}
+
+async fn take_snapshot_blocking() -> Option<Snapshot> {
+    let res =
+        tokio::task::spawn_blocking(|| snapshot::take_snapshot(&SnapshotOptions::default())).await;
+    match res {
+        Ok(Ok(s)) => {
+            if s.warnings > 0 {
+                log::debug!(
+                    "snapshot: {} warnings, e.g. {:?}",
+                    s.warnings,
+                    s.warning_samples.first()
+                );
+            }
+            Some(s)
+        }
+        Ok(Err(e)) => {
+            log::warn!(
+                "snapshot of existing sockets failed: {e}; owners of older sockets may be unknown"
+            );
+            None
+        }
+        Err(e) => {
+            log::warn!("snapshot task failed: {e}");
+            None
+        }
+    }
+}
+
+pub struct Loop<'s> {
+    ring: AsyncFd<RingBuf<MapData>>,
+    drops: PerCpuArray<MapData, u64>,
+    drops_seen: u64,
+    attr: Attributor,
+    accepts: AcceptAggregator,
+    sink: Box<dyn Sink>,
+    filter: UserFilter,
+    emit_states: bool,
+    session: &'s Session,
+    clock: Clock,
+    refresh: Option<tokio::task::JoinHandle<Option<Snapshot>>>,
+    last_refresh: Instant,
+    /// Events printed and records decoded (for the summary).
+    pub printed: u64,
+    pub decode_errors: u64,
+}
+
+impl<'s> Loop<'s> {
+    pub fn new(
+        session: &'s mut Session,
+        sink: Box<dyn Sink>,
+        filter: UserFilter,
+        emit_states: bool,
+    ) -> anyhow::Result<Self> {
+        let ring_map = session
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or_else(|| anyhow!("EVENTS map missing from the eBPF object"))?;
+        let ring = RingBuf::try_from(ring_map).context("opening the ring buffer")?;
+        let drops_map = session
+            .ebpf
+            .take_map("DROPS")
+            .ok_or_else(|| anyhow!("DROPS map missing from the eBPF object"))?;
+        let drops = PerCpuArray::try_from(drops_map).context("opening the drop counter")?;
+        // SAFETY: the RingBuf owns its map fd and is moved into the AsyncFd,
+        // so the fd stays open, and is not reused, for as long as it is
+        // registered; it is deregistered when the AsyncFd drops.
+        let ring =
+            unsafe { AsyncFd::register(ring) }.context("registering the ring buffer with tokio")?;
+        Ok(Loop {
+            ring,
+            drops,
+            drops_seen: 0,
+            attr: Attributor::default(),
+            accepts: AcceptAggregator::default(),
+            sink,
+            filter,
+            emit_states,
+            session: &*session,
+            clock: Clock::new(),
+            refresh: None,
+            last_refresh: Instant::now(),
+            printed: 0,
+            decode_errors: 0,
+        })
+    }
+
+    pub fn seed(&mut self, snap: Option<Snapshot>) {
+        if let Some(s) = snap {
+            self.attr.seed(&s, Clock::boot_now());
+        }
+    }
+
+    pub async fn run(&mut self, duration: Option<f64>) -> anyhow::Result<End> {
+        let mut sigterm =
+            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut sigint =
+            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let deadline =
+            duration.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d.max(0.0)));
+        let mut tick = tokio::time::interval(Duration::from_millis(ACCEPT_INTERVAL_MS));
+        let end = loop {
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let step = tokio::select! {
+                guard = self.ring.readable_mut() => {
+                    let mut guard = guard.context("waiting on the ring buffer")?;
+                    guard.clear_ready();
+                    Ok(None)
+                }
+                _ = tick.tick() => self.on_tick().await.map(|_| None),
+                _ = sigint.recv() => Ok(Some(End::Signal)),
+                _ = sigterm.recv() => Ok(Some(End::Signal)),
+                _ = sleep => Ok(Some(End::Duration)),
+            };
+            // Drain after every wake-up (also the last one) so nothing the
+            // kernel handed over is left unprinted.
+            let drained = self.drain();
+            match (step, drained) {
+                (_, Err(e)) if is_closed_pipe(&e) => break End::ReaderClosed,
+                (_, Err(e)) => return Err(e).context("writing events"),
+                (Err(e), _) => return Err(e),
+                (Ok(Some(end)), Ok(())) => break end,
+                (Ok(None), Ok(())) => {}
+            }
+        };
+        if end != End::ReaderClosed {
+            match self.flush_periodic() {
+                Err(e) if is_closed_pipe(&e) => return Ok(End::ReaderClosed),
+                other => other.context("writing events")?,
+            }
+        }
+        Ok(end)
+    }
+
+    /// Reads everything the ring buffer holds now.
+    fn drain(&mut self) -> std::io::Result<()> {
+        let enricher = Enricher {
+            clock: self.clock,
+            names: &self.session.kernel.names,
+            proc_source: &LiveProc,
+        };
+        let mut n = 0u32;
+        while let Some(item) = self.ring.get_mut().next() {
+            let rec = decode(&item);
+            drop(item);
+            let ev = match rec {
+                Ok(Record::RstSent(r)) => Some(enricher.rst(&mut self.attr, &r, true)),
+                Ok(Record::RstReceived(r)) => Some(enricher.rst(&mut self.attr, &r, false)),
+                Ok(Record::State(r)) => {
+                    let e = enricher.state(&mut self.attr, &r);
+                    self.emit_states.then_some(e)
+                }
+                Ok(Record::AcceptFailed(r)) => {
+                    self.accepts.add(&r);
+                    None
+                }
+                Err(e) => {
+                    self.decode_errors += 1;
+                    log::warn!("dropping a malformed record: {e}");
+                    None
+                }
+            };
+            if let Some(e) = ev
+                && self.filter.passes(&e)
+            {
+                self.sink.event(&e)?;
+                self.printed += 1;
+            }
+            n += 1;
+            // Keep the lines flowing to the reader during a storm.
+            if n % 4096 == 0 {
+                self.sink.flush()?;
+            }
+        }
+        self.sink.flush()
+    }
+
+    async fn on_tick(&mut self) -> anyhow::Result<()> {
+        match self.flush_periodic() {
+            Ok(()) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.maybe_refresh().await;
+        Ok(())
+    }
+
+    /// Lost-event lines and aggregated accept failures.
+    fn flush_periodic(&mut self) -> std::io::Result<()> {
+        let total: u64 = self
+            .drops
+            .get(&0, 0)
+            .map(|v| v.iter().sum())
+            .unwrap_or(self.drops_seen);
+        if total > self.drops_seen {
+            let mut e = Event::new(EventKind::Lost, self.clock.rfc3339(Clock::boot_now()));
+            e.count = Some(total - self.drops_seen);
+            self.drops_seen = total;
+            self.sink.event(&e)?;
+        }
+        for (rec, count) in self.accepts.drain() {
+            let e = self.accept_event(&rec, count);
+            if self.filter.passes(&e) {
+                self.sink.event(&e)?;
+                self.printed += 1;
+            }
+        }
+        self.sink.flush()
+    }
+
+    fn accept_event(&mut self, rec: &tracer_common::AcceptFailedRecord, count: u64) -> Event {
+        let enricher = Enricher {
+            clock: self.clock,
+            names: &self.session.kernel.names,
+            proc_source: &LiveProc,
+        };
+        let mut e = Event::new(
+            EventKind::AcceptFailed,
+            self.clock.rfc3339(rec.header.ts_boot_ns),
+        );
+        let owner = self.attr.procs.owner_of_task(&rec.task, &LiveProc);
+        e.set_owner(Some(&owner), AttributedBy::CurrentTask);
+        if rec.listener.skaddr != 0 {
+            enricher.socket_fields(&mut e, &rec.listener);
+        }
+        e.errno = Some(rec.errno);
+        e.error = Some(errno_name(rec.errno));
+        let info = snapshot::process_info(rec.task.tgid);
+        e.fd_count = Some(info.as_ref().map(|i| i.fd_count));
+        e.fd_limit = Some(if rec.fd_limit != 0 {
+            Some(rec.fd_limit)
+        } else {
+            info.and_then(|i| i.fd_limit)
+        });
+        e.count = Some(count);
+        if e.comm.is_none() {
+            e.comm = Some(comm_string(&rec.task.comm));
+        }
+        e
+    }
+
+    async fn maybe_refresh(&mut self) {
+        if let Some(h) = &self.refresh
+            && h.is_finished()
+        {
+            if let Some(h) = self.refresh.take()
+                && let Ok(Some(s)) = h.await
+            {
+                self.attr.seed(&s, Clock::boot_now());
+            }
+            return;
+        }
+        if self.refresh.is_none()
+            && self.attr.wants_refresh
+            && self.last_refresh.elapsed() >= REFRESH_EVERY
+        {
+            self.last_refresh = Instant::now();
+            self.attr.wants_refresh = false;
+            self.refresh = Some(tokio::task::spawn_blocking(|| {
+                snapshot::take_snapshot(&SnapshotOptions::default()).ok()
+            }));
+        }
+    }
+}
