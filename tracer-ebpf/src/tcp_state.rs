@@ -90,7 +90,8 @@ pub fn tcp_destroy_sock_tp(ctx: TracePointContext) -> i32 {
     0
 }
 
-/// Transitions userspace needs even without `--states`: listeners appear,
+/// Transitions userspace needs even without `--states`: listeners appear
+/// (and close: LISTEN -> CLOSE; LISTEN -> SYN_RECV is a child being cloned),
 /// connections enter and leave CLOSE_WAIT, connections end (tombstones for
 /// RSTs that arrive after the socket is gone).
 #[inline(always)]
@@ -100,7 +101,6 @@ fn wanted(old: u8, new: u8) -> bool {
         || new == TCP_CLOSE
         || new == TCP_CLOSE_WAIT
         || old == TCP_CLOSE_WAIT
-        || old == TCP_LISTEN
 }
 
 #[inline(always)]

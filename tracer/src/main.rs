@@ -13,6 +13,7 @@ mod enrich;
 mod event;
 mod kernel;
 mod output;
+mod overflow;
 mod probes;
 mod probes_cmd;
 mod session;

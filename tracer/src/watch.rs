@@ -18,6 +18,7 @@ use crate::decode::{Record, decode};
 use crate::enrich::Enricher;
 use crate::event::{AttributedBy, Event, EventKind, comm_string, errno_name};
 use crate::output::{self, Sink, is_closed_pipe};
+use crate::overflow::{ListenerMonitor, Overflow};
 use crate::session::{KernelFilter, Session, ring_bytes};
 use crate::snapshot::{self, Snapshot, SnapshotOptions};
 
@@ -82,7 +83,14 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<End> {
     let sink = output::sink(format, std::io::stdout());
     let mut lp = Loop::new(&mut session, sink, ufilter, args.states)?;
     let snap = take_snapshot_blocking().await;
+    let sockets = snap.as_ref().map_or(0, |s| s.sockets.len());
     lp.seed(snap);
+    let attached = lp.session.hooks.iter().filter(|h| h.chosen.is_some()).count();
+    log::info!(
+        "attached: {attached} of {} hooks on {}; {sockets} existing sockets known",
+        lp.session.hooks.len(),
+        lp.session.caps.release
+    );
     lp.run(args.common.duration).await
 }
 
@@ -125,6 +133,9 @@ pub struct Loop<'s> {
     session: &'s Session,
     clock: Clock,
     refresh: Option<tokio::task::JoinHandle<Option<Snapshot>>>,
+    /// The listener poller: here between polls, in `poll` during one.
+    monitor: Option<ListenerMonitor>,
+    poll: Option<tokio::task::JoinHandle<(ListenerMonitor, Vec<Overflow>)>>,
     last_refresh: Instant,
     /// Events printed and records decoded (for the summary).
     pub printed: u64,
@@ -165,6 +176,8 @@ impl<'s> Loop<'s> {
             session: &*session,
             clock: Clock::new(),
             refresh: None,
+            monitor: Some(ListenerMonitor::default()),
+            poll: None,
             last_refresh: Instant::now(),
             printed: 0,
             decode_errors: 0,
@@ -174,6 +187,12 @@ impl<'s> Loop<'s> {
     pub fn seed(&mut self, snap: Option<Snapshot>) {
         if let Some(s) = snap {
             self.attr.seed(&s, Clock::boot_now());
+            if let Some(m) = &mut self.monitor {
+                m.namespaces = s.namespaces.clone();
+                // Baseline now, so drops before tracer started are not
+                // reported as happening in the first second.
+                m.diff(s.listeners().cloned().collect());
+            }
         }
     }
 
@@ -267,12 +286,63 @@ impl<'s> Loop<'s> {
     }
 
     async fn on_tick(&mut self) -> anyhow::Result<()> {
-        match self.flush_periodic() {
-            Ok(()) => {}
-            Err(e) => return Err(e.into()),
-        }
+        self.flush_periodic()?;
         self.maybe_refresh().await;
+        self.poll_listeners().await?;
         Ok(())
+    }
+
+    /// Collects the previous listener poll (emitting `listen_overflow`
+    /// lines) and starts the next one, off the event path.
+    async fn poll_listeners(&mut self) -> std::io::Result<()> {
+        if let Some(h) = &self.poll {
+            if !h.is_finished() {
+                return Ok(());
+            }
+            if let Some(h) = self.poll.take() {
+                match h.await {
+                    Ok((monitor, overflows)) => {
+                        self.monitor = Some(monitor);
+                        for o in overflows {
+                            let e = self.overflow_event(&o);
+                            if self.filter.passes(&e) {
+                                self.sink.event(&e)?;
+                                self.printed += 1;
+                            }
+                        }
+                        self.sink.flush()?;
+                    }
+                    Err(e) => log::warn!("listener poll failed: {e}"),
+                }
+            }
+        }
+        if let Some(mut monitor) = self.monitor.take() {
+            for ns in self.attr.seen_netns.drain() {
+                monitor.watch_netns(ns);
+            }
+            self.poll = Some(tokio::task::spawn_blocking(move || {
+                let out = monitor.poll();
+                (monitor, out)
+            }));
+        }
+        Ok(())
+    }
+
+    fn overflow_event(&mut self, o: &Overflow) -> Event {
+        let l = &o.listener;
+        let mut e = Event::new(EventKind::ListenOverflow, self.clock.rfc3339(Clock::boot_now()));
+        let (owner, by) = self.attr.listener_owner(l.netns, l.local.port(), l.inode, &LiveProc);
+        e.set_owner(owner.as_ref(), by);
+        e.family = crate::attribute::keys::family_name(l.family);
+        e.local_addr = Some(l.local.ip().to_string());
+        e.local_port = Some(l.local.port());
+        e.state = Some(Some("LISTEN".into()));
+        e.backlog = Some(l.wqueue);
+        e.queued = Some(l.rqueue);
+        e.count = Some(o.drops);
+        e.netns = Some(l.netns);
+        e.socket_inode = (l.inode != 0).then_some(l.inode);
+        e
     }
 
     /// Lost-event lines and aggregated accept failures.
@@ -312,6 +382,9 @@ impl<'s> Loop<'s> {
         e.set_owner(Some(&owner), AttributedBy::CurrentTask);
         if rec.listener.skaddr != 0 {
             enricher.socket_fields(&mut e, &rec.listener);
+            // A listener has no peer.
+            e.remote_addr = None;
+            e.remote_port = None;
         }
         e.errno = Some(rec.errno);
         e.error = Some(errno_name(rec.errno));

@@ -38,8 +38,10 @@ pub struct CloseWait {
 pub struct Attributor {
     pub procs: Procs,
     tombstones: Tombstones,
-    /// (netns, port) -> listener owner; netns 0 = unknown.
-    listeners: HashMap<(u32, u16), Owner>,
+    /// (netns, port) -> listener owner and, once closed, when: a closing
+    /// listener resets the connections still in its accept queue right after
+    /// it leaves LISTEN, and those RSTs belong to its owner.
+    listeners: HashMap<(u32, u16), (Owner, Option<u64>)>,
     /// (netns, socket inode) -> pid, from snapshots.
     inode_owners: HashMap<(u32, u64), u32>,
     /// 4-tuple -> socket inode, from snapshots (records without an inode).
@@ -51,6 +53,9 @@ pub struct Attributor {
     pub wants_refresh: bool,
     /// Boot-time ns of the snapshot the attributor was seeded with.
     pub seeded_at_ns: Option<u64>,
+    /// Network namespaces named by events since last drained (for the
+    /// listener poller).
+    pub seen_netns: std::collections::HashSet<u32>,
 }
 
 impl Attributor {
@@ -76,7 +81,7 @@ impl Attributor {
                 && let Some(pid) = pid
             {
                 let owner = self.procs.owner_of_pid(pid, &procs::LiveProc);
-                self.listeners.insert((s.netns, s.local.port()), owner);
+                self.listeners.insert((s.netns, s.local.port()), (owner, None));
             }
             if s.state == TCP_CLOSE_WAIT {
                 self.close_wait.entry(key).or_insert(CloseWait {
@@ -106,6 +111,26 @@ impl Attributor {
         )
     }
 
+    /// The owner of a listener found by a listener poll.
+    pub fn listener_owner(
+        &mut self,
+        netns: u32,
+        port: u16,
+        inode: u64,
+        src: &dyn ProcSource,
+    ) -> (Option<Owner>, AttributedBy) {
+        if let Some(pid) = self.inode_owners.get(&(netns, inode)).copied() {
+            return (Some(self.procs.owner_of_pid(pid, src)), AttributedBy::SocketOwner);
+        }
+        match self.listener_at(netns, port, Some(crate::clock::Clock::boot_now())) {
+            Some(o) => (Some(o), AttributedBy::SocketOwner),
+            None => {
+                self.wants_refresh = true;
+                (None, AttributedBy::None)
+            }
+        }
+    }
+
     fn socket_owner(
         &mut self,
         sock: &SockInfo,
@@ -128,6 +153,9 @@ impl Attributor {
                 );
             }
             _ => {}
+        }
+        if sock.netns != 0 && self.seen_netns.len() < 4096 {
+            self.seen_netns.insert(sock.netns);
         }
         let key = ConnKey::of(sock);
         let ino = if sock.ino != 0 {
@@ -153,22 +181,34 @@ impl Attributor {
             // unseen by the snapshot. A refresh will know it next time.
             self.wants_refresh = true;
         }
-        if let Some(o) = self.listener(sock.netns, sock.lport) {
+        if let Some(o) = self.listener_at(sock.netns, sock.lport, Some(now_ns)) {
             return (Some(o), AttributedBy::ListenerOwner);
         }
         (None, AttributedBy::None)
     }
 
-    fn listener(&self, netns: u32, port: u16) -> Option<Owner> {
-        if let Some(o) = self.listeners.get(&(netns, port)) {
+    /// The owner of the listener on `port`: open, or closed within the
+    /// tombstone TTL before `now_ns` (when given).
+    fn listener_at(&self, netns: u32, port: u16, now_ns: Option<u64>) -> Option<Owner> {
+        let usable = |closed: &Option<u64>| match (closed, now_ns) {
+            (None, _) => true,
+            (Some(t), Some(now)) => now.saturating_sub(*t) < tombstones::TOMBSTONE_TTL_NS,
+            (Some(_), None) => false,
+        };
+        if let Some((o, closed)) = self.listeners.get(&(netns, port))
+            && usable(closed)
+        {
             return Some(o.clone());
         }
         if netns == 0 {
             // Unknown namespace: only an unambiguous port match counts.
-            let mut hits = self.listeners.iter().filter(|((_, p), _)| *p == port);
+            let mut hits = self
+                .listeners
+                .iter()
+                .filter(|((_, p), (_, closed))| *p == port && usable(closed));
             let first = hits.next();
             if hits.next().is_none() {
-                return first.map(|(_, o)| o.clone());
+                return first.map(|(_, (o, _))| o.clone());
             }
         }
         None
@@ -195,10 +235,15 @@ impl Attributor {
             && let Some(o) = &owner
         {
             self.listeners
-                .insert((rec.sock.netns, rec.sock.lport), o.clone());
+                .insert((rec.sock.netns, rec.sock.lport), (o.clone(), None));
         }
-        if rec.old_state == TCP_LISTEN {
-            self.listeners.remove(&(rec.sock.netns, rec.sock.lport));
+        // LISTEN -> CLOSE is the listener closing; LISTEN -> SYN_RECV is a
+        // child socket cloned from it.
+        if rec.old_state == TCP_LISTEN
+            && rec.new_state == TCP_CLOSE
+            && let Some((_, closed)) = self.listeners.get_mut(&(rec.sock.netns, rec.sock.lport))
+        {
+            *closed = Some(now);
         }
         if let Some(k) = key {
             if rec.new_state == TCP_CLOSE_WAIT {

@@ -1,0 +1,604 @@
+//! Shared helpers for the root integration tests: a throw-away network
+//! namespace, processes (mostly python3 scripts) running inside it, its TCP
+//! counters, and the real `tracer` binary streaming JSON events.
+//!
+//! Every wait is bounded, and every guard cleans up in `Drop`, so a failing
+//! assertion leaves no namespace, tracer or helper process behind.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long the tracer may take to attach and take its start-up snapshot.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the tracer may take to exit after SIGINT.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound for a helper's next line or exit.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// True when running as root; otherwise prints a skip note for `test`.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("{test}: skipped, needs root (euid != 0)");
+    }
+    root
+}
+
+/// The tracer binary: `TRACER_BIN` (set by `cargo xtask test`) when set,
+/// else the one cargo built for this test run.
+pub fn tracer_bin() -> PathBuf {
+    match std::env::var_os("TRACER_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_tracer")),
+    }
+}
+
+/// Spawns a thread that sends every line of `r` (lossily decoded) down a
+/// channel, and keeps a copy of all of them.
+fn line_reader<R: Read + Send + 'static>(
+    r: R,
+    keep: Arc<Mutex<Vec<String>>>,
+) -> (Receiver<String>, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let mut r = BufReader::new(r);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if buf.last() == Some(&b'\n') {
+                        buf.pop();
+                    }
+                    let line = String::from_utf8_lossy(&buf).into_owned();
+                    keep.lock().unwrap().push(line.clone());
+                    let _ = tx.send(line);
+                }
+            }
+        }
+    });
+    (rx, handle)
+}
+
+/// Polls `child` until it exits or `timeout` passes.
+fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill_and_reap(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+    }
+    let _ = wait_bounded(child, Duration::from_secs(5));
+}
+
+// ---------------------------------------------------------------------------
+// Network namespace
+
+static NETNS_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh network namespace `tracer-t-<pid>-<n>` with `lo` up. Dropping it
+/// kills every process still inside it (only ours: the name is unique) and
+/// deletes it.
+pub struct Netns {
+    name: String,
+    inode: u64,
+}
+
+impl Netns {
+    pub fn new() -> Netns {
+        let n = NETNS_SEQ.fetch_add(1, Ordering::SeqCst);
+        let name = format!("tracer-t-{}-{n}", std::process::id());
+        // A leftover from a crashed earlier run with the same pid.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        run_ok(Command::new("ip").args(["netns", "add", &name]));
+        // From here on the guard deletes it, whatever fails next.
+        let mut ns = Netns { name, inode: 0 };
+        run_ok(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]));
+        ns.inode = std::fs::metadata(format!("/run/netns/{}", ns.name))
+            .expect("stat /run/netns entry")
+            .ino();
+        ns
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The namespace's inode, as in the events' `netns` field.
+    pub fn inode(&self) -> u64 {
+        self.inode
+    }
+
+    /// `ip netns exec NAME program args...`, not yet spawned.
+    pub fn command(&self, program: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]).args(args);
+        cmd
+    }
+
+    /// Runs a short command inside the namespace to completion.
+    pub fn run(&self, program: &str, args: &[&str]) -> Output {
+        let mut cmd = self.command(program, args);
+        cmd.stdin(Stdio::null());
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {program} in {}: {e}", self.name));
+        // Read both pipes on threads so the bound below holds.
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let err = Arc::new(Mutex::new(Vec::new()));
+        let (_o, ho) = line_reader(child.stdout.take().unwrap(), out.clone());
+        let (_e, he) = line_reader(child.stderr.take().unwrap(), err.clone());
+        let status = match wait_bounded(&mut child, STEP_TIMEOUT) {
+            Some(s) => s,
+            None => {
+                kill_and_reap(&mut child);
+                panic!("{program} {args:?} in {} did not finish", self.name);
+            }
+        };
+        let _ = ho.join();
+        let _ = he.join();
+        let join = |v: &Arc<Mutex<Vec<String>>>| {
+            let mut s = v.lock().unwrap().join("\n");
+            s.push('\n');
+            s.into_bytes()
+        };
+        Output {
+            status,
+            stdout: join(&out),
+            stderr: join(&err),
+        }
+    }
+
+    /// Starts `python3 -u -c script args...` inside the namespace.
+    pub fn python(&self, label: &str, script: &str, args: &[&str]) -> Proc {
+        let mut full = vec!["-u", "-c", script];
+        full.extend_from_slice(args);
+        Proc::spawn(label, self.command("python3", &full))
+    }
+
+    /// The namespace's `Tcp:` counters from /proc/net/snmp (exact and
+    /// stateless, unlike nstat's history files).
+    pub fn tcp_counters(&self) -> HashMap<String, u64> {
+        let out = self.run("cat", &["/proc/net/snmp"]);
+        assert!(out.status.success(), "cat /proc/net/snmp: {out:?}");
+        parse_snmp(&String::from_utf8_lossy(&out.stdout), "Tcp:")
+    }
+
+    /// The namespace's Tcp OutRsts counter.
+    pub fn tcp_out_rsts(&self) -> u64 {
+        *self
+            .tcp_counters()
+            .get("OutRsts")
+            .expect("OutRsts in /proc/net/snmp")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Processes left inside our namespace are ours (unique name).
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .stderr(Stdio::null())
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    // SAFETY: plain kill(2) on a pid inside our namespace.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Parses the two-line `Prefix: names` / `Prefix: values` groups of
+/// /proc/net/snmp for one prefix.
+pub fn parse_snmp(text: &str, prefix: &str) -> HashMap<String, u64> {
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(prefix)).collect();
+    assert!(lines.len() >= 2, "no {prefix} lines in {text}");
+    lines[0]
+        .split_whitespace()
+        .skip(1)
+        .zip(lines[1].split_whitespace().skip(1))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse::<i64>().ok()? as u64)))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Helper processes
+
+/// A spawned helper with line-oriented stdin/stdout; killed on drop.
+pub struct Proc {
+    label: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    pub fn spawn(label: &str, mut cmd: Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {label}: {e}"));
+        let stdin = child.stdin.take();
+        let (lines, _) = line_reader(child.stdout.take().unwrap(), Arc::default());
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let _ = line_reader(child.stderr.take().unwrap(), stderr.clone());
+        Proc {
+            label: label.to_string(),
+            child,
+            stdin,
+            lines,
+            stderr,
+        }
+    }
+
+    /// The spawned process id (`ip netns exec` execs its command, so this is
+    /// the helper's own pid).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// The next stdout line, within `timeout`.
+    pub fn line_within(&self, timeout: Duration) -> String {
+        match self.lines.recv_timeout(timeout) {
+            Ok(l) => l,
+            Err(RecvTimeoutError::Timeout) => panic!(
+                "{}: no output line within {timeout:?}; stderr: {}",
+                self.label,
+                self.stderr()
+            ),
+            Err(RecvTimeoutError::Disconnected) => {
+                // Give the stderr reader a moment to catch the traceback.
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "{}: exited before printing the expected line; stderr: {}",
+                    self.label,
+                    self.stderr()
+                )
+            }
+        }
+    }
+
+    pub fn line(&self) -> String {
+        self.line_within(STEP_TIMEOUT)
+    }
+
+    /// The next line, which must be exactly `want`.
+    pub fn expect_line(&self, want: &str) {
+        let got = self.line();
+        assert_eq!(got, want, "{}: stderr: {}", self.label, self.stderr());
+    }
+
+    /// Writes one line to the helper's stdin.
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        writeln!(stdin, "{line}")
+            .and_then(|_| stdin.flush())
+            .unwrap_or_else(|e| panic!("{}: write {line:?}: {e}", self.label));
+    }
+
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits (bounded) for the helper to exit.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        match wait_bounded(&mut self.child, timeout) {
+            Some(s) => s,
+            None => panic!("{}: still running after {timeout:?}", self.label),
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stdin = None;
+        kill_and_reap(&mut self.child);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The tracer
+
+/// Whether a stderr line is the tracer's "hooks attached, snapshot done"
+/// line (`[INFO  tracer::watch] attached: 8 of 9 hooks ...`), not e.g.
+/// "optional hook X not attached".
+fn is_ready_line(line: &str) -> bool {
+    line.contains("attached") && !line.contains("not attached")
+}
+
+/// A running `tracer` with its stdout collected by a reader thread.
+pub struct Tracer {
+    child: Option<Child>,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stdout_thread: Option<JoinHandle<()>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    stderr_thread: Option<JoinHandle<()>>,
+    started: Instant,
+    /// Time from spawn to the ready line.
+    pub ready_after: Duration,
+}
+
+/// What a stopped tracer left behind.
+#[derive(Debug)]
+pub struct Stopped {
+    pub status: ExitStatus,
+    pub lines: Vec<String>,
+    pub stderr: String,
+    pub ran_for: Duration,
+}
+
+impl Stopped {
+    /// Every stdout line parsed as JSON (panics on a line that is not).
+    pub fn events(&self) -> Vec<Value> {
+        parse_lines(&self.lines)
+    }
+}
+
+fn parse_lines(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
+        })
+        .collect()
+}
+
+impl Tracer {
+    /// `tracer watch --format json ARGS`, waiting until it has attached.
+    pub fn watch_json(args: &[&str]) -> Tracer {
+        let mut full = vec!["watch", "--format", "json"];
+        full.extend_from_slice(args);
+        Tracer::start(&full)
+    }
+
+    /// `tracer ARGS` with RUST_LOG=info, waiting for the ready line.
+    pub fn start(args: &[&str]) -> Tracer {
+        let started = Instant::now();
+        let mut child = Command::new(tracer_bin())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", tracer_bin()));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (_, stdout_thread) = line_reader(child.stdout.take().unwrap(), stdout.clone());
+        let (err_rx, stderr_thread) = line_reader(child.stderr.take().unwrap(), stderr.clone());
+        let mut t = Tracer {
+            child: Some(child),
+            stdout,
+            stdout_thread: Some(stdout_thread),
+            stderr,
+            stderr_thread: Some(stderr_thread),
+            started,
+            ready_after: Duration::ZERO,
+        };
+        let deadline = started + READY_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match err_rx.recv_timeout(left) {
+                Ok(line) if is_ready_line(&line) => break,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    // stderr closed: the tracer exited (or is exiting).
+                    let status = t
+                        .child
+                        .as_mut()
+                        .and_then(|c| wait_bounded(c, Duration::from_secs(5)));
+                    panic!(
+                        "tracer {args:?} ended before it was ready ({status:?}); stderr:\n{}",
+                        t.stderr_text()
+                    );
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    // No ready line (older build?): it has had READY_TIMEOUT,
+                    // far more than it needs, so go on if it still runs.
+                    let running = t
+                        .child
+                        .as_mut()
+                        .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+                    assert!(
+                        running,
+                        "tracer {args:?} exited without a ready line; stderr:\n{}",
+                        t.stderr_text()
+                    );
+                    eprintln!(
+                        "warning: no \"attached\" line from tracer within {READY_TIMEOUT:?}; going on"
+                    );
+                    break;
+                }
+            }
+        }
+        t.ready_after = started.elapsed();
+        t
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// The stdout lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// The events so far.
+    pub fn events(&self) -> Vec<Value> {
+        parse_lines(&self.lines())
+    }
+
+    /// Polls the events until `done(events)` holds or `timeout` passes;
+    /// returns whether it held.
+    pub fn wait_for(&self, timeout: Duration, done: impl Fn(&[Value]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if done(&self.events()) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGINT, waits (bounded) for the exit, and collects the rest.
+    pub fn stop(mut self) -> Stopped {
+        if let Some(child) = self.child.as_ref() {
+            // SAFETY: kill(2) on the pid of the child we spawned and have not
+            // reaped yet.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        }
+        self.finish(STOP_TIMEOUT)
+    }
+
+    /// Waits (bounded) for the tracer to end by itself (`--duration`).
+    pub fn wait_exit(mut self, timeout: Duration) -> Stopped {
+        self.finish(timeout)
+    }
+
+    fn finish(&mut self, timeout: Duration) -> Stopped {
+        let mut child = self.child.take().expect("running");
+        let status = match wait_bounded(&mut child, timeout) {
+            Some(s) => s,
+            None => {
+                kill_and_reap(&mut child);
+                panic!(
+                    "tracer did not exit within {timeout:?}; stderr:\n{}",
+                    self.stderr_text()
+                );
+            }
+        };
+        let ran_for = self.started.elapsed();
+        // The pipes are closed now (unless a grandchild holds them: bound it).
+        for h in [self.stdout_thread.take(), self.stderr_thread.take()]
+            .into_iter()
+            .flatten()
+        {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !h.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            }
+        }
+        Stopped {
+            status,
+            lines: self.lines(),
+            stderr: self.stderr_text(),
+            ran_for,
+        }
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_and_reap(&mut child);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Event filters
+
+/// Events of one namespace (by inode).
+pub fn in_netns(events: &[Value], netns: u64) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e["netns"].as_u64() == Some(netns))
+        .cloned()
+        .collect()
+}
+
+/// Events of one kind.
+pub fn of_kind(events: &[Value], kind: &str) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e["event"] == kind)
+        .cloned()
+        .collect()
+}
+
+/// Events of one kind in one namespace.
+pub fn select(events: &[Value], netns: u64, kind: &str) -> Vec<Value> {
+    of_kind(&in_netns(events, netns), kind)
+}
+
+/// Counts events of `kind` in `netns`.
+pub fn count(events: &[Value], netns: u64, kind: &str) -> usize {
+    events
+        .iter()
+        .filter(|e| e["netns"].as_u64() == Some(netns) && e["event"] == kind)
+        .count()
+}
+
+/// One line per event, for assertion messages.
+pub fn dump(events: &[Value]) -> String {
+    events
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
