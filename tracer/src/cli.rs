@@ -19,8 +19,16 @@ pub struct Cli {
 pub enum Command {
     /// Attach and stream one event per line until Ctrl-C, SIGTERM or --duration.
     Watch(WatchArgs),
+    /// Observe a window (--duration, default 30 s, or until Ctrl-C), then print one verdict.
+    Diagnose(DiagnoseArgs),
     /// Print each hook, the mechanism chosen on this kernel and why the others were refused.
     Probes(ProbesArgs),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct DiagnoseArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -369,7 +369,10 @@ fn header_len_larger_than_buffer() {
     rec.header.len = 200;
     assert_eq!(
         decode(&enc_rst(&rec, 0)),
-        Err(DecodeError::Length { said: 200, len: 152 })
+        Err(DecodeError::Length {
+            said: 200,
+            len: 152
+        })
     );
     let mut acc = sample_accept();
     acc.header.len = u32::MAX;

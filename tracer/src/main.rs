@@ -9,6 +9,7 @@ mod attribute;
 mod cli;
 mod clock;
 mod decode;
+mod diagnose;
 mod enrich;
 mod event;
 mod kernel;
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command.unwrap_or(Command::Watch(WatchArgs::default())) {
         Command::Watch(args) => runtime.block_on(watch::run(args)).map(|_| ()),
+        Command::Diagnose(args) => runtime.block_on(diagnose::run(args)),
         Command::Probes(args) => probes_cmd::run(args),
     };
     match result {

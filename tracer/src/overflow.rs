@@ -53,16 +53,17 @@ impl ListenerMonitor {
     /// gone are dropped from the list.
     pub fn poll(&mut self) -> Vec<Overflow> {
         let mut all = Vec::new();
-        self.namespaces.retain(|ns| match snapshot::listeners_in(ns) {
-            Ok(listeners) => {
-                all.extend(listeners);
-                true
-            }
-            Err(e) => {
-                log::debug!("listener poll of netns {} failed: {e}", ns.inode);
-                false
-            }
-        });
+        self.namespaces
+            .retain(|ns| match snapshot::listeners_in(ns) {
+                Ok(listeners) => {
+                    all.extend(listeners);
+                    true
+                }
+                Err(e) => {
+                    log::debug!("listener poll of netns {} failed: {e}", ns.inode);
+                    false
+                }
+            });
         self.diff(all)
     }
 
@@ -129,7 +130,9 @@ mod tests {
         // A listener that appeared after start-up: all its drops are news.
         let out = m.diff(vec![listener(10, Some(107)), listener(11, Some(5))]);
         assert_eq!(
-            out.iter().map(|o| (o.listener.inode, o.drops)).collect::<Vec<_>>(),
+            out.iter()
+                .map(|o| (o.listener.inode, o.drops))
+                .collect::<Vec<_>>(),
             vec![(11, 5)]
         );
     }

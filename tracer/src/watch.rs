@@ -85,7 +85,12 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<End> {
     let snap = take_snapshot_blocking().await;
     let sockets = snap.as_ref().map_or(0, |s| s.sockets.len());
     lp.seed(snap);
-    let attached = lp.session.hooks.iter().filter(|h| h.chosen.is_some()).count();
+    let attached = lp
+        .session
+        .hooks
+        .iter()
+        .filter(|h| h.chosen.is_some())
+        .count();
     log::info!(
         "attached: {attached} of {} hooks on {}; {sockets} existing sockets known",
         lp.session.hooks.len(),
@@ -94,7 +99,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<End> {
     lp.run(args.common.duration).await
 }
 
-async fn take_snapshot_blocking() -> Option<Snapshot> {
+pub async fn take_snapshot_blocking() -> Option<Snapshot> {
     let res =
         tokio::task::spawn_blocking(|| snapshot::take_snapshot(&SnapshotOptions::default())).await;
     match res {
@@ -125,12 +130,12 @@ pub struct Loop<'s> {
     ring: AsyncFd<RingBuf<MapData>>,
     drops: PerCpuArray<MapData, u64>,
     drops_seen: u64,
-    attr: Attributor,
+    pub attr: Attributor,
     accepts: AcceptAggregator,
     sink: Box<dyn Sink>,
     filter: UserFilter,
     emit_states: bool,
-    session: &'s Session,
+    pub session: &'s Session,
     clock: Clock,
     refresh: Option<tokio::task::JoinHandle<Option<Snapshot>>>,
     /// The listener poller: here between polls, in `poll` during one.
@@ -330,8 +335,13 @@ impl<'s> Loop<'s> {
 
     fn overflow_event(&mut self, o: &Overflow) -> Event {
         let l = &o.listener;
-        let mut e = Event::new(EventKind::ListenOverflow, self.clock.rfc3339(Clock::boot_now()));
-        let (owner, by) = self.attr.listener_owner(l.netns, l.local.port(), l.inode, &LiveProc);
+        let mut e = Event::new(
+            EventKind::ListenOverflow,
+            self.clock.rfc3339(Clock::boot_now()),
+        );
+        let (owner, by) = self
+            .attr
+            .listener_owner(l.netns, l.local.port(), l.inode, &LiveProc);
         e.set_owner(owner.as_ref(), by);
         e.family = crate::attribute::keys::family_name(l.family);
         e.local_addr = Some(l.local.ip().to_string());

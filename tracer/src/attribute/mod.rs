@@ -81,7 +81,8 @@ impl Attributor {
                 && let Some(pid) = pid
             {
                 let owner = self.procs.owner_of_pid(pid, &procs::LiveProc);
-                self.listeners.insert((s.netns, s.local.port()), (owner, None));
+                self.listeners
+                    .insert((s.netns, s.local.port()), (owner, None));
             }
             if s.state == TCP_CLOSE_WAIT {
                 self.close_wait.entry(key).or_insert(CloseWait {
@@ -120,7 +121,10 @@ impl Attributor {
         src: &dyn ProcSource,
     ) -> (Option<Owner>, AttributedBy) {
         if let Some(pid) = self.inode_owners.get(&(netns, inode)).copied() {
-            return (Some(self.procs.owner_of_pid(pid, src)), AttributedBy::SocketOwner);
+            return (
+                Some(self.procs.owner_of_pid(pid, src)),
+                AttributedBy::SocketOwner,
+            );
         }
         match self.listener_at(netns, port, Some(crate::clock::Clock::boot_now())) {
             Some(o) => (Some(o), AttributedBy::SocketOwner),

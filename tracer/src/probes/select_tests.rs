@@ -1,1 +1,461 @@
+use super::*;
 
+use crate::probes::table::HOOKS;
+
+const CAPS_54: &str = include_str!("../../tests/fixtures/caps/linux-5.4.json");
+const CAPS_515: &str = include_str!("../../tests/fixtures/caps/linux-5.15.json");
+const CAPS_61: &str = include_str!("../../tests/fixtures/caps/linux-6.1.json");
+const CAPS_618: &str = include_str!("../../tests/fixtures/caps/linux-6.18-nokprobes.json");
+
+const NO_BTF: &str = "no kernel BTF (/sys/kernel/btf/vmlinux)";
+
+fn caps(json: &str) -> KernelCaps {
+    serde_json::from_str(json).expect("capability fixture")
+}
+
+fn plan_for(json: &str) -> Vec<HookPlan> {
+    plan(HOOKS, &caps(json))
+}
+
+fn hook<'a>(plans: &'a [HookPlan], name: &str) -> &'a HookPlan {
+    plans
+        .iter()
+        .find(|p| p.hook.name == name)
+        .unwrap_or_else(|| panic!("no hook {name}"))
+}
+
+/// Candidates of a hook as (mechanism, program).
+fn candidates(plans: &[HookPlan], name: &str) -> Vec<(&'static str, &'static str)> {
+    hook(plans, name)
+        .candidates
+        .iter()
+        .map(|m| (m.kind.name(), m.program))
+        .collect()
+}
+
+/// Refusals of a hook as (program, reason).
+fn refused(plans: &[HookPlan], name: &str) -> Vec<(&'static str, String)> {
+    hook(plans, name)
+        .refused
+        .iter()
+        .map(|(m, why)| (m.program, why.clone()))
+        .collect()
+}
+
+/// The first candidate (what attach tries first) of every hook, in table
+/// order; `None` when the hook has no candidate.
+fn first_choices(plans: &[HookPlan]) -> Vec<(&'static str, Option<&'static str>)> {
+    plans
+        .iter()
+        .map(|p| (p.hook.name, p.candidates.first().map(|m| m.program)))
+        .collect()
+}
+
+fn s(x: &str) -> String {
+    x.to_string()
+}
+
+#[test]
+fn fixtures_deserialize() {
+    let c = caps(CAPS_618);
+    assert_eq!(c.release, "6.18.44-fc-v669");
+    assert!(c.btf && c.ring_buffer && c.tracefs && !c.kprobes);
+    assert_eq!(c.btf_tracepoints.get("tcp_send_reset"), Some(&4));
+    assert_eq!(c.btf_tracepoints.get("sock_send_length"), Some(&4));
+    assert!(c.tracepoints["tcp/tcp_send_reset"].contains("reason"));
+    assert!(c.functions.contains("inet_csk_accept"));
+
+    let c = caps(CAPS_54);
+    assert!(!c.btf && !c.ring_buffer && c.tracefs && c.kprobes);
+    assert!(c.btf_tracepoints.is_empty());
+    let send = &c.tracepoints["tcp/tcp_send_reset"];
+    assert!(send.contains("skaddr") && !send.contains("state") && !send.contains("reason"));
+    assert!(c.functions.is_empty());
+
+    // Missing maps default to empty; the record is read back unchanged.
+    let minimal: KernelCaps = serde_json::from_str(
+        r#"{"release":"x","btf":true,"ring_buffer":true,"kprobes":false,"tracefs":false}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        minimal,
+        KernelCaps {
+            release: s("x"),
+            btf: true,
+            ring_buffer: true,
+            ..Default::default()
+        }
+    );
+    let c = caps(CAPS_515);
+    let back: KernelCaps = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+    assert_eq!(back, c);
+}
+
+#[test]
+fn linux_6_18_without_kprobes() {
+    let p = plan_for(CAPS_618);
+    assert_eq!(
+        first_choices(&p),
+        vec![
+            ("tcp_send_reset", Some("tcp_send_reset_btf")),
+            ("tcp_receive_reset", Some("tcp_receive_reset_btf")),
+            ("inet_sock_set_state", Some("inet_sock_set_state_btf")),
+            ("tcp_destroy_sock", Some("tcp_destroy_sock_btf")),
+            ("sock_send_length", Some("sock_send_btf")),
+            ("sock_recv_length", Some("sock_recv_btf")),
+            ("inet_csk_accept", Some("inet_csk_accept_fexit")),
+            ("accept_enter", Some("sys_enter_accept_tp")),
+            ("accept_exit", Some("sys_exit_accept_tp")),
+        ]
+    );
+    assert_eq!(
+        candidates(&p, "tcp_send_reset"),
+        vec![
+            ("tp_btf", "tcp_send_reset_btf"),
+            ("raw_tracepoint", "tcp_send_reset_raw"),
+            ("tracepoint", "tcp_send_reset_tp"),
+        ]
+    );
+    let three = s("tcp_send_reset has 3 arguments here, this program reads 2");
+    assert_eq!(
+        refused(&p, "tcp_send_reset"),
+        vec![
+            ("tcp_send_reset_btf_noreason", three.clone()),
+            ("tcp_send_reset_raw_noreason", three),
+        ]
+    );
+    assert_eq!(
+        candidates(&p, "inet_csk_accept"),
+        vec![("fexit", "inet_csk_accept_fexit")]
+    );
+    assert_eq!(
+        refused(&p, "inet_csk_accept"),
+        vec![(
+            "inet_csk_accept_kretprobe",
+            s("kprobes are not enabled in this kernel (CONFIG_KPROBES)")
+        )]
+    );
+    assert!(
+        refused(&p, "inet_csk_accept")[0]
+            .1
+            .contains("CONFIG_KPROBES")
+    );
+    assert_eq!(
+        candidates(&p, "sock_send_length"),
+        vec![
+            ("tp_btf", "sock_send_btf"),
+            ("raw_tracepoint", "sock_io_raw")
+        ]
+    );
+    for h in [
+        "tcp_receive_reset",
+        "inet_sock_set_state",
+        "tcp_destroy_sock",
+        "sock_send_length",
+        "sock_recv_length",
+        "accept_enter",
+        "accept_exit",
+    ] {
+        assert_eq!(refused(&p, h), vec![], "{h}");
+    }
+    assert_eq!(unsatisfiable(&p), Vec::<String>::new());
+}
+
+/// 5.15 and 6.1 choose alike: tcp_send_reset has no reason argument yet
+/// (6.10), sock_send_length/sock_recv_length do not exist (6.3).
+fn assert_pre_6_3_with_btf(p: &[HookPlan]) {
+    assert_eq!(
+        first_choices(p),
+        vec![
+            ("tcp_send_reset", Some("tcp_send_reset_btf_noreason")),
+            ("tcp_receive_reset", Some("tcp_receive_reset_btf")),
+            ("inet_sock_set_state", Some("inet_sock_set_state_btf")),
+            ("tcp_destroy_sock", Some("tcp_destroy_sock_btf")),
+            ("sock_send_length", None),
+            ("sock_recv_length", None),
+            ("inet_csk_accept", Some("inet_csk_accept_fexit")),
+            ("accept_enter", Some("sys_enter_accept_tp")),
+            ("accept_exit", Some("sys_exit_accept_tp")),
+        ]
+    );
+    assert_eq!(
+        candidates(p, "tcp_send_reset"),
+        vec![
+            ("tp_btf", "tcp_send_reset_btf_noreason"),
+            ("raw_tracepoint", "tcp_send_reset_raw_noreason"),
+            ("tracepoint", "tcp_send_reset_tp"),
+        ]
+    );
+    let two = s("tcp_send_reset has 2 arguments here, this program reads 3");
+    assert_eq!(
+        refused(p, "tcp_send_reset"),
+        vec![
+            ("tcp_send_reset_btf", two.clone()),
+            ("tcp_send_reset_raw", two),
+        ]
+    );
+    assert_eq!(
+        refused(p, "sock_send_length"),
+        vec![
+            (
+                "sock_send_btf",
+                s("tracepoint sock_send_length does not exist on this kernel")
+            ),
+            (
+                "sock_io_raw",
+                s("tracepoint sock_send_length does not exist on this kernel")
+            ),
+        ]
+    );
+    assert_eq!(
+        refused(p, "sock_recv_length"),
+        vec![
+            (
+                "sock_recv_btf",
+                s("tracepoint sock_recv_length does not exist on this kernel")
+            ),
+            (
+                "sock_io_raw",
+                s("tracepoint sock_recv_length does not exist on this kernel")
+            ),
+        ]
+    );
+    assert_eq!(
+        candidates(p, "inet_csk_accept"),
+        vec![
+            ("fexit", "inet_csk_accept_fexit"),
+            ("kretprobe", "inet_csk_accept_kretprobe")
+        ]
+    );
+    assert_eq!(
+        candidates(p, "tcp_receive_reset"),
+        vec![
+            ("tp_btf", "tcp_receive_reset_btf"),
+            ("raw_tracepoint", "tcp_receive_reset_raw"),
+            ("tracepoint", "tcp_receive_reset_tp"),
+        ]
+    );
+    // Optional hooks without candidates do not make the kernel unusable.
+    assert_eq!(unsatisfiable(p), Vec::<String>::new());
+}
+
+#[test]
+fn linux_5_15() {
+    assert_pre_6_3_with_btf(&plan_for(CAPS_515));
+}
+
+#[test]
+fn linux_6_1() {
+    assert_pre_6_3_with_btf(&plan_for(CAPS_61));
+}
+
+#[test]
+fn linux_5_4_without_btf() {
+    let p = plan_for(CAPS_54);
+    assert_eq!(
+        first_choices(&p),
+        vec![
+            ("tcp_send_reset", Some("tcp_send_reset_tp")),
+            ("tcp_receive_reset", Some("tcp_receive_reset_tp")),
+            ("inet_sock_set_state", Some("inet_sock_set_state_tp")),
+            ("tcp_destroy_sock", Some("tcp_destroy_sock_tp")),
+            ("sock_send_length", None),
+            ("sock_recv_length", None),
+            ("inet_csk_accept", Some("inet_csk_accept_kretprobe")),
+            ("accept_enter", Some("sys_enter_accept_tp")),
+            ("accept_exit", Some("sys_exit_accept_tp")),
+        ]
+    );
+    let raw = s("cannot check tracepoint tcp_send_reset's arguments without BTF");
+    assert_eq!(
+        refused(&p, "tcp_send_reset"),
+        vec![
+            ("tcp_send_reset_btf", s(NO_BTF)),
+            ("tcp_send_reset_btf_noreason", s(NO_BTF)),
+            ("tcp_send_reset_raw", raw.clone()),
+            ("tcp_send_reset_raw_noreason", raw),
+        ]
+    );
+    assert_eq!(
+        candidates(&p, "tcp_send_reset"),
+        vec![("tracepoint", "tcp_send_reset_tp")]
+    );
+    assert_eq!(
+        refused(&p, "inet_sock_set_state"),
+        vec![
+            ("inet_sock_set_state_btf", s(NO_BTF)),
+            (
+                "inet_sock_set_state_raw",
+                s("cannot check tracepoint inet_sock_set_state's arguments without BTF")
+            ),
+        ]
+    );
+    assert_eq!(
+        refused(&p, "inet_csk_accept"),
+        vec![("inet_csk_accept_fexit", s("no kernel BTF"))]
+    );
+    assert_eq!(
+        candidates(&p, "inet_csk_accept"),
+        vec![("kretprobe", "inet_csk_accept_kretprobe")]
+    );
+    assert_eq!(unsatisfiable(&p), Vec::<String>::new());
+}
+
+#[test]
+fn no_tracefs_and_no_btf_is_unsatisfiable() {
+    let c = KernelCaps {
+        release: s("4.19-custom"),
+        kprobes: true,
+        ..Default::default()
+    };
+    let p = plan(HOOKS, &c);
+    let tracefs = "tracepoint: tracefs is not mounted and could not be mounted";
+    let why = |tp: &str| {
+        format!(
+            "{tp} (tp_btf: {NO_BTF}; raw_tracepoint: cannot check tracepoint {tp}'s arguments without BTF; {tracefs})"
+        )
+    };
+    assert_eq!(
+        unsatisfiable(&p),
+        vec![
+            format!(
+                "tcp_send_reset (tp_btf: {NO_BTF}; tp_btf: {NO_BTF}; \
+                 raw_tracepoint: cannot check tracepoint tcp_send_reset's arguments without BTF; \
+                 raw_tracepoint: cannot check tracepoint tcp_send_reset's arguments without BTF; \
+                 {tracefs})"
+            ),
+            why("tcp_receive_reset"),
+            why("inet_sock_set_state"),
+        ]
+    );
+    // The optional hooks have no candidates either, except the kretprobe,
+    // which needs neither BTF nor tracefs.
+    assert_eq!(
+        first_choices(&p)
+            .into_iter()
+            .filter_map(|(h, c)| c.map(|c| (h, c)))
+            .collect::<Vec<_>>(),
+        vec![("inet_csk_accept", "inet_csk_accept_kretprobe")]
+    );
+}
+
+#[test]
+fn required_hook_missing_on_btf_kernel_is_reported() {
+    // BTF present but the tracepoint is gone everywhere (renamed upstream).
+    let mut c = caps(CAPS_618);
+    c.btf_tracepoints.remove("tcp_receive_reset");
+    c.tracepoints.remove("tcp/tcp_receive_reset");
+    let p = plan(HOOKS, &c);
+    assert_eq!(
+        unsatisfiable(&p),
+        vec![s(
+            "tcp_receive_reset (tp_btf: tracepoint tcp_receive_reset does not exist on this kernel; \
+             raw_tracepoint: tracepoint tcp_receive_reset does not exist on this kernel; \
+             tracepoint: tracepoint tcp/tcp_receive_reset does not exist)"
+        )]
+    );
+}
+
+#[test]
+fn classic_tracepoint_needs_its_field() {
+    let mut c = caps(CAPS_54);
+    c.tracepoints
+        .get_mut("tcp/tcp_send_reset")
+        .unwrap()
+        .remove("skaddr");
+    let p = plan(HOOKS, &c);
+    assert!(candidates(&p, "tcp_send_reset").is_empty());
+    assert_eq!(
+        refused(&p, "tcp_send_reset").last().unwrap(),
+        &(
+            "tcp_send_reset_tp",
+            s("tcp/tcp_send_reset has no field `skaddr`")
+        )
+    );
+    assert_eq!(unsatisfiable(&p).len(), 1);
+    assert!(unsatisfiable(&p)[0].starts_with("tcp_send_reset ("));
+}
+
+#[test]
+fn multi_target_tracepoint_needs_one_target() {
+    let mut c = caps(CAPS_618);
+    c.tracepoints.remove("syscalls/sys_enter_accept");
+    let p = plan(HOOKS, &c);
+    assert_eq!(
+        candidates(&p, "accept_enter"),
+        vec![("tracepoint", "sys_enter_accept_tp")]
+    );
+    c.tracepoints.remove("syscalls/sys_enter_accept4");
+    let p = plan(HOOKS, &c);
+    assert!(candidates(&p, "accept_enter").is_empty());
+    assert_eq!(
+        refused(&p, "accept_enter"),
+        vec![(
+            "sys_enter_accept_tp",
+            s("tracepoint syscalls/sys_enter_accept4 does not exist; \
+               tracepoint syscalls/sys_enter_accept does not exist")
+        )]
+    );
+    // One target present but without the field counts as missing.
+    c.tracepoints.insert(
+        s("syscalls/sys_exit_accept4"),
+        ["common_type", "__syscall_nr"].map(s).into(),
+    );
+    c.tracepoints.remove("syscalls/sys_exit_accept");
+    let p = plan(HOOKS, &c);
+    assert_eq!(
+        refused(&p, "accept_exit"),
+        vec![(
+            "sys_exit_accept_tp",
+            s("syscalls/sys_exit_accept4 has no field `ret`; \
+               tracepoint syscalls/sys_exit_accept does not exist")
+        )]
+    );
+}
+
+#[test]
+fn kretprobe_checks_function_only_with_btf() {
+    let mut c = caps(CAPS_515);
+    c.functions.clear();
+    let p = plan(HOOKS, &c);
+    assert_eq!(
+        refused(&p, "inet_csk_accept"),
+        vec![
+            (
+                "inet_csk_accept_fexit",
+                s("function inet_csk_accept not in BTF")
+            ),
+            (
+                "inet_csk_accept_kretprobe",
+                s("function inet_csk_accept not found")
+            ),
+        ]
+    );
+    // Without BTF nothing can be checked: the kretprobe stays a candidate.
+    c.btf = false;
+    let p = plan(HOOKS, &c);
+    assert_eq!(
+        candidates(&p, "inet_csk_accept"),
+        vec![("kretprobe", "inet_csk_accept_kretprobe")]
+    );
+}
+
+#[test]
+fn refusal_of_single_mechanisms() {
+    let c = caps(CAPS_618);
+    let send = &HOOKS[0];
+    assert_eq!(send.name, "tcp_send_reset");
+    assert_eq!(refusal(&send.mechanisms[0], &c), None);
+    assert_eq!(
+        refusal(&send.mechanisms[1], &c),
+        Some(s(
+            "tcp_send_reset has 3 arguments here, this program reads 2"
+        ))
+    );
+    let mut no_tracefs = c.clone();
+    no_tracefs.tracefs = false;
+    assert_eq!(
+        refusal(&send.mechanisms[4], &no_tracefs),
+        Some(s("tracefs is not mounted and could not be mounted"))
+    );
+}

@@ -1,0 +1,366 @@
+//! Window + host view -> findings, most likely root cause first. Pure: tested
+//! with fixtures, no root.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use super::window::Window;
+
+/// Thresholds below which a pattern is not called a finding.
+pub const CLOSE_WAIT_MIN: u64 = 10;
+pub const RST_STORM_MIN: u64 = 10;
+pub const PEER_RESETS_MIN: u64 = 10;
+/// fd usage at or above this share of the limit is exhaustion.
+pub const FD_PRESSURE_PERCENT: u64 = 90;
+
+/// A process as seen at the end of the window.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcView {
+    pub comm: String,
+    pub fd_count: u32,
+    pub fd_limit: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListenerView {
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub netns: u32,
+    pub port: u16,
+    pub backlog: u32,
+    pub queued: u32,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct HostView {
+    pub processes: HashMap<u32, ProcView>,
+    pub listeners: Vec<ListenerView>,
+    /// pid -> (sockets in CLOSE_WAIT, age of the oldest in seconds where known).
+    pub close_wait: HashMap<u32, (u64, Option<f64>)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    FdExhaustion,
+    AcceptQueueOverflow,
+    CloseWaitPileup,
+    RstStorm,
+    PeerResets,
+}
+
+/// One finding: the process it blames and its evidence.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Finding {
+    pub kind: Kind,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub summary: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd_count: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd_limit: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept_emfile: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queued: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overflows: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasons: Option<BTreeMap<String, u64>>,
+}
+
+impl Finding {
+    fn new(kind: Kind, pid: Option<u32>, comm: Option<String>) -> Self {
+        Finding {
+            kind,
+            pid,
+            comm,
+            summary: String::new(),
+            fd_count: None,
+            fd_limit: None,
+            accept_emfile: None,
+            local_port: None,
+            backlog: None,
+            queued: None,
+            overflows: None,
+            count: None,
+            oldest_s: None,
+            reasons: None,
+        }
+    }
+}
+
+/// `1811` -> `1,811`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn duration_words(secs: f64) -> String {
+    if secs >= 7200.0 {
+        format!("{:.1} h", secs / 3600.0)
+    } else if secs >= 120.0 {
+        format!("{} min", (secs / 60.0).round() as u64)
+    } else {
+        format!("{} s", secs.round() as u64)
+    }
+}
+
+fn who(pid: Option<u32>, comm: &Option<String>) -> String {
+    match (pid, comm) {
+        (Some(p), Some(c)) if !c.is_empty() => format!("pid {p} ({c})"),
+        (Some(p), _) => format!("pid {p}"),
+        _ => "no process".into(),
+    }
+}
+
+/// Everything the window and the host view show, ordered: findings are
+/// grouped by process, the process with the most fundamental problem first
+/// (fd exhaustion, then a full accept queue, then CLOSE_WAIT, then resets),
+/// and within a process in the order of the chain.
+pub fn findings(w: &Window, host: &HostView) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let comm_of = |pid: Option<u32>, fallback: &Option<String>| -> Option<String> {
+        pid.and_then(|p| host.processes.get(&p).map(|v| v.comm.clone()))
+            .or_else(|| fallback.clone())
+    };
+
+    // fd exhaustion: failed accepts for lack of fds, or usage near the limit.
+    let mut emfile: HashMap<
+        Option<u32>,
+        (
+            u64,
+            Option<u16>,
+            u64,
+            Option<u32>,
+            Option<u64>,
+            Option<String>,
+        ),
+    > = HashMap::new();
+    for ((pid, port, err), g) in &w.accept_failed {
+        if err != "EMFILE" && err != "ENFILE" {
+            continue;
+        }
+        let e = emfile.entry(*pid).or_insert((0, None, 0, None, None, None));
+        e.0 += g.count;
+        if g.count > e.2 {
+            e.1 = *port;
+            e.2 = g.count;
+        }
+        e.3 = g.fd_count.or(e.3);
+        e.4 = g.fd_limit.or(e.4);
+        e.5 = g.comm.clone().or(e.5.clone());
+    }
+    let mut pressured: Vec<u32> = host
+        .processes
+        .iter()
+        .filter(|(_, v)| {
+            v.fd_limit
+                .is_some_and(|l| l > 0 && v.fd_count as u64 * 100 >= l * FD_PRESSURE_PERCENT)
+        })
+        .map(|(p, _)| *p)
+        .collect();
+    pressured.sort_unstable();
+    for pid in pressured {
+        emfile
+            .entry(Some(pid))
+            .or_insert((0, None, 0, None, None, None));
+    }
+    for (pid, (n, port, _, fd_c, fd_l, comm)) in emfile {
+        let view = pid.and_then(|p| host.processes.get(&p));
+        let fd_count = view.map(|v| v.fd_count).or(fd_c);
+        let fd_limit = view.and_then(|v| v.fd_limit).or(fd_l);
+        let port = port.or_else(|| {
+            host.listeners
+                .iter()
+                .find(|l| l.pid == pid && pid.is_some())
+                .map(|l| l.port)
+        });
+        let mut f = Finding::new(Kind::FdExhaustion, pid, comm_of(pid, &comm));
+        let fds = match (fd_count, fd_limit) {
+            (Some(c), Some(l)) => format!(
+                "holds {} of {} file descriptors",
+                thousands(c as u64),
+                thousands(l)
+            ),
+            (Some(c), None) => format!("holds {} file descriptors", thousands(c as u64)),
+            _ => "is out of file descriptors".into(),
+        };
+        let accepts = if n > 0 {
+            format!(
+                "; {} accept() calls failed with EMFILE{}",
+                thousands(n),
+                port.map(|p| format!(" on :{p}")).unwrap_or_default()
+            )
+        } else {
+            String::new()
+        };
+        f.summary = format!("{} {fds}{accepts}", who(pid, &f.comm));
+        f.fd_count = fd_count;
+        f.fd_limit = fd_limit;
+        f.accept_emfile = Some(n);
+        f.local_port = port;
+        out.push(f);
+    }
+
+    // Accept queue overflow: drops seen in the window, or a queue full now.
+    let mut overflow_keys: Vec<(Option<u32>, u16)> = w.overflows.keys().copied().collect();
+    overflow_keys.sort_unstable();
+    let mut seen_ports = Vec::new();
+    for key in overflow_keys {
+        let g = &w.overflows[&key];
+        let l = host
+            .listeners
+            .iter()
+            .find(|l| Some(l.netns) == key.0 && l.port == key.1);
+        let pid = g.pid.or(l.and_then(|l| l.pid));
+        let mut f = Finding::new(Kind::AcceptQueueOverflow, pid, comm_of(pid, &g.comm));
+        f.local_port = Some(key.1);
+        f.backlog = Some(l.map_or(g.backlog, |l| l.backlog));
+        f.queued = Some(l.map_or(g.queued, |l| l.queued));
+        f.overflows = Some(g.drops);
+        f.summary = format!(
+            "the accept queue of :{} ({}) is full ({}/{}): {} connection attempts dropped",
+            key.1,
+            who(pid, &f.comm),
+            f.queued.unwrap_or(0),
+            f.backlog.unwrap_or(0),
+            thousands(g.drops)
+        );
+        seen_ports.push((key.0, key.1));
+        out.push(f);
+    }
+    for l in &host.listeners {
+        if l.queued > l.backlog && !seen_ports.contains(&(Some(l.netns), l.port)) {
+            let mut f = Finding::new(Kind::AcceptQueueOverflow, l.pid, comm_of(l.pid, &l.comm));
+            f.local_port = Some(l.port);
+            f.backlog = Some(l.backlog);
+            f.queued = Some(l.queued);
+            f.overflows = Some(0);
+            f.summary = format!(
+                "the accept queue of :{} ({}) is full ({}/{})",
+                l.port,
+                who(l.pid, &f.comm),
+                l.queued,
+                l.backlog
+            );
+            out.push(f);
+        }
+    }
+
+    // CLOSE_WAIT pile-ups.
+    for (pid, (count, oldest)) in &host.close_wait {
+        if *count < CLOSE_WAIT_MIN {
+            continue;
+        }
+        let mut f = Finding::new(
+            Kind::CloseWaitPileup,
+            Some(*pid),
+            comm_of(Some(*pid), &None),
+        );
+        f.count = Some(*count);
+        f.oldest_s = *oldest;
+        f.summary = format!(
+            "{} of its sockets are in CLOSE_WAIT{}: the peers closed and the process never did",
+            thousands(*count),
+            oldest
+                .map(|s| format!(", the oldest for {}", duration_words(s)))
+                .unwrap_or_default()
+        );
+        out.push(f);
+    }
+
+    // RSTs sent, per owner and local port.
+    for ((pid, port), g) in &w.rst_sent {
+        if g.count < RST_STORM_MIN {
+            continue;
+        }
+        let mut f = Finding::new(Kind::RstStorm, *pid, comm_of(*pid, &g.comm));
+        f.local_port = Some(*port);
+        f.count = Some(g.count);
+        f.reasons = Some(g.reasons.clone());
+        let mut reasons: Vec<(&String, &u64)> = g.reasons.iter().collect();
+        reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let reasons: Vec<String> = reasons
+            .iter()
+            .map(|(r, n)| format!("{r} {}", thousands(**n)))
+            .collect();
+        f.summary = format!(
+            "{} RSTs were sent from :{port} ({}){}",
+            thousands(g.count),
+            reasons.join(", "),
+            if pid.is_none() {
+                "; no process owns that port: nothing listens there"
+            } else {
+                ""
+            }
+        );
+        out.push(f);
+    }
+
+    // Peers resetting this host's connections.
+    for (pid, (comm, n)) in &w.rst_received {
+        if *n < PEER_RESETS_MIN || pid.is_none() {
+            continue;
+        }
+        let mut f = Finding::new(Kind::PeerResets, *pid, comm_of(*pid, comm));
+        f.count = Some(*n);
+        f.summary = format!(
+            "{} of its connections were reset by their peers",
+            thousands(*n)
+        );
+        out.push(f);
+    }
+
+    order(&mut out);
+    out
+}
+
+fn magnitude(f: &Finding) -> u64 {
+    f.accept_emfile
+        .or(f.overflows)
+        .or(f.count)
+        .unwrap_or(0)
+        .max(f.fd_count.unwrap_or(0) as u64)
+}
+
+/// Groups by process, the process with the most fundamental finding first.
+fn order(out: &mut [Finding]) {
+    let mut best: HashMap<Option<u32>, (Kind, u64)> = HashMap::new();
+    for f in out.iter() {
+        let e = best.entry(f.pid).or_insert((f.kind, magnitude(f)));
+        if (f.kind, u64::MAX - magnitude(f)) < (e.0, u64::MAX - e.1) {
+            *e = (f.kind, magnitude(f));
+        }
+    }
+    out.sort_by(|a, b| {
+        let (ka, ma) = best[&a.pid];
+        let (kb, mb) = best[&b.pid];
+        ka.cmp(&kb)
+            .then(mb.cmp(&ma))
+            .then(a.pid.cmp(&b.pid))
+            .then(a.kind.cmp(&b.kind))
+            .then(magnitude(b).cmp(&magnitude(a)))
+    });
+}
+
+#[cfg(test)]
+#[path = "findings_tests.rs"]
+mod tests;

@@ -1,0 +1,99 @@
+//! The verdict: one JSON object, or the story in sentences.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use super::findings::{Finding, Kind, thousands};
+use super::window::Counters;
+use crate::event::SCHEMA_VERSION;
+use crate::output::{Format, is_closed_pipe};
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub v: u32,
+    pub window_s: f64,
+    pub counters: Counters,
+    /// `healthy` when nothing was found, else `unhealthy`.
+    pub verdict: &'static str,
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    pub fn new(window_s: f64, counters: &Counters, findings: Vec<Finding>) -> Self {
+        Report {
+            v: SCHEMA_VERSION,
+            window_s: (window_s * 10.0).round() / 10.0,
+            counters: counters.clone(),
+            verdict: if findings.is_empty() {
+                "healthy"
+            } else {
+                "unhealthy"
+            },
+            findings,
+        }
+    }
+}
+
+/// The text form: what the clients see, which process, why.
+pub fn narrative(r: &Report) -> String {
+    let c = &r.counters;
+    let mut s = format!("Observed {:.1} s: ", r.window_s);
+    s.push_str(&format!(
+        "{} RSTs sent, {} received, {} failed accepts, {} connection attempts dropped by full accept queues.\n",
+        thousands(c.rst_sent),
+        thousands(c.rst_received),
+        thousands(c.accept_failed),
+        thousands(c.listen_overflow)
+    ));
+    if c.lost > 0 {
+        s.push_str(&format!(
+            "Warning: {} events were lost (ring buffer full); counts are lower bounds.\n",
+            thousands(c.lost)
+        ));
+    }
+    if r.findings.is_empty() {
+        s.push_str("Healthy: no resets, failed accepts, accept-queue overflows or CLOSE_WAIT pile-ups worth reporting.\n");
+        return s;
+    }
+    let first = &r.findings[0];
+    let cause = match first.kind {
+        Kind::FdExhaustion => "has run out of file descriptors",
+        Kind::AcceptQueueOverflow => "does not accept connections fast enough",
+        Kind::CloseWaitPileup => "does not close connections its peers closed",
+        Kind::RstStorm => "is resetting its clients",
+        Kind::PeerResets => "is being reset by its peers",
+    };
+    let who = match (first.pid, &first.comm) {
+        (Some(p), Some(c)) => format!("pid {p} ({c})"),
+        (Some(p), None) => format!("pid {p}"),
+        _ => "no single process".into(),
+    };
+    s.push_str(&format!("\nMost likely cause: {who} {cause}.\n\n"));
+    // One paragraph per process, in the order of the chain.
+    let mut i = 0;
+    while i < r.findings.len() {
+        let pid = r.findings[i].pid;
+        let mut parts = Vec::new();
+        while i < r.findings.len() && r.findings[i].pid == pid {
+            parts.push(r.findings[i].summary.clone());
+            i += 1;
+        }
+        s.push_str(&format!("- {}.\n", parts.join("; ")));
+    }
+    s
+}
+
+pub fn print(r: &Report, format: Format) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let res = match format {
+        Format::Json => serde_json::to_writer(&mut out, r)
+            .map_err(std::io::Error::from)
+            .and_then(|_| out.write_all(b"\n")),
+        Format::Text => out.write_all(narrative(r).as_bytes()),
+    };
+    match res.and_then(|_| out.flush()) {
+        Err(e) if is_closed_pipe(&e) => Ok(()),
+        other => Ok(other?),
+    }
+}

@@ -1,0 +1,133 @@
+//! A window of enriched events, aggregated for the verdict. Fed through the
+//! same `Sink` interface the outputs use, so diagnose sees exactly what watch
+//! would print.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::rc::Rc;
+
+use serde::Serialize;
+
+use crate::event::{Event, EventKind};
+use crate::output::Sink;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    pub rst_sent: u64,
+    pub rst_received: u64,
+    pub accept_failed: u64,
+    pub listen_overflow: u64,
+    pub lost: u64,
+}
+
+/// RSTs sent from one local port, by owner.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RstGroup {
+    pub comm: Option<String>,
+    pub count: u64,
+    pub reasons: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AcceptGroup {
+    pub comm: Option<String>,
+    pub count: u64,
+    pub fd_count: Option<u32>,
+    pub fd_limit: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OverflowGroup {
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub drops: u64,
+    pub backlog: u32,
+    pub queued: u32,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Window {
+    pub counters: Counters,
+    /// (owner pid, local port) -> RSTs sent.
+    pub rst_sent: HashMap<(Option<u32>, u16), RstGroup>,
+    /// owner pid -> (comm, RSTs received: peers resetting its connections).
+    pub rst_received: HashMap<Option<u32>, (Option<String>, u64)>,
+    /// (pid, listener port, error name) -> accept failures.
+    pub accept_failed: HashMap<(Option<u32>, Option<u16>, String), AcceptGroup>,
+    /// (netns, listener port) -> overflow drops.
+    pub overflows: HashMap<(Option<u32>, u16), OverflowGroup>,
+}
+
+impl Window {
+    pub fn add(&mut self, e: &Event) {
+        match e.event {
+            EventKind::RstSent => {
+                self.counters.rst_sent += 1;
+                let g = self
+                    .rst_sent
+                    .entry((e.pid, e.local_port.unwrap_or(0)))
+                    .or_default();
+                g.count += 1;
+                g.comm.clone_from(&e.comm);
+                let reason = e
+                    .reason
+                    .clone()
+                    .flatten()
+                    .unwrap_or_else(|| "UNKNOWN".into());
+                *g.reasons.entry(reason).or_default() += 1;
+            }
+            EventKind::RstReceived => {
+                self.counters.rst_received += 1;
+                let g = self.rst_received.entry(e.pid).or_insert((None, 0));
+                g.0.clone_from(&e.comm);
+                g.1 += 1;
+            }
+            EventKind::AcceptFailed => {
+                let n = e.count.unwrap_or(1);
+                self.counters.accept_failed += n;
+                let key = (e.pid, e.local_port, e.error.clone().unwrap_or_default());
+                let g = self.accept_failed.entry(key).or_default();
+                g.count += n;
+                g.comm.clone_from(&e.comm);
+                if let Some(c) = e.fd_count.flatten() {
+                    g.fd_count = Some(c);
+                }
+                if let Some(l) = e.fd_limit.flatten() {
+                    g.fd_limit = Some(l);
+                }
+            }
+            EventKind::ListenOverflow => {
+                let n = e.count.unwrap_or(0);
+                self.counters.listen_overflow += n;
+                let g = self
+                    .overflows
+                    .entry((e.netns, e.local_port.unwrap_or(0)))
+                    .or_default();
+                g.drops += n;
+                g.backlog = e.backlog.unwrap_or(g.backlog);
+                g.queued = e.queued.unwrap_or(g.queued);
+                if e.pid.is_some() {
+                    g.pid = e.pid;
+                    g.comm.clone_from(&e.comm);
+                }
+            }
+            EventKind::Lost => self.counters.lost += e.count.unwrap_or(0),
+            EventKind::StateChange => {}
+        }
+    }
+}
+
+/// A `Sink` that adds every event to a shared window.
+pub struct WindowSink(pub Rc<RefCell<Window>>);
+
+impl Sink for WindowSink {
+    fn event(&mut self, e: &Event) -> io::Result<()> {
+        self.0.borrow_mut().add(e);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
