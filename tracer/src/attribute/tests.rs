@@ -1,1 +1,612 @@
+use super::*;
 
+use std::cell::Cell;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use tracer_common::{RecordHeader, kind};
+
+use crate::event::comm_string;
+use crate::snapshot::{ProcessInfo, SocketEntry};
+use tombstones::TOMBSTONE_TTL_NS;
+
+const NETNS: u32 = 4_026_531_840;
+const TCP_ESTABLISHED: u8 = 1;
+const TCP_LAST_ACK: u8 = 9;
+
+/// A fixed /proc: known processes, and a count of lookups.
+#[derive(Default)]
+struct FakeProcs {
+    procs: HashMap<u32, ProcessInfo>,
+    lookups: Cell<usize>,
+}
+
+impl FakeProcs {
+    fn with(list: &[(u32, &[u8], Option<&str>)]) -> Self {
+        let mut procs = HashMap::new();
+        for &(pid, comm, cgroup) in list {
+            procs.insert(pid, process(pid, comm, cgroup));
+        }
+        FakeProcs {
+            procs,
+            lookups: Cell::new(0),
+        }
+    }
+}
+
+impl ProcSource for FakeProcs {
+    fn process(&self, pid: u32) -> Option<ProcessInfo> {
+        self.lookups.set(self.lookups.get() + 1);
+        self.procs.get(&pid).cloned()
+    }
+}
+
+fn process(pid: u32, comm: &[u8], cgroup: Option<&str>) -> ProcessInfo {
+    ProcessInfo {
+        pid,
+        comm: comm.to_vec(),
+        cgroup: cgroup.map(str::to_string),
+        fd_count: 10,
+        fd_limit: Some(1024),
+    }
+}
+
+fn procs() -> FakeProcs {
+    FakeProcs::with(&[
+        (100, b"curl", Some("/user.slice/curl")),
+        (200, b"haproxy", Some("/system.slice/haproxy.service")),
+        (300, b"postgres", Some("/system.slice/postgresql.service")),
+        (500, b"nginx", Some("/system.slice/nginx.service")),
+        (7, b"leaky", None),
+    ])
+}
+
+fn task(tgid: u32, comm: &[u8], cgroup_id: u64) -> TaskInfo {
+    let mut c = [0u8; 16];
+    c[..comm.len()].copy_from_slice(comm);
+    TaskInfo {
+        tgid,
+        pid: tgid + 1,
+        cgroup_id,
+        comm: c,
+    }
+}
+
+/// An AF_INET socket (local, remote) in `NETNS`.
+fn sock(local: ([u8; 4], u16), remote: ([u8; 4], u16), skaddr: u64, ino: u64) -> SockInfo {
+    let mut s = SockInfo {
+        skaddr,
+        ino,
+        netns: NETNS,
+        family: keys::AF_INET,
+        lport: local.1,
+        rport: remote.1,
+        state: TCP_ESTABLISHED,
+        flags: 0,
+        ..Default::default()
+    };
+    s.laddr[..4].copy_from_slice(&local.0);
+    s.raddr[..4].copy_from_slice(&remote.0);
+    s
+}
+
+const SERVER: [u8; 4] = [10, 0, 0, 1];
+const CLIENT: [u8; 4] = [10, 0, 0, 2];
+
+fn conn(client_port: u16, ino: u64) -> SockInfo {
+    sock((SERVER, 8080), (CLIENT, client_port), 0xffff_0000 + ino, ino)
+}
+
+fn rst(s: SockInfo, owner: TaskInfo, source: u8, ts: u64) -> RstRecord {
+    RstRecord {
+        header: RecordHeader {
+            kind: kind::RST_SENT,
+            version: tracer_common::RECORD_VERSION,
+            len: 152,
+            ts_boot_ns: ts,
+        },
+        sock: s,
+        current: task(0, b"swapper/1", 1),
+        owner,
+        reason: 1,
+        owner_source: source,
+        _pad: [0; 3],
+    }
+}
+
+fn state(s: SockInfo, old: u8, new: u8, owner: TaskInfo, source: u8, ts: u64) -> StateRecord {
+    StateRecord {
+        header: RecordHeader {
+            kind: kind::STATE_CHANGE,
+            version: tracer_common::RECORD_VERSION,
+            len: 152,
+            ts_boot_ns: ts,
+        },
+        sock: s,
+        current: task(0, b"swapper/1", 1),
+        owner,
+        old_state: old,
+        new_state: new,
+        owner_source: source,
+        _pad: [0; 5],
+    }
+}
+
+/// (pid, comm as text, cgroup, how).
+fn summary(r: (Option<Owner>, AttributedBy)) -> (Option<(u32, String, Option<String>)>, AttributedBy) {
+    (
+        r.0.map(|o| (o.pid, comm_string(&o.comm), o.cgroup)),
+        r.1,
+    )
+}
+
+fn who(pid: u32, comm: &str, cgroup: Option<&str>) -> Option<(u32, String, Option<String>)> {
+    Some((pid, comm.to_string(), cgroup.map(str::to_string)))
+}
+
+fn v4(ip: [u8; 4], port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port))
+}
+
+fn entry(local: SocketAddr, remote: SocketAddr, state: u8, inode: u64) -> SocketEntry {
+    SocketEntry {
+        netns: NETNS,
+        family: 2,
+        state,
+        local,
+        remote,
+        inode,
+        uid: 0,
+        rqueue: 0,
+        wqueue: 0,
+        drops: None,
+        cookie: 0,
+    }
+}
+
+#[test]
+fn locked_current_is_current_task_with_record_comm() {
+    let src = procs();
+    let mut a = Attributor::default();
+    // The record's comm wins over /proc's (the process may be gone); the
+    // cgroup comes from /proc.
+    let r = rst(
+        conn(40000, 11),
+        task(100, b"curl-worker", 42),
+        owner_source::LOCKED_CURRENT,
+        1_000,
+    );
+    let (owner, by) = a.rst_owner(&r, &src);
+    assert_eq!(by, AttributedBy::CurrentTask);
+    let owner = owner.unwrap();
+    assert_eq!(owner.pid, 100);
+    assert_eq!(owner.comm, r.owner.comm.to_vec());
+    assert_eq!(comm_string(&owner.comm), "curl-worker");
+    assert_eq!(owner.cgroup.as_deref(), Some("/user.slice/curl"));
+    assert!(!a.wants_refresh);
+}
+
+#[test]
+fn cgroup_is_resolved_once_per_cgroup_id() {
+    let src = procs();
+    let mut a = Attributor::default();
+    let r = rst(
+        conn(40000, 11),
+        task(100, b"curl", 42),
+        owner_source::LOCKED_CURRENT,
+        1,
+    );
+    a.rst_owner(&r, &src);
+    a.rst_owner(&r, &src);
+    assert_eq!(src.lookups.get(), 1);
+    // An unknown process: nothing cached, asked again next time.
+    let r = rst(
+        conn(40001, 12),
+        task(999, b"gone", 43),
+        owner_source::LOCKED_CURRENT,
+        1,
+    );
+    assert_eq!(
+        summary(a.rst_owner(&r, &src)),
+        (who(999, "gone", None), AttributedBy::CurrentTask)
+    );
+    a.rst_owner(&r, &src);
+    assert_eq!(src.lookups.get(), 3);
+}
+
+#[test]
+fn socket_map_is_socket_owner() {
+    let src = procs();
+    let mut a = Attributor::default();
+    let r = rst(
+        conn(40000, 11),
+        task(200, b"haproxy", 9),
+        owner_source::SOCKET_MAP,
+        1_000,
+    );
+    assert_eq!(
+        summary(a.rst_owner(&r, &src)),
+        (
+            who(200, "haproxy", Some("/system.slice/haproxy.service")),
+            AttributedBy::SocketOwner
+        )
+    );
+}
+
+#[test]
+fn kernel_owner_with_tgid_zero_is_ignored() {
+    let src = procs();
+    let mut a = Attributor::default();
+    for source in [owner_source::LOCKED_CURRENT, owner_source::SOCKET_MAP] {
+        let r = rst(conn(40000, 0), task(0, b"swapper/0", 1), source, 1);
+        assert_eq!(summary(a.rst_owner(&r, &src)), (None, AttributedBy::None));
+    }
+}
+
+fn seeded_with_established() -> Attributor {
+    let snap = Snapshot {
+        sockets: vec![entry(
+            v4(SERVER, 8080),
+            v4(CLIENT, 40000),
+            TCP_ESTABLISHED,
+            5555,
+        )],
+        owners: HashMap::from([((NETNS, 5555), 300)]),
+        ..Default::default()
+    };
+    let mut a = Attributor::default();
+    a.seed(&snap, 10);
+    a
+}
+
+#[test]
+fn snapshot_inode_owner_is_socket_owner() {
+    let src = procs();
+    let mut a = seeded_with_established();
+    assert_eq!(a.seeded_at_ns, Some(10));
+    let r = rst(conn(40000, 5555), TaskInfo::default(), owner_source::NONE, 1_000);
+    assert_eq!(
+        summary(a.rst_owner(&r, &src)),
+        (
+            who(300, "postgres", Some("/system.slice/postgresql.service")),
+            AttributedBy::SocketOwner
+        )
+    );
+    assert!(!a.wants_refresh);
+    // Same 4-tuple without an inode (e.g. a timewait or request sock): the
+    // snapshot's tuple -> inode map finds it.
+    let r = rst(conn(40000, 0), TaskInfo::default(), owner_source::NONE, 1_000);
+    assert_eq!(summary(a.rst_owner(&r, &src)).0.map(|w| w.0), Some(300));
+    // Another namespace does not match.
+    let mut other = conn(40000, 5555);
+    other.netns = NETNS + 1;
+    let r = rst(other, TaskInfo::default(), owner_source::NONE, 1_000);
+    assert_eq!(summary(a.rst_owner(&r, &src)), (None, AttributedBy::None));
+}
+
+#[test]
+fn snapshot_process_info_is_used_before_proc() {
+    let src = procs();
+    let mut snap = Snapshot {
+        sockets: vec![entry(
+            v4(SERVER, 8080),
+            v4(CLIENT, 40000),
+            TCP_ESTABLISHED,
+            5555,
+        )],
+        owners: HashMap::from([((NETNS, 5555), 300)]),
+        ..Default::default()
+    };
+    snap.processes
+        .insert(300, process(300, b"pg-at-start", Some("/old")));
+    let mut a = Attributor::default();
+    a.seed(&snap, 10);
+    let r = rst(conn(40000, 5555), TaskInfo::default(), owner_source::NONE, 1_000);
+    assert_eq!(
+        summary(a.rst_owner(&r, &src)),
+        (who(300, "pg-at-start", Some("/old")), AttributedBy::SocketOwner)
+    );
+    assert_eq!(src.lookups.get(), 0);
+}
+
+#[test]
+fn recently_closed_tuple_is_socket_owner_from_tombstone() {
+    let src = procs();
+    let mut a = Attributor::default();
+    let closed = state(
+        conn(40000, 77),
+        TCP_ESTABLISHED,
+        TCP_CLOSE,
+        task(200, b"haproxy", 9),
+        owner_source::SOCKET_MAP,
+        1_000,
+    );
+    assert_eq!(
+        summary(a.on_state(&closed, &src)),
+        (
+            who(200, "haproxy", Some("/system.slice/haproxy.service")),
+            AttributedBy::SocketOwner
+        )
+    );
+    // The peer's late segment draws an RST with no socket at all.
+    let mut late = rst(conn(40000, 0), TaskInfo::default(), owner_source::NONE, 2_000);
+    late.sock.skaddr = 0;
+    assert_eq!(
+        summary(a.rst_owner(&late, &src)),
+        (
+            who(200, "haproxy", Some("/system.slice/haproxy.service")),
+            AttributedBy::SocketOwner
+        )
+    );
+    // A different client port is another connection.
+    let other = rst(conn(40001, 0), TaskInfo::default(), owner_source::NONE, 2_000);
+    assert_eq!(summary(a.rst_owner(&other, &src)), (None, AttributedBy::None));
+    // Forgotten after the TTL.
+    late.header.ts_boot_ns = 1_000 + TOMBSTONE_TTL_NS;
+    assert_eq!(summary(a.rst_owner(&late, &src)), (None, AttributedBy::None));
+}
+
+fn listener_sock(port: u16) -> SockInfo {
+    let mut s = sock(([0, 0, 0, 0], port), ([0, 0, 0, 0], 0), 0xffff_1000, 4242);
+    s.state = TCP_CLOSE;
+    s
+}
+
+#[test]
+fn no_socket_goes_to_listener_owner_until_it_closes() {
+    let src = procs();
+    let mut a = Attributor::default();
+    let listen = state(
+        listener_sock(8080),
+        TCP_CLOSE,
+        TCP_LISTEN,
+        task(500, b"nginx", 5),
+        owner_source::NONE,
+        100,
+    );
+    assert_eq!(
+        summary(a.on_state(&listen, &src)),
+        (
+            who(500, "nginx", Some("/system.slice/nginx.service")),
+            AttributedBy::SocketOwner
+        )
+    );
+    let mut no_sock = rst(conn(51234, 0), TaskInfo::default(), owner_source::NONE, 200);
+    no_sock.sock.skaddr = 0;
+    assert_eq!(
+        summary(a.rst_owner(&no_sock, &src)),
+        (
+            who(500, "nginx", Some("/system.slice/nginx.service")),
+            AttributedBy::ListenerOwner
+        )
+    );
+    // Unknown namespace: the only listener on that port still matches.
+    let mut unknown_ns = no_sock;
+    unknown_ns.sock.netns = 0;
+    assert_eq!(
+        summary(a.rst_owner(&unknown_ns, &src)).1,
+        AttributedBy::ListenerOwner
+    );
+    // Another port: nobody.
+    let mut other_port = no_sock;
+    other_port.sock.lport = 9090;
+    assert_eq!(
+        summary(a.rst_owner(&other_port, &src)),
+        (None, AttributedBy::None)
+    );
+    assert!(!a.wants_refresh);
+
+    // The listener closes: no listener owner any more.
+    let unlisten = state(
+        listener_sock(8080),
+        TCP_LISTEN,
+        TCP_CLOSE,
+        TaskInfo::default(),
+        owner_source::NONE,
+        300,
+    );
+    a.on_state(&unlisten, &src);
+    assert_eq!(
+        summary(a.rst_owner(&no_sock, &src)),
+        (None, AttributedBy::None)
+    );
+}
+
+#[test]
+fn unknown_namespace_with_two_listeners_on_the_port_is_ambiguous() {
+    let src = procs();
+    let mut a = Attributor::default();
+    let mut l1 = listener_sock(8080);
+    l1.netns = 1;
+    let mut l2 = listener_sock(8080);
+    l2.netns = 2;
+    a.on_state(
+        &state(l1, TCP_CLOSE, TCP_LISTEN, task(500, b"nginx", 5), 0, 1),
+        &src,
+    );
+    a.on_state(
+        &state(l2, TCP_CLOSE, TCP_LISTEN, task(200, b"haproxy", 9), 0, 1),
+        &src,
+    );
+    let mut r = rst(conn(51234, 0), TaskInfo::default(), owner_source::NONE, 2);
+    r.sock.netns = 0;
+    assert_eq!(summary(a.rst_owner(&r, &src)), (None, AttributedBy::None));
+    r.sock.netns = 2;
+    assert_eq!(summary(a.rst_owner(&r, &src)).0.map(|w| w.0), Some(200));
+}
+
+#[test]
+fn snapshot_listener_is_listener_owner() {
+    let src = procs();
+    let mut snap = Snapshot {
+        sockets: vec![entry(
+            v4([0, 0, 0, 0], 5432),
+            v4([0, 0, 0, 0], 0),
+            TCP_LISTEN,
+            6000,
+        )],
+        owners: HashMap::from([((NETNS, 6000), 300)]),
+        ..Default::default()
+    };
+    // Seeding resolves listener owners; give it the process so it needs no
+    // /proc.
+    snap.processes
+        .insert(300, process(300, b"postgres", None));
+    let mut a = Attributor::default();
+    a.seed(&snap, 0);
+    let mut r = rst(
+        sock((SERVER, 5432), (CLIENT, 33333), 0, 0),
+        TaskInfo::default(),
+        owner_source::NONE,
+        5,
+    );
+    r.sock.state = 0;
+    assert_eq!(
+        summary(a.rst_owner(&r, &src)),
+        (who(300, "postgres", None), AttributedBy::ListenerOwner)
+    );
+}
+
+#[test]
+fn nothing_known_is_none() {
+    let src = procs();
+    let mut a = Attributor::default();
+    let r = rst(conn(40000, 0), TaskInfo::default(), owner_source::NONE, 1);
+    assert_eq!(summary(a.rst_owner(&r, &src)), (None, AttributedBy::None));
+    assert!(!a.wants_refresh);
+    // An unknown family has no key: still none, no panic.
+    let mut odd = r;
+    odd.sock.family = 0;
+    assert_eq!(summary(a.rst_owner(&odd, &src)), (None, AttributedBy::None));
+}
+
+#[test]
+fn live_socket_without_owner_wants_refresh() {
+    let src = procs();
+    let mut a = Attributor::default();
+    let r = rst(conn(40000, 4242), TaskInfo::default(), owner_source::NONE, 1);
+    assert_eq!(summary(a.rst_owner(&r, &src)), (None, AttributedBy::None));
+    assert!(a.wants_refresh);
+    // A refresh (seed) clears it.
+    a.seed(&Snapshot::default(), 2);
+    assert!(!a.wants_refresh);
+    assert_eq!(a.seeded_at_ns, Some(2));
+    // Even when a listener answers, the live socket still wants a refresh.
+    a.on_state(
+        &state(
+            listener_sock(8080),
+            TCP_CLOSE,
+            TCP_LISTEN,
+            task(500, b"nginx", 5),
+            0,
+            3,
+        ),
+        &src,
+    );
+    assert_eq!(summary(a.rst_owner(&r, &src)).1, AttributedBy::ListenerOwner);
+    assert!(a.wants_refresh);
+}
+
+#[test]
+fn close_wait_accounting() {
+    let src = procs();
+    let mut a = Attributor::default();
+    let owner = task(7, b"leaky", 70);
+    let enter1 = state(
+        conn(40001, 1),
+        TCP_ESTABLISHED,
+        TCP_CLOSE_WAIT,
+        owner,
+        owner_source::SOCKET_MAP,
+        100,
+    );
+    let enter2 = state(
+        conn(40002, 2),
+        TCP_ESTABLISHED,
+        TCP_CLOSE_WAIT,
+        owner,
+        owner_source::SOCKET_MAP,
+        200,
+    );
+    a.on_state(&enter1, &src);
+    a.on_state(&enter2, &src);
+    assert_eq!(
+        a.close_wait_by_pid(),
+        HashMap::from([(Some(7), (2, Some(100), false))])
+    );
+    // The first one finally closes (CLOSE_WAIT -> LAST_ACK).
+    let leave1 = state(
+        conn(40001, 1),
+        TCP_CLOSE_WAIT,
+        TCP_LAST_ACK,
+        owner,
+        owner_source::SOCKET_MAP,
+        300,
+    );
+    a.on_state(&leave1, &src);
+    assert_eq!(
+        a.close_wait_by_pid(),
+        HashMap::from([(Some(7), (1, Some(200), false))])
+    );
+    assert_eq!(
+        a.close_wait.values().cloned().collect::<Vec<_>>(),
+        vec![CloseWait {
+            pid: Some(7),
+            since_ns: Some(200)
+        }]
+    );
+    // Straight to CLOSE (e.g. a reset) also ends CLOSE_WAIT.
+    let reset2 = state(
+        conn(40002, 2),
+        TCP_CLOSE_WAIT,
+        TCP_CLOSE,
+        owner,
+        owner_source::SOCKET_MAP,
+        400,
+    );
+    a.on_state(&reset2, &src);
+    assert!(a.close_wait_by_pid().is_empty());
+}
+
+#[test]
+fn snapshot_close_wait_has_no_since() {
+    let src = procs();
+    let snap = Snapshot {
+        sockets: vec![
+            entry(v4(SERVER, 8080), v4(CLIENT, 40001), TCP_CLOSE_WAIT, 801),
+            entry(v4(SERVER, 8080), v4(CLIENT, 40002), TCP_CLOSE_WAIT, 802),
+            // Held by nobody the fd scan found.
+            entry(v4(SERVER, 8080), v4(CLIENT, 40003), TCP_CLOSE_WAIT, 803),
+            entry(v4(SERVER, 8080), v4(CLIENT, 40004), TCP_ESTABLISHED, 804),
+        ],
+        owners: HashMap::from([((NETNS, 801), 7), ((NETNS, 802), 7), ((NETNS, 804), 7)]),
+        ..Default::default()
+    };
+    let mut a = Attributor::default();
+    a.seed(&snap, 50);
+    assert_eq!(a.close_wait.len(), 3);
+    for cw in a.close_wait.values() {
+        assert_eq!(cw.since_ns, None);
+    }
+    assert_eq!(
+        a.close_wait_by_pid(),
+        HashMap::from([(Some(7), (2, None, true)), (None, (1, None, true))])
+    );
+    // One more enters CLOSE_WAIT after start: the oldest known entry time is
+    // its, and the flag still says some were older than tracer.
+    a.on_state(
+        &state(
+            conn(40005, 805),
+            TCP_ESTABLISHED,
+            TCP_CLOSE_WAIT,
+            task(7, b"leaky", 70),
+            owner_source::SOCKET_MAP,
+            900,
+        ),
+        &src,
+    );
+    assert_eq!(a.close_wait_by_pid()[&Some(7)], (3, Some(900), true));
+    // Seeding again does not reset the entry time of a known one.
+    a.seed(&snap, 1_000);
+    assert_eq!(a.close_wait.len(), 4);
+    assert_eq!(a.seeded_at_ns, Some(50));
+}

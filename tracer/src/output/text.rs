@@ -99,3 +99,128 @@ impl<W: Write> Sink for TextSink<W> {
         self.out.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Owner;
+
+    const TS: &str = "2024-05-01T12:34:56.789012345Z";
+
+    fn rst_sent() -> Event {
+        let mut e = Event::new(EventKind::RstSent, TS.into());
+        e.set_owner(
+            Some(&Owner {
+                pid: 42,
+                comm: b"nginx\0\0\0".to_vec(),
+                cgroup: None,
+            }),
+            AttributedBy::SocketOwner,
+        );
+        e.family = Some("inet");
+        e.local_addr = Some("10.0.0.1".into());
+        e.local_port = Some(8080);
+        e.remote_addr = Some("10.0.0.2".into());
+        e.remote_port = Some(51234);
+        e.state = Some(Some("ESTABLISHED".into()));
+        e.reason = Some(Some("TCP_ABORT_ON_CLOSE".into()));
+        e
+    }
+
+    #[test]
+    fn rst_sent_line() {
+        assert_eq!(
+            line(&rst_sent()),
+            "12:34:56.789 RST sent     10.0.0.1:8080 -> 10.0.0.2:51234 ESTABLISHED \
+             reason=TCP_ABORT_ON_CLOSE pid 42 (nginx)"
+        );
+    }
+
+    #[test]
+    fn rst_sent_line_variants() {
+        let mut e = rst_sent();
+        e.family = Some("inet6");
+        e.local_addr = Some("fe80::1".into());
+        e.remote_addr = Some("2001:db8::2".into());
+        e.state = Some(None);
+        e.reason = Some(None);
+        e.attributed_by = AttributedBy::CurrentTask;
+        assert_eq!(
+            line(&e),
+            "12:34:56.789 RST sent     [fe80::1]:8080 -> [2001:db8::2]:51234 - reason=- \
+             pid 42 (nginx) in its own context"
+        );
+        e.set_owner(None, AttributedBy::ListenerOwner);
+        e.remote_addr = None;
+        e.remote_port = None;
+        assert_eq!(
+            line(&e),
+            "12:34:56.789 RST sent     [fe80::1]:8080 -> ? - reason=- no owner"
+        );
+    }
+
+    #[test]
+    fn other_kinds() {
+        let mut e = rst_sent();
+        e.event = EventKind::RstReceived;
+        e.reason = None;
+        e.attributed_by = AttributedBy::ListenerOwner;
+        assert_eq!(
+            line(&e),
+            "12:34:56.789 RST received 10.0.0.1:8080 <- 10.0.0.2:51234 ESTABLISHED \
+             pid 42 (nginx) via listener"
+        );
+        let mut a = Event::new(EventKind::AcceptFailed, TS.into());
+        a.set_owner(
+            Some(&Owner {
+                pid: 9,
+                comm: b"java".to_vec(),
+                cgroup: None,
+            }),
+            AttributedBy::SocketOwner,
+        );
+        a.local_port = Some(8080);
+        a.error = Some("EMFILE".into());
+        a.count = Some(3);
+        a.fd_count = Some(None);
+        a.fd_limit = Some(Some(1024));
+        assert_eq!(
+            line(&a),
+            "12:34:56.789 accept() failed EMFILE x3 on *:8080 pid 9 (java) fds ?/1024"
+        );
+        let mut l = Event::new(EventKind::Lost, TS.into());
+        l.count = Some(5);
+        assert_eq!(line(&l), "12:34:56.789 LOST 5 events (ring buffer full)");
+    }
+
+    #[test]
+    fn comm_with_control_characters_stays_on_one_line() {
+        let mut e = rst_sent();
+        e.set_owner(
+            Some(&Owner {
+                pid: 42,
+                comm: b"evil\nname\t\x1b[2J\r".to_vec(),
+                cgroup: None,
+            }),
+            AttributedBy::SocketOwner,
+        );
+        let l = line(&e);
+        assert_eq!(
+            l,
+            "12:34:56.789 RST sent     10.0.0.1:8080 -> 10.0.0.2:51234 ESTABLISHED \
+             reason=TCP_ABORT_ON_CLOSE pid 42 (evil\\nname\\t\\u{1b}[2J\\r)"
+        );
+        assert!(!l.contains(['\n', '\r', '\t', '\x1b']));
+
+        // Through the sink: exactly one line written.
+        let mut out = Vec::new();
+        {
+            let mut sink = TextSink::new(&mut out);
+            sink.event(&e).unwrap();
+            sink.flush().unwrap();
+        }
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, format!("{l}\n"));
+        assert_eq!(text.lines().count(), 1);
+    }
+}
