@@ -31,7 +31,7 @@ pub struct DiagnoseArgs {
     pub common: CommonArgs,
 }
 
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone)]
 pub struct CommonArgs {
     /// Output format [default: text on a terminal, json otherwise].
     #[arg(long, value_enum)]
@@ -49,7 +49,7 @@ pub struct CommonArgs {
     #[arg(long, value_name = "NAME")]
     pub comm: Option<String>,
     /// Ring buffer size in KiB (a power of two, at least 4).
-    #[arg(long, value_name = "KIB", default_value_t = 4096)]
+    #[arg(long, value_name = "KIB", default_value_t = DEFAULT_RING_KIB, value_parser = ring_kib)]
     pub ring_buffer_kib: u32,
 }
 
@@ -67,4 +67,28 @@ pub struct ProbesArgs {
     /// Output format [default: text on a terminal, json otherwise].
     #[arg(long, value_enum)]
     pub format: Option<Format>,
+}
+
+/// Default ring buffer size (KiB).
+pub const DEFAULT_RING_KIB: u32 = 4096;
+
+impl Default for CommonArgs {
+    /// What `tracer` with no subcommand uses (`watch` with defaults).
+    fn default() -> Self {
+        CommonArgs {
+            format: None,
+            duration: None,
+            pid: Vec::new(),
+            port: Vec::new(),
+            comm: None,
+            ring_buffer_kib: DEFAULT_RING_KIB,
+        }
+    }
+}
+
+/// `--ring-buffer-kib`: checked at parse time so a bad value is bad usage.
+fn ring_kib(s: &str) -> Result<u32, String> {
+    let kib: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    crate::session::ring_bytes(kib).map_err(|e| e.to_string())?;
+    Ok(kib)
 }

@@ -68,7 +68,7 @@ pub fn check_privileges() -> anyhow::Result<()> {
     if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
         return Ok(());
     }
-    bail!("tracer needs root or CAP_BPF+CAP_PERFMON to load its kernel programs; run it with sudo")
+    bail!("needs root or CAP_BPF+CAP_PERFMON to load its kernel programs; run it with sudo")
 }
 
 /// Ring buffer size in bytes: a power of two multiple of the page size.

@@ -93,7 +93,12 @@ const SERVER: [u8; 4] = [10, 0, 0, 1];
 const CLIENT: [u8; 4] = [10, 0, 0, 2];
 
 fn conn(client_port: u16, ino: u64) -> SockInfo {
-    sock((SERVER, 8080), (CLIENT, client_port), 0xffff_0000 + ino, ino)
+    sock(
+        (SERVER, 8080),
+        (CLIENT, client_port),
+        0xffff_0000 + ino,
+        ino,
+    )
 }
 
 fn rst(s: SockInfo, owner: TaskInfo, source: u8, ts: u64) -> RstRecord {
@@ -132,11 +137,10 @@ fn state(s: SockInfo, old: u8, new: u8, owner: TaskInfo, source: u8, ts: u64) ->
 }
 
 /// (pid, comm as text, cgroup, how).
-fn summary(r: (Option<Owner>, AttributedBy)) -> (Option<(u32, String, Option<String>)>, AttributedBy) {
-    (
-        r.0.map(|o| (o.pid, comm_string(&o.comm), o.cgroup)),
-        r.1,
-    )
+fn summary(
+    r: (Option<Owner>, AttributedBy),
+) -> (Option<(u32, String, Option<String>)>, AttributedBy) {
+    (r.0.map(|o| (o.pid, comm_string(&o.comm), o.cgroup)), r.1)
 }
 
 fn who(pid: u32, comm: &str, cgroup: Option<&str>) -> Option<(u32, String, Option<String>)> {
@@ -263,7 +267,12 @@ fn snapshot_inode_owner_is_socket_owner() {
     let src = procs();
     let mut a = seeded_with_established();
     assert_eq!(a.seeded_at_ns, Some(10));
-    let r = rst(conn(40000, 5555), TaskInfo::default(), owner_source::NONE, 1_000);
+    let r = rst(
+        conn(40000, 5555),
+        TaskInfo::default(),
+        owner_source::NONE,
+        1_000,
+    );
     assert_eq!(
         summary(a.rst_owner(&r, &src)),
         (
@@ -274,7 +283,12 @@ fn snapshot_inode_owner_is_socket_owner() {
     assert!(!a.wants_refresh);
     // Same 4-tuple without an inode (e.g. a timewait or request sock): the
     // snapshot's tuple -> inode map finds it.
-    let r = rst(conn(40000, 0), TaskInfo::default(), owner_source::NONE, 1_000);
+    let r = rst(
+        conn(40000, 0),
+        TaskInfo::default(),
+        owner_source::NONE,
+        1_000,
+    );
     assert_eq!(summary(a.rst_owner(&r, &src)).0.map(|w| w.0), Some(300));
     // Another namespace does not match.
     let mut other = conn(40000, 5555);
@@ -300,10 +314,18 @@ fn snapshot_process_info_is_used_before_proc() {
         .insert(300, process(300, b"pg-at-start", Some("/old")));
     let mut a = Attributor::default();
     a.seed(&snap, 10);
-    let r = rst(conn(40000, 5555), TaskInfo::default(), owner_source::NONE, 1_000);
+    let r = rst(
+        conn(40000, 5555),
+        TaskInfo::default(),
+        owner_source::NONE,
+        1_000,
+    );
     assert_eq!(
         summary(a.rst_owner(&r, &src)),
-        (who(300, "pg-at-start", Some("/old")), AttributedBy::SocketOwner)
+        (
+            who(300, "pg-at-start", Some("/old")),
+            AttributedBy::SocketOwner
+        )
     );
     assert_eq!(src.lookups.get(), 0);
 }
@@ -328,7 +350,12 @@ fn recently_closed_tuple_is_socket_owner_from_tombstone() {
         )
     );
     // The peer's late segment draws an RST with no socket at all.
-    let mut late = rst(conn(40000, 0), TaskInfo::default(), owner_source::NONE, 2_000);
+    let mut late = rst(
+        conn(40000, 0),
+        TaskInfo::default(),
+        owner_source::NONE,
+        2_000,
+    );
     late.sock.skaddr = 0;
     assert_eq!(
         summary(a.rst_owner(&late, &src)),
@@ -338,11 +365,22 @@ fn recently_closed_tuple_is_socket_owner_from_tombstone() {
         )
     );
     // A different client port is another connection.
-    let other = rst(conn(40001, 0), TaskInfo::default(), owner_source::NONE, 2_000);
-    assert_eq!(summary(a.rst_owner(&other, &src)), (None, AttributedBy::None));
+    let other = rst(
+        conn(40001, 0),
+        TaskInfo::default(),
+        owner_source::NONE,
+        2_000,
+    );
+    assert_eq!(
+        summary(a.rst_owner(&other, &src)),
+        (None, AttributedBy::None)
+    );
     // Forgotten after the TTL.
     late.header.ts_boot_ns = 1_000 + TOMBSTONE_TTL_NS;
-    assert_eq!(summary(a.rst_owner(&late, &src)), (None, AttributedBy::None));
+    assert_eq!(
+        summary(a.rst_owner(&late, &src)),
+        (None, AttributedBy::None)
+    );
 }
 
 fn listener_sock(port: u16) -> SockInfo {
@@ -395,7 +433,8 @@ fn no_socket_goes_to_listener_owner_until_it_closes() {
     );
     assert!(!a.wants_refresh);
 
-    // The listener closes: no listener owner any more.
+    // The listener closes. The connections still in its accept queue are
+    // reset right after, and those RSTs are its owner's...
     let unlisten = state(
         listener_sock(8080),
         TCP_LISTEN,
@@ -405,10 +444,82 @@ fn no_socket_goes_to_listener_owner_until_it_closes() {
         300,
     );
     a.on_state(&unlisten, &src);
+    no_sock.header.ts_boot_ns = 301;
+    assert_eq!(
+        summary(a.rst_owner(&no_sock, &src)),
+        (
+            who(500, "nginx", Some("/system.slice/nginx.service")),
+            AttributedBy::ListenerOwner
+        )
+    );
+    // ... but once the tombstone TTL has passed, nobody listens there.
+    no_sock.header.ts_boot_ns = 300 + TOMBSTONE_TTL_NS;
     assert_eq!(
         summary(a.rst_owner(&no_sock, &src)),
         (None, AttributedBy::None)
     );
+    let mut unknown_ns = no_sock;
+    unknown_ns.sock.netns = 0;
+    assert_eq!(
+        summary(a.rst_owner(&unknown_ns, &src)),
+        (None, AttributedBy::None)
+    );
+
+    // Someone else listens on the port again: theirs from now on.
+    let relisten = state(
+        listener_sock(8080),
+        TCP_CLOSE,
+        TCP_LISTEN,
+        task(200, b"haproxy", 9),
+        owner_source::NONE,
+        400 + TOMBSTONE_TTL_NS,
+    );
+    a.on_state(&relisten, &src);
+    no_sock.header.ts_boot_ns = 500 + TOMBSTONE_TTL_NS;
+    assert_eq!(
+        summary(a.rst_owner(&no_sock, &src)),
+        (
+            who(200, "haproxy", Some("/system.slice/haproxy.service")),
+            AttributedBy::ListenerOwner
+        )
+    );
+}
+
+#[test]
+fn listener_child_socket_does_not_close_the_listener() {
+    // LISTEN -> SYN_RECV is a request socket cloned from the listener, not
+    // the listener leaving.
+    let src = procs();
+    let mut a = Attributor::default();
+    a.on_state(
+        &state(
+            listener_sock(8080),
+            TCP_CLOSE,
+            TCP_LISTEN,
+            task(500, b"nginx", 5),
+            owner_source::NONE,
+            1,
+        ),
+        &src,
+    );
+    a.on_state(
+        &state(
+            conn(51000, 0),
+            TCP_LISTEN,
+            3, // TCP_SYN_RECV
+            TaskInfo::default(),
+            owner_source::NONE,
+            2,
+        ),
+        &src,
+    );
+    let r = rst(
+        conn(51234, 0),
+        TaskInfo::default(),
+        owner_source::NONE,
+        3 + TOMBSTONE_TTL_NS,
+    );
+    assert_eq!(summary(a.rst_owner(&r, &src)).0.map(|w| w.0), Some(500));
 }
 
 #[test]
@@ -432,6 +543,50 @@ fn unknown_namespace_with_two_listeners_on_the_port_is_ambiguous() {
     assert_eq!(summary(a.rst_owner(&r, &src)), (None, AttributedBy::None));
     r.sock.netns = 2;
     assert_eq!(summary(a.rst_owner(&r, &src)).0.map(|w| w.0), Some(200));
+    // Once one of them has been closed for longer than the TTL, the other is
+    // the only match again.
+    a.on_state(
+        &state(l1, TCP_LISTEN, TCP_CLOSE, TaskInfo::default(), 0, 10),
+        &src,
+    );
+    r.sock.netns = 0;
+    r.header.ts_boot_ns = 10 + TOMBSTONE_TTL_NS;
+    assert_eq!(summary(a.rst_owner(&r, &src)).0.map(|w| w.0), Some(200));
+}
+
+#[test]
+fn listener_owner_for_the_poller() {
+    let src = procs();
+    let snap = Snapshot {
+        sockets: vec![entry(
+            v4([0, 0, 0, 0], 5432),
+            v4([0, 0, 0, 0], 0),
+            TCP_LISTEN,
+            6000,
+        )],
+        owners: HashMap::from([((NETNS, 6000), 300)]),
+        processes: HashMap::from([(300, process(300, b"postgres", None))]),
+        ..Default::default()
+    };
+    let mut a = Attributor::default();
+    a.seed(&snap, 0);
+    // By inode.
+    assert_eq!(
+        summary(a.listener_owner(NETNS, 5432, 6000, &src)),
+        (who(300, "postgres", None), AttributedBy::SocketOwner)
+    );
+    // An unknown inode on a known open listener's port.
+    assert_eq!(
+        summary(a.listener_owner(NETNS, 5432, 6001, &src)),
+        (who(300, "postgres", None), AttributedBy::SocketOwner)
+    );
+    assert!(!a.wants_refresh);
+    // Nothing known: a refresh is wanted.
+    assert_eq!(
+        summary(a.listener_owner(NETNS, 9999, 7000, &src)),
+        (None, AttributedBy::None)
+    );
+    assert!(a.wants_refresh);
 }
 
 #[test]
@@ -449,8 +604,7 @@ fn snapshot_listener_is_listener_owner() {
     };
     // Seeding resolves listener owners; give it the process so it needs no
     // /proc.
-    snap.processes
-        .insert(300, process(300, b"postgres", None));
+    snap.processes.insert(300, process(300, b"postgres", None));
     let mut a = Attributor::default();
     a.seed(&snap, 0);
     let mut r = rst(
@@ -483,7 +637,12 @@ fn nothing_known_is_none() {
 fn live_socket_without_owner_wants_refresh() {
     let src = procs();
     let mut a = Attributor::default();
-    let r = rst(conn(40000, 4242), TaskInfo::default(), owner_source::NONE, 1);
+    let r = rst(
+        conn(40000, 4242),
+        TaskInfo::default(),
+        owner_source::NONE,
+        1,
+    );
     assert_eq!(summary(a.rst_owner(&r, &src)), (None, AttributedBy::None));
     assert!(a.wants_refresh);
     // A refresh (seed) clears it.
@@ -502,7 +661,10 @@ fn live_socket_without_owner_wants_refresh() {
         ),
         &src,
     );
-    assert_eq!(summary(a.rst_owner(&r, &src)).1, AttributedBy::ListenerOwner);
+    assert_eq!(
+        summary(a.rst_owner(&r, &src)).1,
+        AttributedBy::ListenerOwner
+    );
     assert!(a.wants_refresh);
 }
 
