@@ -63,7 +63,24 @@ impl UserFilter {
     }
 }
 
+/// SIGINT and SIGTERM handlers, installed before anything is attached so a
+/// signal during start-up still ends the session cleanly.
+pub struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn install() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        })
+    }
+}
+
 pub async fn run(args: WatchArgs) -> anyhow::Result<End> {
+    let mut signals = Signals::install()?;
     let format = args
         .common
         .format
@@ -96,7 +113,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<End> {
         lp.session.hooks.len(),
         lp.session.caps.release
     );
-    lp.run(args.common.duration).await
+    lp.run(args.common.duration, &mut signals).await
 }
 
 pub async fn take_snapshot_blocking() -> Option<Snapshot> {
@@ -201,11 +218,11 @@ impl<'s> Loop<'s> {
         }
     }
 
-    pub async fn run(&mut self, duration: Option<f64>) -> anyhow::Result<End> {
-        let mut sigterm =
-            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        let mut sigint =
-            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    pub async fn run(
+        &mut self,
+        duration: Option<f64>,
+        signals: &mut Signals,
+    ) -> anyhow::Result<End> {
         let deadline =
             duration.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d.max(0.0)));
         let mut tick = tokio::time::interval(Duration::from_millis(ACCEPT_INTERVAL_MS));
@@ -223,8 +240,8 @@ impl<'s> Loop<'s> {
                     Ok(None)
                 }
                 _ = tick.tick() => self.on_tick().await.map(|_| None),
-                _ = sigint.recv() => Ok(Some(End::Signal)),
-                _ = sigterm.recv() => Ok(Some(End::Signal)),
+                _ = signals.int.recv() => Ok(Some(End::Signal)),
+                _ = signals.term.recv() => Ok(Some(End::Signal)),
                 _ = sleep => Ok(Some(End::Duration)),
             };
             // Drain after every wake-up (also the last one) so nothing the

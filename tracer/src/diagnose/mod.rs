@@ -17,7 +17,7 @@ use crate::event::comm_string;
 use crate::output;
 use crate::session::{KernelFilter, Session, ring_bytes};
 use crate::snapshot::{self, Snapshot, SnapshotOptions, TCP_CLOSE_WAIT};
-use crate::watch::{Loop, UserFilter, take_snapshot_blocking};
+use crate::watch::{Loop, Signals, UserFilter, take_snapshot_blocking};
 use findings::{HostView, ListenerView, ProcView};
 use window::{Window, WindowSink};
 
@@ -25,6 +25,7 @@ use window::{Window, WindowSink};
 pub const DEFAULT_WINDOW_S: f64 = 30.0;
 
 pub async fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
+    let mut signals = Signals::install()?;
     let format = args
         .common
         .format
@@ -53,7 +54,7 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
     let snap = take_snapshot_blocking().await;
     lp.seed(snap);
     log::info!("attached; observing for {window_s} s");
-    lp.run(Some(window_s)).await?;
+    lp.run(Some(window_s), &mut signals).await?;
     let elapsed_s = (Clock::boot_now().saturating_sub(started)) as f64 / 1e9;
     let end = tokio::task::spawn_blocking(|| snapshot::take_snapshot(&SnapshotOptions::default()))
         .await
