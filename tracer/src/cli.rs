@@ -60,6 +60,10 @@ pub struct WatchArgs {
     /// Also emit every TCP state transition (state_change events).
     #[arg(long)]
     pub states: bool,
+    /// Every SECS seconds, also emit the diagnose verdict of the last SECS
+    /// seconds (a `summary` line).
+    #[arg(long, value_name = "SECS", value_parser = positive_secs)]
+    pub summary_every: Option<f64>,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -91,4 +95,13 @@ fn ring_kib(s: &str) -> Result<u32, String> {
     let kib: u32 = s.parse().map_err(|e| format!("{e}"))?;
     crate::session::ring_bytes(kib).map_err(|e| e.to_string())?;
     Ok(kib)
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && v >= 1.0 {
+        Ok(v)
+    } else {
+        Err("must be a number of seconds, at least 1".into())
+    }
 }

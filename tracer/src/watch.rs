@@ -15,6 +15,7 @@ use crate::attribute::{Attributor, procs::LiveProc};
 use crate::cli::WatchArgs;
 use crate::clock::Clock;
 use crate::decode::{Record, decode};
+use crate::diagnose::window::Window;
 use crate::enrich::Enricher;
 use crate::event::{AttributedBy, Event, EventKind, comm_string, errno_name};
 use crate::output::{self, Sink, is_closed_pipe};
@@ -99,6 +100,14 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<End> {
     };
     let sink = output::sink(format, std::io::stdout());
     let mut lp = Loop::new(&mut session, sink, ufilter, args.states)?;
+    if let Some(every) = args.summary_every {
+        lp.summary = Some(Summary {
+            every: Duration::from_secs_f64(every),
+            window: Window::default(),
+            started: Clock::boot_now(),
+            pending: None,
+        });
+    }
     let snap = take_snapshot_blocking().await;
     let sockets = snap.as_ref().map_or(0, |s| s.sockets.len());
     lp.seed(snap);
@@ -143,6 +152,15 @@ pub async fn take_snapshot_blocking() -> Option<Snapshot> {
     }
 }
 
+/// State of `watch --summary-every`.
+pub struct Summary {
+    pub every: Duration,
+    pub window: Window,
+    /// Boot-time ns the current window started.
+    pub started: u64,
+    pending: Option<tokio::task::JoinHandle<Option<Snapshot>>>,
+}
+
 pub struct Loop<'s> {
     ring: AsyncFd<RingBuf<MapData>>,
     drops: PerCpuArray<MapData, u64>,
@@ -159,6 +177,8 @@ pub struct Loop<'s> {
     monitor: Option<ListenerMonitor>,
     poll: Option<tokio::task::JoinHandle<(ListenerMonitor, Vec<Overflow>)>>,
     last_refresh: Instant,
+    /// `--summary-every`: the window being aggregated.
+    pub summary: Option<Summary>,
     /// Events printed and records decoded (for the summary).
     pub printed: u64,
     pub decode_errors: u64,
@@ -200,6 +220,7 @@ impl<'s> Loop<'s> {
             refresh: None,
             monitor: Some(ListenerMonitor::default()),
             poll: None,
+            summary: None,
             last_refresh: Instant::now(),
             printed: 0,
             decode_errors: 0,
@@ -295,6 +316,10 @@ impl<'s> Loop<'s> {
             if let Some(e) = ev
                 && self.filter.passes(&e)
             {
+                // Field by field: the ring buffer item borrows `self.ring`.
+                if let Some(s) = &mut self.summary {
+                    s.window.add(&e);
+                }
                 self.sink.event(&e)?;
                 self.printed += 1;
             }
@@ -307,8 +332,52 @@ impl<'s> Loop<'s> {
         self.sink.flush()
     }
 
+    /// Prints an event (and adds it to the summary window).
+    fn emit(&mut self, e: &Event) -> std::io::Result<()> {
+        if let Some(s) = &mut self.summary {
+            s.window.add(e);
+        }
+        self.sink.event(e)?;
+        self.printed += 1;
+        Ok(())
+    }
+
+    /// `--summary-every`: when the period is over, snapshot in the
+    /// background; when the snapshot is in, print the verdict and start a
+    /// new window.
+    async fn maybe_summarize(&mut self) -> std::io::Result<()> {
+        let Some(s) = &mut self.summary else {
+            return Ok(());
+        };
+        let now = Clock::boot_now();
+        if s.pending.is_none() {
+            if now.saturating_sub(s.started) >= s.every.as_nanos() as u64 {
+                s.pending = Some(tokio::task::spawn_blocking(|| {
+                    snapshot::take_snapshot(&SnapshotOptions::default()).ok()
+                }));
+            }
+            return Ok(());
+        }
+        if !s.pending.as_ref().is_some_and(|h| h.is_finished()) {
+            return Ok(());
+        }
+        let Some(h) = s.pending.take() else {
+            return Ok(());
+        };
+        let window = std::mem::take(&mut s.window);
+        let started = std::mem::replace(&mut s.started, now);
+        let window_s = now.saturating_sub(started) as f64 / 1e9;
+        if let Ok(Some(end)) = h.await {
+            let report = crate::diagnose::verdict(&window, &end, &self.attr, started, window_s);
+            let ts = self.clock.rfc3339(now);
+            self.sink.summary(&ts, &report)?;
+        }
+        Ok(())
+    }
+
     async fn on_tick(&mut self) -> anyhow::Result<()> {
         self.flush_periodic()?;
+        self.maybe_summarize().await?;
         self.maybe_refresh().await;
         self.poll_listeners().await?;
         Ok(())
@@ -328,8 +397,7 @@ impl<'s> Loop<'s> {
                         for o in overflows {
                             let e = self.overflow_event(&o);
                             if self.filter.passes(&e) {
-                                self.sink.event(&e)?;
-                                self.printed += 1;
+                                self.emit(&e)?;
                             }
                         }
                         self.sink.flush()?;
@@ -388,8 +456,7 @@ impl<'s> Loop<'s> {
         for (rec, count) in self.accepts.drain() {
             let e = self.accept_event(&rec, count);
             if self.filter.passes(&e) {
-                self.sink.event(&e)?;
-                self.printed += 1;
+                self.emit(&e)?;
             }
         }
         self.sink.flush()

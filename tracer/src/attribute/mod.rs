@@ -238,6 +238,10 @@ impl Attributor {
         if rec.new_state == TCP_LISTEN
             && let Some(o) = &owner
         {
+            // Forget listeners closed longer ago than the tombstone TTL.
+            self.listeners.retain(|_, (_, closed)| {
+                closed.is_none_or(|t| now.saturating_sub(t) < tombstones::TOMBSTONE_TTL_NS)
+            });
             self.listeners
                 .insert((rec.sock.netns, rec.sock.lport), (o.clone(), None));
         }

@@ -100,7 +100,7 @@ fn rsts_received(w: &mut Window, pid: Option<u32>, comm: &str, n: u64) {
     for i in 0..n {
         let mut e = owned(EventKind::RstReceived, pid, comm);
         e.local_addr = Some("10.0.0.1".into());
-        e.local_port = Some(50000 + i as u16);
+        e.local_port = Some(50000 + (i % 10000) as u16);
         e.remote_addr = Some("10.0.0.9".into());
         e.remote_port = Some(443);
         e.state = Some(Some("ESTABLISHED".into()));
@@ -327,9 +327,8 @@ fn production_story_narrative() {
     let rep = Report::new(30.04, &w.counters, findings(&w, &host));
     assert_eq!(rep.verdict, "unhealthy");
     let text = narrative(&rep);
-    assert_eq!(
-        text,
-        "Observed 30.0 s: 3,220 RSTs sent, 15 received, 1,811 failed accepts, \
+    // Everything up to pid 77's paragraph, exactly.
+    let head = "Observed 30.0 s: 3,220 RSTs sent, 15 received, 1,811 failed accepts, \
          500 connection attempts dropped by full accept queues.\n\
          \n\
          Most likely cause: pid 4242 (api) has run out of file descriptors.\n\
@@ -339,8 +338,28 @@ fn production_story_narrative() {
          the accept queue of :2133 (pid 4242 (api)) is full (129/128): 500 connection attempts dropped; \
          9,702 of its sockets are in CLOSE_WAIT, the oldest for 47 min: the peers closed and the process never did; \
          3,220 RSTs were sent from :2133 (NOT_SPECIFIED 3,000, TCP_ABORT_ON_CLOSE 220).\n\
-         - 15 of its connections were reset by their peers.\n"
+         - ";
+    assert!(text.starts_with(head), "{text}");
+    // pid 77's own paragraph (see `narrative_names_every_process`).
+    assert!(
+        text.ends_with("15 of its connections were reset by their peers.\n"),
+        "{text}"
     );
+    assert_eq!(text.lines().filter(|l| l.starts_with("- ")).count(), 2);
+}
+
+/// Every paragraph of the narrative is about one process and should say
+/// which: today only the first finding kinds' summaries name it, so a
+/// process whose findings are CLOSE_WAIT or peer resets only gets
+/// "- 15 of its connections were reset by their peers." (whose?).
+#[test]
+#[ignore = "report::narrative does not name a process whose summaries do not (reported)"]
+fn narrative_names_every_process() {
+    let (w, host) = production();
+    let text = narrative(&Report::new(30.0, &w.counters, findings(&w, &host)));
+    for para in text.lines().filter(|l| l.starts_with("- ")) {
+        assert!(para.contains("pid "), "paragraph names no process: {para}");
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -801,4 +820,44 @@ fn durations_in_words() {
     assert_eq!(duration_words(7200.0), "2.0 h");
     assert_eq!(duration_words(9000.0), "2.5 h");
     assert_eq!(duration_words(86400.0 * 3.0), "72.0 h");
+}
+
+// ---------------------------------------------------------------------------
+// Known problems (reported; un-ignore when fixed).
+
+/// A process that merely uses 1,000 of 1,024 fds, with no failure at all,
+/// is ranked above the one whose accept() calls actually fail with EMFILE:
+/// within a kind, `magnitude` compares a failure count (491) with an fd
+/// count (1,000).
+#[test]
+#[ignore = "findings::order ranks fd pressure without failures above EMFILE failures (reported)"]
+fn failing_accepts_outrank_mere_fd_pressure() {
+    let mut w = Window::default();
+    accept_failures(&mut w, 100, "server", Some(2133), "EMFILE", 491, (64, 64));
+    let mut host = HostView::default();
+    host.processes
+        .insert(100, proc_view("server", 64, Some(64)));
+    host.processes
+        .insert(200, proc_view("bigdb", 1000, Some(1024)));
+    let found = findings(&w, &host);
+    assert_eq!(
+        kinds(&found),
+        vec![
+            (Kind::FdExhaustion, Some(100)),
+            (Kind::FdExhaustion, Some(200)),
+        ]
+    );
+}
+
+/// ENFILE is the system-wide file table, not the process's limit: the
+/// summary must not say EMFILE, nor blame a process holding 10 of 1,024.
+#[test]
+#[ignore = "ENFILE failures are told as EMFILE fd exhaustion of the process (reported)"]
+fn enfile_is_not_told_as_emfile() {
+    let mut w = Window::default();
+    accept_failures(&mut w, 100, "server", Some(2133), "ENFILE", 5, (10, 1024));
+    let found = findings(&w, &HostView::default());
+    for f in &found {
+        assert!(!f.summary.contains("EMFILE"), "{}", f.summary);
+    }
 }

@@ -60,7 +60,7 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("final snapshot task: {e}"))?
         .map_err(|e| anyhow::anyhow!("final snapshot: {e}"))?;
-    let ages = close_wait_ages(&lp, started);
+    let ages = close_wait_ages(&lp.attr, started);
     let host = host_view(&end, &ages, elapsed_s);
     let w = window.borrow();
     let found = findings::findings(&w, &host);
@@ -76,9 +76,22 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
 
 /// Boot-time ns each CLOSE_WAIT socket entered that state (None: before
 /// tracer started, so at least since `started`).
-fn close_wait_ages(lp: &Loop<'_>, started: u64) -> HashMap<ConnKey, u64> {
-    lp.attr
-        .close_wait
+/// The verdict for a window, given the end snapshot (shared by `diagnose`
+/// and `watch --summary-every`).
+pub fn verdict(
+    w: &Window,
+    end: &Snapshot,
+    attr: &crate::attribute::Attributor,
+    started: u64,
+    window_s: f64,
+) -> report::Report {
+    let ages = close_wait_ages(attr, started);
+    let host = host_view(end, &ages, window_s);
+    report::Report::new(window_s, &w.counters, findings::findings(w, &host))
+}
+
+fn close_wait_ages(attr: &crate::attribute::Attributor, started: u64) -> HashMap<ConnKey, u64> {
+    attr.close_wait
         .iter()
         .map(|(k, cw)| (*k, cw.since_ns.unwrap_or(started)))
         .collect()

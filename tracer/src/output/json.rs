@@ -27,4 +27,23 @@ impl<W: Write> Sink for JsonSink<W> {
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
+
+    /// `{"v":1,"ts":...,"event":"summary", ...the diagnose report}`.
+    fn summary(&mut self, ts: &str, r: &crate::diagnose::report::Report) -> io::Result<()> {
+        let mut v = serde_json::to_value(r).map_err(io::Error::from)?;
+        if let serde_json::Value::Object(map) = &mut v {
+            let mut out = serde_json::Map::new();
+            out.insert(
+                "v".into(),
+                map.remove("v").unwrap_or(serde_json::Value::Null),
+            );
+            out.insert("ts".into(), ts.into());
+            out.insert("event".into(), "summary".into());
+            out.extend(std::mem::take(map));
+            v = serde_json::Value::Object(out);
+        }
+        serde_json::to_writer(&mut self.out, &v).map_err(io::Error::from)?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()
+    }
 }

@@ -29,6 +29,10 @@ impl Format {
 pub trait Sink {
     fn event(&mut self, e: &Event) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
+    /// A periodic verdict (`watch --summary-every`).
+    fn summary(&mut self, _ts: &str, _r: &crate::diagnose::report::Report) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The sink for `format` writing to `w`.

@@ -98,6 +98,13 @@ impl<W: Write> Sink for TextSink<W> {
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
+
+    fn summary(&mut self, ts: &str, r: &crate::diagnose::report::Report) -> io::Result<()> {
+        writeln!(self.out, "{} SUMMARY", clock_of(ts))?;
+        self.out
+            .write_all(crate::diagnose::report::narrative(r).as_bytes())?;
+        self.out.flush()
+    }
 }
 
 #[cfg(test)]
