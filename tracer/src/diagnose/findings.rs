@@ -142,31 +142,36 @@ pub fn findings(w: &Window, host: &HostView) -> Vec<Finding> {
             .or_else(|| fallback.clone())
     };
 
-    // fd exhaustion: failed accepts for lack of fds, or usage near the limit.
-    let mut emfile: HashMap<
-        Option<u32>,
-        (
-            u64,
-            Option<u16>,
-            u64,
-            Option<u32>,
-            Option<u64>,
-            Option<String>,
-        ),
-    > = HashMap::new();
+    // fd exhaustion: failed accepts for lack of fds (EMFILE: the process's
+    // limit; ENFILE: the host's file table), or usage near the limit.
+    #[derive(Default)]
+    struct Fds {
+        emfile: u64,
+        enfile: u64,
+        port: Option<u16>,
+        most: u64,
+        fd_count: Option<u32>,
+        fd_limit: Option<u64>,
+        comm: Option<String>,
+    }
+    let mut emfile: HashMap<Option<u32>, Fds> = HashMap::new();
     for ((pid, port, err), g) in &w.accept_failed {
         if err != "EMFILE" && err != "ENFILE" {
             continue;
         }
-        let e = emfile.entry(*pid).or_insert((0, None, 0, None, None, None));
-        e.0 += g.count;
-        if g.count > e.2 {
-            e.1 = *port;
-            e.2 = g.count;
+        let e = emfile.entry(*pid).or_default();
+        if err == "EMFILE" {
+            e.emfile += g.count;
+        } else {
+            e.enfile += g.count;
         }
-        e.3 = g.fd_count.or(e.3);
-        e.4 = g.fd_limit.or(e.4);
-        e.5 = g.comm.clone().or(e.5.clone());
+        if g.count > e.most {
+            e.port = *port;
+            e.most = g.count;
+        }
+        e.fd_count = g.fd_count.or(e.fd_count);
+        e.fd_limit = g.fd_limit.or(e.fd_limit);
+        e.comm = g.comm.clone().or(e.comm.take());
     }
     let mut pressured: Vec<u32> = host
         .processes
@@ -179,11 +184,18 @@ pub fn findings(w: &Window, host: &HostView) -> Vec<Finding> {
         .collect();
     pressured.sort_unstable();
     for pid in pressured {
-        emfile
-            .entry(Some(pid))
-            .or_insert((0, None, 0, None, None, None));
+        emfile.entry(Some(pid)).or_default();
     }
-    for (pid, (n, port, _, fd_c, fd_l, comm)) in emfile {
+    for (pid, fds) in emfile {
+        let Fds {
+            emfile: n,
+            enfile,
+            port,
+            fd_count: fd_c,
+            fd_limit: fd_l,
+            comm,
+            ..
+        } = fds;
         let view = pid.and_then(|p| host.processes.get(&p));
         let fd_count = view.map(|v| v.fd_count).or(fd_c);
         let fd_limit = view.and_then(|v| v.fd_limit).or(fd_l);
@@ -203,15 +215,20 @@ pub fn findings(w: &Window, host: &HostView) -> Vec<Finding> {
             (Some(c), None) => format!("holds {} file descriptors", thousands(c as u64)),
             _ => "is out of file descriptors".into(),
         };
-        let accepts = if n > 0 {
-            format!(
-                "; {} accept() calls failed with EMFILE{}",
-                thousands(n),
-                port.map(|p| format!(" on :{p}")).unwrap_or_default()
-            )
-        } else {
-            String::new()
-        };
+        let on = port.map(|p| format!(" on :{p}")).unwrap_or_default();
+        let mut accepts = String::new();
+        if n > 0 {
+            accepts.push_str(&format!(
+                "; {} accept() calls failed with EMFILE{on}",
+                thousands(n)
+            ));
+        }
+        if enfile > 0 {
+            accepts.push_str(&format!(
+                "; {} accept() calls failed with ENFILE{on}: the host's file table is full",
+                thousands(enfile)
+            ));
+        }
         f.summary = format!("{} {fds}{accepts}", who(pid, &f.comm));
         f.fd_count = fd_count;
         f.fd_limit = fd_limit;
@@ -341,20 +358,25 @@ fn magnitude(f: &Finding) -> u64 {
         .max(f.fd_count.unwrap_or(0) as u64)
 }
 
+/// How bad a finding is, smaller first: its kind, then (for fd exhaustion)
+/// whether anything actually failed, then its size.
+fn severity(f: &Finding) -> (Kind, bool, u64) {
+    let no_failures = f.kind == Kind::FdExhaustion && f.accept_emfile == Some(0);
+    (f.kind, no_failures, u64::MAX - magnitude(f))
+}
+
 /// Groups by process, the process with the most fundamental finding first.
 fn order(out: &mut [Finding]) {
-    let mut best: HashMap<Option<u32>, (Kind, u64)> = HashMap::new();
+    let mut best: HashMap<Option<u32>, (Kind, bool, u64)> = HashMap::new();
     for f in out.iter() {
-        let e = best.entry(f.pid).or_insert((f.kind, magnitude(f)));
-        if (f.kind, u64::MAX - magnitude(f)) < (e.0, u64::MAX - e.1) {
-            *e = (f.kind, magnitude(f));
+        let e = best.entry(f.pid).or_insert(severity(f));
+        if severity(f) < *e {
+            *e = severity(f);
         }
     }
     out.sort_by(|a, b| {
-        let (ka, ma) = best[&a.pid];
-        let (kb, mb) = best[&b.pid];
-        ka.cmp(&kb)
-            .then(mb.cmp(&ma))
+        best[&a.pid]
+            .cmp(&best[&b.pid])
             .then(a.pid.cmp(&b.pid))
             .then(a.kind.cmp(&b.kind))
             .then(magnitude(b).cmp(&magnitude(a)))

@@ -353,7 +353,6 @@ fn production_story_narrative() {
 /// process whose findings are CLOSE_WAIT or peer resets only gets
 /// "- 15 of its connections were reset by their peers." (whose?).
 #[test]
-#[ignore = "report::narrative does not name a process whose summaries do not (reported)"]
 fn narrative_names_every_process() {
     let (w, host) = production();
     let text = narrative(&Report::new(30.0, &w.counters, findings(&w, &host)));
@@ -823,14 +822,13 @@ fn durations_in_words() {
 }
 
 // ---------------------------------------------------------------------------
-// Known problems (reported; un-ignore when fixed).
+// Problems found by these tests, fixed.
 
 /// A process that merely uses 1,000 of 1,024 fds, with no failure at all,
 /// is ranked above the one whose accept() calls actually fail with EMFILE:
 /// within a kind, `magnitude` compares a failure count (491) with an fd
 /// count (1,000).
 #[test]
-#[ignore = "findings::order ranks fd pressure without failures above EMFILE failures (reported)"]
 fn failing_accepts_outrank_mere_fd_pressure() {
     let mut w = Window::default();
     accept_failures(&mut w, 100, "server", Some(2133), "EMFILE", 491, (64, 64));
@@ -852,7 +850,6 @@ fn failing_accepts_outrank_mere_fd_pressure() {
 /// ENFILE is the system-wide file table, not the process's limit: the
 /// summary must not say EMFILE, nor blame a process holding 10 of 1,024.
 #[test]
-#[ignore = "ENFILE failures are told as EMFILE fd exhaustion of the process (reported)"]
 fn enfile_is_not_told_as_emfile() {
     let mut w = Window::default();
     accept_failures(&mut w, 100, "server", Some(2133), "ENFILE", 5, (10, 1024));

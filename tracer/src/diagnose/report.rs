@@ -74,12 +74,23 @@ pub fn narrative(r: &Report) -> String {
     let mut i = 0;
     while i < r.findings.len() {
         let pid = r.findings[i].pid;
+        let head = match (pid, &r.findings[i].comm) {
+            (Some(p), Some(c)) => format!("pid {p} ({c})"),
+            (Some(p), None) => format!("pid {p}"),
+            _ => "no process".into(),
+        };
         let mut parts = Vec::new();
         while i < r.findings.len() && r.findings[i].pid == pid {
             parts.push(r.findings[i].summary.clone());
             i += 1;
         }
-        s.push_str(&format!("- {}.\n", parts.join("; ")));
+        let text = parts.join("; ");
+        // Every paragraph says whose it is.
+        if text.starts_with(&head) {
+            s.push_str(&format!("- {text}.\n"));
+        } else {
+            s.push_str(&format!("- {head}: {text}.\n"));
+        }
     }
     s
 }
