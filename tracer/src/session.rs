@@ -117,7 +117,7 @@ impl Session {
             .override_global("FILTER", &global_filter, true)
             .map_max_entries("EVENTS", ring_buffer_bytes)
             .load(EBPF_OBJECT)
-            .map_err(|e| anyhow!("loading the eBPF object: {}", error_chain(&e)))?;
+            .map_err(|e| anyhow!("loading the eBPF object: {}", crate::probes::attach::chain(&e)))?;
         let hooks = probes::attach_all(&mut ebpf, &btf, &plans);
         let failed: Vec<String> = hooks
             .iter()
@@ -144,15 +144,4 @@ impl Session {
             hooks,
         })
     }
-}
-
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

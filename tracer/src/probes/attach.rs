@@ -103,7 +103,7 @@ fn attach_hook(
 
 /// Full error chain of an aya error in one line (the kernel's errno is
 /// usually in the source).
-fn chain(e: &dyn std::error::Error) -> String {
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
