@@ -117,7 +117,12 @@ impl Session {
             .override_global("FILTER", &global_filter, true)
             .map_max_entries("EVENTS", ring_buffer_bytes)
             .load(EBPF_OBJECT)
-            .map_err(|e| anyhow!("loading the eBPF object: {}", crate::probes::attach::chain(&e)))?;
+            .map_err(|e| {
+                anyhow!(
+                    "loading the eBPF object: {}",
+                    crate::probes::attach::chain(&e)
+                )
+            })?;
         let hooks = probes::attach_all(&mut ebpf, &btf, &plans);
         let failed: Vec<String> = hooks
             .iter()
