@@ -247,6 +247,7 @@ impl<'s> Loop<'s> {
         let deadline =
             duration.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d.max(0.0)));
         let mut tick = tokio::time::interval(Duration::from_millis(ACCEPT_INTERVAL_MS));
+        let reader = crate::output::closed::ReaderGone::stdout();
         let end = loop {
             let sleep = async {
                 match deadline {
@@ -264,6 +265,7 @@ impl<'s> Loop<'s> {
                 _ = signals.int.recv() => Ok(Some(End::Signal)),
                 _ = signals.term.recv() => Ok(Some(End::Signal)),
                 _ = sleep => Ok(Some(End::Duration)),
+                _ = reader.wait() => Ok(Some(End::ReaderClosed)),
             };
             // Drain after every wake-up (also the last one) so nothing the
             // kernel handed over is left unprinted.
@@ -276,7 +278,9 @@ impl<'s> Loop<'s> {
                 (Ok(None), Ok(())) => {}
             }
         };
-        if end != End::ReaderClosed {
+        if end == End::ReaderClosed {
+            log::info!("stdout closed by its reader; detaching");
+        } else {
             match self.flush_periodic() {
                 Err(e) if is_closed_pipe(&e) => return Ok(End::ReaderClosed),
                 other => other.context("writing events")?,

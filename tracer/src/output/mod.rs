@@ -1,6 +1,7 @@
 //! Outputs: one event per line, JSON for machines, text for people. They know
 //! nothing of BPF; they print `event::Event`s.
 
+pub mod closed;
 pub mod json;
 pub mod text;
 
