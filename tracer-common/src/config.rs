@@ -202,7 +202,9 @@ pub struct Filter {
     /// Emit every state change (1) or only the ones userspace needs for
     /// attribution and CLOSE_WAIT accounting (0).
     pub all_states: u32,
-    pub _pad: u32,
+    /// Non-zero: only owners whose `comm` equals `comm` (NUL padded) pass.
+    pub has_comm: u32,
+    pub comm: [u8; 16],
 }
 
 impl Filter {
@@ -212,7 +214,8 @@ impl Filter {
         n_pids: 0,
         pids: [0; MAX_FILTER],
         all_states: 0,
-        _pad: 0,
+        has_comm: 0,
+        comm: [0; 16],
     };
 }
 
@@ -220,7 +223,7 @@ const _: () = {
     assert!(core::mem::size_of::<KernelOffsets>() == 34 * 4);
     assert!(core::mem::size_of::<SendResetLayout>() == 24);
     assert!(core::mem::size_of::<SockEventLayout>() == 48);
-    assert!(core::mem::size_of::<Filter>() == 16 + 8 + 32 + 8);
+    assert!(core::mem::size_of::<Filter>() == 16 + 8 + 32 + 8 + 16);
 };
 
 #[cfg(feature = "user")]

@@ -58,9 +58,9 @@ pub fn resolve(sk: u64, state: u8, current: &TaskInfo, out: &mut TaskInfo) -> u8
     owner_source::NONE
 }
 
-/// Kernel-side filters: a port filter matches either end; a pid filter only
-/// drops events whose owner the kernel knows to be someone else (the rest go
-/// to userspace, which resolves and filters them).
+/// Kernel-side filters: a port filter matches either end; pid and comm
+/// filters only drop events whose owner the kernel knows to be someone else
+/// (the rest go to userspace, which resolves and filters them).
 #[inline(always)]
 pub fn passes(lport: u16, rport: u16, owner: &TaskInfo) -> bool {
     let f = filter();
@@ -76,6 +76,9 @@ pub fn passes(lport: u16, rport: u16, owner: &TaskInfo) -> bool {
         if !hit {
             return false;
         }
+    }
+    if f.has_comm != 0 && owner.tgid != 0 && owner.comm != f.comm {
+        return false;
     }
     if f.n_pids > 0 && owner.tgid != 0 {
         let mut hit = false;

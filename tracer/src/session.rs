@@ -23,6 +23,9 @@ pub struct Session {
 pub struct KernelFilter {
     pub ports: Vec<u16>,
     pub pids: Vec<u32>,
+    /// `--comm`: names longer than the kernel's 15 bytes never match a
+    /// task, so they are filtered in userspace only.
+    pub comm: Option<String>,
     pub all_states: bool,
 }
 
@@ -44,6 +47,13 @@ impl KernelFilter {
             f.n_pids = self.pids.len() as u32;
         }
         f.all_states = self.all_states as u32;
+        if let Some(c) = &self.comm
+            && !c.is_empty()
+            && c.len() < f.comm.len()
+        {
+            f.comm[..c.len()].copy_from_slice(c.as_bytes());
+            f.has_comm = 1;
+        }
         f
     }
 }

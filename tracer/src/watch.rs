@@ -90,6 +90,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<End> {
     let kfilter = KernelFilter {
         ports: args.common.port.clone(),
         pids: args.common.pid.clone(),
+        comm: args.common.comm.clone(),
         all_states: args.states,
     };
     let mut session = Session::start(&kfilter, ring)?;

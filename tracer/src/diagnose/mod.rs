@@ -35,6 +35,7 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
     let kfilter = KernelFilter {
         ports: args.common.port.clone(),
         pids: args.common.pid.clone(),
+        comm: args.common.comm.clone(),
         all_states: false,
     };
     let mut session = Session::start(&kfilter, ring)?;
