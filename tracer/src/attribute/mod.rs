@@ -7,6 +7,7 @@
 //! moments ago (tombstones); the owner of the listener on the local port;
 //! else none. See docs/attribution.md.
 
+pub mod cgroups;
 pub mod keys;
 pub mod procs;
 pub mod tombstones;
