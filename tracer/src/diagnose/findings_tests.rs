@@ -331,6 +331,9 @@ fn production_story_narrative() {
     let head = "Observed 30.0 s: 3,220 RSTs sent, 15 received, 1,811 failed accepts, \
          500 connection attempts dropped by full accept queues.\n\
          \n\
+         Clients of :2133 see \"connection reset by peer\" (3,220 RSTs), \
+         connection attempts that hang and time out (500 dropped), \
+         connections that are never served (1,811 accept() calls failed).\n\
          Most likely cause: pid 4242 (api) has run out of file descriptors.\n\
          \n\
          - pid 4242 (api) holds 10,240 of 10,240 file descriptors; \

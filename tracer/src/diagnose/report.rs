@@ -56,6 +56,9 @@ pub fn narrative(r: &Report) -> String {
         s.push_str("Healthy: no resets, failed accepts, accept-queue overflows or CLOSE_WAIT pile-ups worth reporting.\n");
         return s;
     }
+    if let Some(line) = what_clients_see(r) {
+        s.push_str(&format!("\n{line}\n"));
+    }
     let first = &r.findings[0];
     let cause = match first.kind {
         Kind::FdExhaustion => "has run out of file descriptors",
@@ -69,7 +72,7 @@ pub fn narrative(r: &Report) -> String {
         (Some(p), None) => format!("pid {p}"),
         _ => "no single process".into(),
     };
-    s.push_str(&format!("\nMost likely cause: {who} {cause}.\n\n"));
+    s.push_str(&format!("Most likely cause: {who} {cause}.\n\n"));
     // One paragraph per process, in the order of the chain.
     let mut i = 0;
     while i < r.findings.len() {
@@ -93,6 +96,47 @@ pub fn narrative(r: &Report) -> String {
         }
     }
     s
+}
+
+/// One sentence on what clients of the blamed port experience, from the
+/// findings' evidence.
+fn what_clients_see(r: &Report) -> Option<String> {
+    let port = r.findings.iter().find_map(|f| f.local_port)?;
+    let mine = |k: Kind| {
+        r.findings
+            .iter()
+            .filter(move |f| f.kind == k && f.local_port == Some(port))
+    };
+    let resets: u64 = mine(Kind::RstStorm).filter_map(|f| f.count).sum();
+    let dropped: u64 = mine(Kind::AcceptQueueOverflow)
+        .filter_map(|f| f.overflows)
+        .sum();
+    let refused: u64 = mine(Kind::FdExhaustion)
+        .filter_map(|f| f.accept_emfile)
+        .sum();
+    let mut seen = Vec::new();
+    if resets > 0 {
+        seen.push(format!(
+            "\"connection reset by peer\" ({} RSTs)",
+            thousands(resets)
+        ));
+    }
+    if dropped > 0 {
+        seen.push(format!(
+            "connection attempts that hang and time out ({} dropped)",
+            thousands(dropped)
+        ));
+    }
+    if refused > 0 {
+        seen.push(format!(
+            "connections that are never served ({} accept() calls failed)",
+            thousands(refused)
+        ));
+    }
+    if seen.is_empty() {
+        return None;
+    }
+    Some(format!("Clients of :{port} see {}.", seen.join(", ")))
 }
 
 pub fn print(r: &Report, format: Format) -> anyhow::Result<()> {
