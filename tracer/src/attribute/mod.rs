@@ -60,14 +60,18 @@ pub struct Attributor {
 }
 
 impl Attributor {
-    /// Learns what existed before attach (or since the last refresh).
+    /// Learns what existed before attach (or since the last refresh). A
+    /// snapshot replaces what earlier ones said about inodes, so memory
+    /// follows the host's sockets over weeks of refreshes; CLOSE_WAIT entries
+    /// older than the snapshot that it no longer shows are dropped (their
+    /// transition out was missed, e.g. lost in a full ring buffer).
     pub fn seed(&mut self, snap: &Snapshot, now_ns: u64) {
         for info in snap.processes.values() {
             self.procs.seed(info);
         }
-        for (key, pid) in &snap.owners {
-            self.inode_owners.insert(*key, *pid);
-        }
+        self.inode_owners = snap.owners.clone();
+        self.tuple_inodes.clear();
+        let mut in_close_wait = std::collections::HashSet::new();
         for s in &snap.sockets {
             let key = ConnKey {
                 netns: s.netns,
@@ -86,11 +90,17 @@ impl Attributor {
                     .insert((s.netns, s.local.port()), (owner, None));
             }
             if s.state == TCP_CLOSE_WAIT {
+                in_close_wait.insert(key);
                 self.close_wait.entry(key).or_insert(CloseWait {
                     pid,
                     since_ns: None,
                 });
             }
+        }
+        if snap.taken_ns != 0 {
+            self.close_wait.retain(|k, cw| {
+                in_close_wait.contains(k) || cw.since_ns.is_some_and(|t| t >= snap.taken_ns)
+            });
         }
         if self.seeded_at_ns.is_none() {
             self.seeded_at_ns = Some(now_ns);

@@ -772,3 +772,47 @@ fn snapshot_close_wait_has_no_since() {
     assert_eq!(a.close_wait.len(), 4);
     assert_eq!(a.seeded_at_ns, Some(50));
 }
+
+/// A refresh drops CLOSE_WAIT entries whose way out was missed, keeps the
+/// ones it shows and the ones that entered after it started.
+#[test]
+fn refresh_reconciles_close_wait() {
+    let mut a = Attributor::default();
+    let p = procs();
+    let srv = task(7, b"srv", 1);
+    // Two sockets enter CLOSE_WAIT at t=100 and t=200.
+    for (port, t) in [(40001u16, 100u64), (40002, 200)] {
+        let s = sock(
+            ([10, 0, 0, 1], 80),
+            ([10, 0, 0, 2], port),
+            0x1000 + port as u64,
+            0,
+        );
+        a.on_state(
+            &state(s, 1, TCP_CLOSE_WAIT, srv, owner_source::SOCKET_MAP, t),
+            &p,
+        );
+    }
+    // One enters at t=900, after the refresh snapshot started (t=500).
+    let late = sock(([10, 0, 0, 1], 80), ([10, 0, 0, 2], 40003), 0x3000, 0);
+    a.on_state(
+        &state(late, 1, TCP_CLOSE_WAIT, srv, owner_source::SOCKET_MAP, 900),
+        &p,
+    );
+    assert_eq!(a.close_wait.len(), 3);
+    // The snapshot (taken at 500) still shows only 40002 in CLOSE_WAIT.
+    let snap = Snapshot {
+        sockets: vec![entry(
+            v4([10, 0, 0, 1], 80),
+            v4([10, 0, 0, 2], 40002),
+            TCP_CLOSE_WAIT,
+            0,
+        )],
+        taken_ns: 500,
+        ..Snapshot::default()
+    };
+    a.seed(&snap, 1000);
+    let mut ports: Vec<u16> = a.close_wait.keys().map(|k| k.remote.1).collect();
+    ports.sort_unstable();
+    assert_eq!(ports, vec![40002, 40003]);
+}

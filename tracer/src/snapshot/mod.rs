@@ -173,6 +173,9 @@ pub struct Snapshot {
     pub warning_samples: Vec<String>,
     /// A cap of [`SnapshotOptions`] was hit; the view is incomplete.
     pub truncated: bool,
+    /// CLOCK_BOOTTIME ns when the snapshot started: state it shows is at
+    /// least this recent, events after it may be newer than it.
+    pub taken_ns: u64,
 }
 
 const MAX_WARNING_SAMPLES: usize = 16;
@@ -288,7 +291,10 @@ pub fn listeners_in(ns: &NetnsRef) -> Result<Vec<SocketEntry>, SnapshotError> {
 /// [`Snapshot::warnings`]; an error is returned only when no namespace at all
 /// could be dumped (typically: not permitted) or `/proc` cannot be listed.
 pub fn take_snapshot(opts: &SnapshotOptions) -> Result<Snapshot, SnapshotError> {
-    let mut snap = Snapshot::default();
+    let mut snap = Snapshot {
+        taken_ns: crate::clock::Clock::boot_now(),
+        ..Snapshot::default()
+    };
 
     // 1. Namespaces, and each process's namespace on the way.
     let listing = netns::scan(opts)?;
