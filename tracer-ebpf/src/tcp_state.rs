@@ -18,8 +18,10 @@ use aya_ebpf::{
 use tracer_common::{OFFSET_NONE, RECORD_VERSION, RecordHeader, StateRecord, kind, owner_source};
 
 use crate::{
-    kread::{TCP_CLOSE, TCP_CLOSE_WAIT, TCP_LISTEN, TCP_SYN_SENT, fill_current, fill_sock_info},
-    maps::{EVENTS, count_drop, filter, layouts},
+    kread::{
+        TCP_CLOSE, TCP_CLOSE_WAIT, TCP_LISTEN, TCP_SYN_SENT, fill_current, fill_sock_info, read_at,
+    },
+    maps::{EVENTS, count_drop, filter, layouts, offsets},
     owner,
 };
 
@@ -106,6 +108,12 @@ fn wanted(old: u8, new: u8) -> bool {
 #[inline(always)]
 fn on_set_state(sk: u64, old: u8, new: u8) {
     if sk == 0 {
+        return;
+    }
+    // The tracepoint also fires for SCTP and MPTCP sockets.
+    if let Some(proto) = read_at::<u16>(sk, offsets().sk_protocol)
+        && proto != IPPROTO_TCP
+    {
         return;
     }
     // connect() and listen() run in the owner's context with the socket
