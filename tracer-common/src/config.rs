@@ -59,6 +59,13 @@ pub struct KernelOffsets {
     pub task_signal: u32,
     /// `offsetof(struct signal_struct, rlim) + RLIMIT_NOFILE * sizeof(struct rlimit)`.
     pub signal_rlim_nofile_cur: u32,
+    /// `struct io_kiocb` `opcode` (u8) and `file` (the file the request
+    /// works on: for IORING_OP_ACCEPT, the listening socket).
+    pub io_kiocb_opcode: u32,
+    pub io_kiocb_file: u32,
+    /// The value of `IORING_OP_ACCEPT` in `enum io_uring_op` (a value, not
+    /// an offset; `OFFSET_NONE` without io_uring).
+    pub io_op_accept: u32,
     /// Non-zero once userspace filled the struct.
     pub valid: u32,
 }
@@ -98,6 +105,9 @@ impl KernelOffsets {
         fdtable_fd: OFFSET_NONE,
         task_signal: OFFSET_NONE,
         signal_rlim_nofile_cur: OFFSET_NONE,
+        io_kiocb_opcode: OFFSET_NONE,
+        io_kiocb_file: OFFSET_NONE,
+        io_op_accept: OFFSET_NONE,
         valid: 0,
     };
 }
@@ -148,6 +158,9 @@ pub struct TracepointLayouts {
     pub sys_enter_accept_fd: u32,
     /// `syscalls:sys_exit_accept4` / `sys_exit_accept`: the `ret` field.
     pub sys_exit_accept_ret: u32,
+    /// `io_uring:io_uring_complete`: `req` (struct io_kiocb *) and `res`.
+    pub io_complete_req: u32,
+    pub io_complete_res: u32,
 }
 
 impl TracepointLayouts {
@@ -164,6 +177,8 @@ impl TracepointLayouts {
         set_state: SockEventLayout::EMPTY,
         sys_enter_accept_fd: OFFSET_NONE,
         sys_exit_accept_ret: OFFSET_NONE,
+        io_complete_req: OFFSET_NONE,
+        io_complete_res: OFFSET_NONE,
     };
 }
 
@@ -220,7 +235,7 @@ impl Filter {
 }
 
 const _: () = {
-    assert!(core::mem::size_of::<KernelOffsets>() == 34 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 37 * 4);
     assert!(core::mem::size_of::<SendResetLayout>() == 24);
     assert!(core::mem::size_of::<SockEventLayout>() == 48);
     assert!(core::mem::size_of::<Filter>() == 16 + 8 + 32 + 8 + 16);

@@ -64,9 +64,16 @@ pub fn sys_exit_accept_tp(ctx: TracePointContext) -> i32 {
     if errno == EAGAIN {
         return 0;
     }
+    emit_accept_failed(file_sock(current_fd_file(listen_fd)), listen_fd, errno);
+    0
+}
+
+/// Writes an `accept_failed` record for the current task.
+#[inline(always)]
+fn emit_accept_failed(listener_sk: u64, listen_fd: i32, errno: i32) {
     let Some(mut entry) = EVENTS.reserve::<AcceptFailedRecord>(0) else {
         count_drop();
-        return 0;
+        return;
     };
     let r = entry.as_mut_ptr();
     // SAFETY: reserved ring-buffer memory sized for an AcceptFailedRecord,
@@ -80,7 +87,6 @@ pub fn sys_exit_accept_tp(ctx: TracePointContext) -> i32 {
         ts_boot_ns: unsafe { bpf_ktime_get_boot_ns() },
     };
     fill_current(&mut rec.task);
-    let listener_sk = file_sock(current_fd_file(listen_fd));
     if listener_sk != 0 {
         fill_sock_info(listener_sk, &mut rec.listener);
     } else {
@@ -94,7 +100,6 @@ pub fn sys_exit_accept_tp(ctx: TracePointContext) -> i32 {
     } else {
         entry.discard(0);
     }
-    0
 }
 
 /// `struct sock *inet_csk_accept(struct sock *sk, ...)`: the returned child
@@ -124,4 +129,34 @@ pub fn listener_queue(sk: u64) -> (u32, u32) {
         read_at(sk, o.sk_ack_backlog).unwrap_or(0),
         read_at(sk, o.sk_max_ack_backlog).unwrap_or(0),
     )
+}
+
+/// `io_uring:io_uring_complete` (io_uring/io_uring.h, io_req_complete_post
+/// and friends): an IORING_OP_ACCEPT request that completed with an error.
+/// The request's `file` is the listening socket; completions run in the
+/// submitting process (its task work or its io-wq threads).
+#[tracepoint]
+pub fn io_uring_complete_tp(ctx: TracePointContext) -> i32 {
+    let l = layouts();
+    let o = offsets();
+    if l.io_complete_req == OFFSET_NONE
+        || l.io_complete_res == OFFSET_NONE
+        || o.io_op_accept == OFFSET_NONE
+    {
+        return 0;
+    }
+    // SAFETY: bpf_probe_read of the tracepoint record at its format offset.
+    let res: i32 = unsafe { ctx.read_at(l.io_complete_res as usize) }.unwrap_or(0);
+    if res >= 0 || -res == EAGAIN {
+        return 0;
+    }
+    // SAFETY: as above.
+    let req: u64 = unsafe { ctx.read_at(l.io_complete_req as usize) }.unwrap_or(0);
+    let opcode: u8 = read_at(req, o.io_kiocb_opcode).unwrap_or(u8::MAX);
+    if opcode as u32 != o.io_op_accept {
+        return 0;
+    }
+    let file: u64 = read_at(req, o.io_kiocb_file).unwrap_or(0);
+    emit_accept_failed(file_sock(file), -1, -res);
+    0
 }

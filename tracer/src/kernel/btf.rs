@@ -262,6 +262,12 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, KernelError> {
         } else {
             rlim_nofile_cur(btf)?
         },
+        io_kiocb_opcode: optional_offset(btf, "io_kiocb", &["opcode"])?,
+        io_kiocb_file: optional_offset(btf, "io_kiocb", &["file"])?,
+        io_op_accept: enum_values(btf, "io_uring_op")
+            .and_then(|v| v.into_iter().find(|(n, _)| n == "IORING_OP_ACCEPT"))
+            .and_then(|(_, v)| u32::try_from(v).ok())
+            .unwrap_or(OFFSET_NONE),
         valid: 1,
     })
 }

@@ -18,6 +18,8 @@ const SET_STATE_618: &str =
 const ENTER_ACCEPT4_618: &str =
     include_str!("../../tests/fixtures/format-6.18/sys_enter_accept4.format");
 const ACCEPT4_618: &str = include_str!("../../tests/fixtures/format-6.18/sys_exit_accept4.format");
+const IO_COMPLETE_618: &str =
+    include_str!("../../tests/fixtures/format-6.18/io_uring_complete.format");
 const KFREE_SKB_618: &str = include_str!("../../tests/fixtures/format-6.18/kfree_skb.format");
 const SEND_RESET_61: &str = include_str!("../../tests/fixtures/format-6.1/tcp_send_reset.format");
 
@@ -60,12 +62,14 @@ fn kernel_format_fields_618() {
 #[test]
 fn kernel_layouts_618() {
     let l = layouts_from(&Formats {
+        io_complete: Some(parse_format(IO_COMPLETE_618)),
         send_reset: Some(parse_format(SEND_RESET_618)),
         receive_reset: Some(parse_format(RECV_RESET_618)),
         set_state: Some(parse_format(SET_STATE_618)),
         enter_accept: Some(parse_format(ENTER_ACCEPT4_618)),
         exit_accept: Some(parse_format(ACCEPT4_618)),
     });
+    assert_eq!((l.io_complete_req, l.io_complete_res), (16, 32));
     let sr = l.send_reset;
     assert_eq!(
         (sr.skaddr, sr.state, sr.reason, sr.saddr, sr.daddr),
@@ -101,6 +105,7 @@ fn kernel_layouts_61_has_no_reason() {
     assert_eq!(f.field("saddr_v6").unwrap().array_len, Some(16));
     assert_eq!(f.field("saddr").unwrap().size, 4);
     let l = layouts_from(&Formats {
+        io_complete: None,
         send_reset: Some(f),
         ..Formats::default()
     });

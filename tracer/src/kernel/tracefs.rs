@@ -277,6 +277,8 @@ pub struct Formats {
     pub enter_accept: Option<Format>,
     /// `sys_exit_accept4`, else `sys_exit_accept`.
     pub exit_accept: Option<Format>,
+    /// `io_uring:io_uring_complete`.
+    pub io_complete: Option<Format>,
 }
 
 impl Formats {
@@ -291,6 +293,7 @@ impl Formats {
             set_state: read_format(root, "sock", "inet_sock_set_state"),
             enter_accept: syscall("sys_enter_accept4", "sys_enter_accept"),
             exit_accept: syscall("sys_exit_accept4", "sys_exit_accept"),
+            io_complete: read_format(root, "io_uring", "io_uring_complete"),
         }
     }
 }
@@ -314,6 +317,10 @@ pub fn layouts_from(f: &Formats) -> TracepointLayouts {
     }
     if let Some(f) = &f.exit_accept {
         l.sys_exit_accept_ret = f.offset_sized("ret", 8);
+    }
+    if let Some(f) = &f.io_complete {
+        l.io_complete_req = f.offset_sized("req", 8);
+        l.io_complete_res = f.offset_sized("res", 4);
     }
     l
 }

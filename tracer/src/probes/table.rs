@@ -298,4 +298,18 @@ pub static HOOKS: &[Hook] = &[
             Some("ret"),
         )],
     },
+    Hook {
+        name: "io_uring_accept",
+        kernel: "tracepoint io_uring:io_uring_complete (io_uring/io_uring.c); struct io_kiocb opcode/file, enum io_uring_op",
+        purpose: "accept_failed events for io_uring accepts (IORING_OP_ACCEPT)",
+        min_kernel: "5.5",
+        required: false,
+        mechanisms: &[m(
+            Tracepoint,
+            "io_uring_complete_tp",
+            &["io_uring/io_uring_complete"],
+            None,
+            Some("res"),
+        )],
+    },
 ];
