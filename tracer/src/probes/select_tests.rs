@@ -106,6 +106,7 @@ fn linux_6_18_without_kprobes() {
             ("inet_csk_accept", Some("inet_csk_accept_fexit")),
             ("accept_enter", Some("sys_enter_accept_tp")),
             ("accept_exit", Some("sys_exit_accept_tp")),
+            ("io_uring_accept", Some("io_uring_complete_tp")),
         ]
     );
     assert_eq!(
@@ -165,8 +166,8 @@ fn linux_6_18_without_kprobes() {
 /// (6.10), sock_send_length/sock_recv_length do not exist (6.3).
 fn assert_pre_6_3_with_btf(p: &[HookPlan]) {
     assert_eq!(
-        first_choices(p),
-        vec![
+        first_choices(p)[..9],
+        [
             ("tcp_send_reset", Some("tcp_send_reset_btf_noreason")),
             ("tcp_receive_reset", Some("tcp_receive_reset_btf")),
             ("inet_sock_set_state", Some("inet_sock_set_state_btf")),
@@ -241,12 +242,27 @@ fn assert_pre_6_3_with_btf(p: &[HookPlan]) {
 
 #[test]
 fn linux_5_15() {
-    assert_pre_6_3_with_btf(&plan_for(CAPS_515));
+    let p = plan_for(CAPS_515);
+    assert_pre_6_3_with_btf(&p);
+    // io_uring_complete had no `req` field before 5.19.
+    assert_eq!(first_choices(&p)[9], ("io_uring_accept", None));
+    assert_eq!(
+        refused(&p, "io_uring_accept"),
+        vec![(
+            "io_uring_complete_tp",
+            s("io_uring/io_uring_complete has no field `req`")
+        )]
+    );
 }
 
 #[test]
 fn linux_6_1() {
-    assert_pre_6_3_with_btf(&plan_for(CAPS_61));
+    let p = plan_for(CAPS_61);
+    assert_pre_6_3_with_btf(&p);
+    assert_eq!(
+        first_choices(&p)[9],
+        ("io_uring_accept", Some("io_uring_complete_tp"))
+    );
 }
 
 #[test]
@@ -264,6 +280,7 @@ fn linux_5_4_without_btf() {
             ("inet_csk_accept", Some("inet_csk_accept_kretprobe")),
             ("accept_enter", Some("sys_enter_accept_tp")),
             ("accept_exit", Some("sys_exit_accept_tp")),
+            ("io_uring_accept", None),
         ]
     );
     let raw = s("cannot check tracepoint tcp_send_reset's arguments without BTF");

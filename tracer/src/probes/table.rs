@@ -309,7 +309,7 @@ pub static HOOKS: &[Hook] = &[
             "io_uring_complete_tp",
             &["io_uring/io_uring_complete"],
             None,
-            Some("res"),
+            Some("req"),
         )],
     },
 ];
