@@ -118,7 +118,9 @@ impl Session {
                 impossible.join("; ")
             );
         }
-        let btf = Btf::from_sys_fs().context("reading /sys/kernel/btf/vmlinux for the loader")?;
+        let btf_path = crate::kernel::btf::vmlinux_path();
+        let btf = Btf::parse_file(&btf_path, aya::Endianness::default())
+            .with_context(|| format!("reading {} for the loader", btf_path.display()))?;
         let global_filter = filter.to_global();
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))

@@ -17,9 +17,22 @@ const RLIMIT_NOFILE: usize = 7;
 /// Bounds the walk through typedef/const chains and anonymous members.
 const MAX_DEPTH: usize = 32;
 
+/// Environment variable naming a BTF file to use instead of the kernel's
+/// own (kernels built without CONFIG_DEBUG_INFO_BTF, with a BTF file from
+/// their distribution or BTFHub).
+pub const BTF_ENV: &str = "TRACER_BTF";
+
+/// Where the kernel's BTF is read from: `$TRACER_BTF`, else the kernel's.
+pub fn vmlinux_path() -> std::path::PathBuf {
+    std::env::var_os(BTF_ENV)
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| VMLINUX_BTF.into())
+}
+
 /// Loads the running kernel's BTF.
 pub fn load_vmlinux() -> Result<Btf, KernelError> {
-    let path = Path::new(VMLINUX_BTF);
+    let path = &vmlinux_path();
     if !path.exists() {
         return Err(KernelError::BtfMissing { path: path.into() });
     }

@@ -24,7 +24,7 @@ pub use tracefs::{ensure_tracefs, layouts};
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
     #[error(
-        "kernel BTF not found at {}: this kernel was built without CONFIG_DEBUG_INFO_BTF; tracer needs it",
+        "kernel BTF not found at {}: this kernel was built without CONFIG_DEBUG_INFO_BTF; tracer needs it (or a BTF file for this kernel in TRACER_BTF)",
         path.display()
     )]
     BtfMissing { path: PathBuf },
