@@ -38,6 +38,9 @@ pub struct HostView {
     pub listeners: Vec<ListenerView>,
     /// pid -> (sockets in CLOSE_WAIT, age of the oldest in seconds where known).
     pub close_wait: HashMap<u32, (u64, Option<f64>)>,
+    /// pids some of whose CLOSE_WAIT sockets were already there when tracer
+    /// started: their age in `close_wait` is only a lower bound.
+    pub close_wait_at_least: std::collections::HashSet<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -75,6 +78,9 @@ pub struct Finding {
     pub count: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oldest_s: Option<f64>,
+    /// (extension) The oldest predates tracer: it is at least this old.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_at_least_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasons: Option<BTreeMap<String, u64>>,
 }
@@ -95,6 +101,7 @@ impl Finding {
             overflows: None,
             count: None,
             oldest_s: None,
+            oldest_at_least_s: None,
             reasons: None,
         }
     }
@@ -127,8 +134,39 @@ fn who(pid: Option<u32>, comm: &Option<String>) -> String {
     match (pid, comm) {
         (Some(p), Some(c)) if !c.is_empty() => format!("pid {p} ({c})"),
         (Some(p), _) => format!("pid {p}"),
-        _ => "no process".into(),
+        _ => "an unidentified process".into(),
     }
+}
+
+/// Keeps the findings about the processes and ports asked for: with
+/// `--port`, a finding with a port must be on one of them, and a finding
+/// without one (CLOSE_WAIT) must be about a process that has a finding or a
+/// listener on one of them; with `--pid`, the process must be one of them.
+pub fn scope(found: Vec<Finding>, pids: &[u32], ports: &[u16], host: &HostView) -> Vec<Finding> {
+    let port_ok = |p: Option<u16>| p.is_some_and(|p| ports.contains(&p));
+    let mut on_ports: std::collections::HashSet<u32> = host
+        .listeners
+        .iter()
+        .filter(|l| port_ok(Some(l.port)))
+        .filter_map(|l| l.pid)
+        .collect();
+    on_ports.extend(
+        found
+            .iter()
+            .filter(|f| port_ok(f.local_port))
+            .filter_map(|f| f.pid),
+    );
+    found
+        .into_iter()
+        .filter(|f| pids.is_empty() || f.pid.is_some_and(|p| pids.contains(&p)))
+        .filter(|f| {
+            ports.is_empty()
+                || match f.local_port {
+                    Some(p) => ports.contains(&p),
+                    None => f.pid.is_some_and(|p| on_ports.contains(&p)),
+                }
+        })
+        .collect()
 }
 
 /// Everything the window and the host view show, ordered: findings are
@@ -293,12 +331,21 @@ pub fn findings(w: &Window, host: &HostView) -> Vec<Finding> {
             comm_of(Some(*pid), &None),
         );
         f.count = Some(*count);
-        f.oldest_s = *oldest;
+        let at_least = host.close_wait_at_least.contains(pid);
+        if at_least {
+            f.oldest_at_least_s = *oldest;
+        } else {
+            f.oldest_s = *oldest;
+        }
         f.summary = format!(
             "{} of its sockets are in CLOSE_WAIT{}: the peers closed and the process never did",
             thousands(*count),
             oldest
-                .map(|s| format!(", the oldest for {}", duration_words(s)))
+                .map(|s| format!(
+                    ", the oldest for {}{}",
+                    if at_least { "at least " } else { "" },
+                    duration_words(s)
+                ))
                 .unwrap_or_default()
         );
         out.push(f);

@@ -861,3 +861,47 @@ fn enfile_is_not_told_as_emfile() {
         assert!(!f.summary.contains("EMFILE"), "{}", f.summary);
     }
 }
+
+/// `--port` limits the verdict to that port's story: findings on other
+/// ports go, and CLOSE_WAIT stays only for a process with a finding or a
+/// listener on the port.
+#[test]
+fn scope_by_port_keeps_that_ports_story() {
+    let (w, host) = production();
+    let all = findings(&w, &host);
+    let kept = scope(all.clone(), &[], &[2133], &host);
+    assert!(!kept.is_empty());
+    for f in &kept {
+        assert_eq!(f.pid, Some(4242), "{f:?}");
+    }
+    assert!(kept.iter().any(|f| f.kind == Kind::CloseWaitPileup));
+    assert!(scope(all.clone(), &[], &[59999], &host).is_empty());
+    // --pid alone.
+    let only77 = scope(all.clone(), &[77], &[], &host);
+    assert_eq!(kinds(&only77), vec![(Kind::PeerResets, Some(77))]);
+    // No filters: unchanged.
+    assert_eq!(scope(all.clone(), &[], &[], &host), all);
+}
+
+/// CLOSE_WAIT sockets that predate tracer have no known age: the finding
+/// says "at least" and leaves `oldest_s` out.
+#[test]
+fn close_wait_age_that_predates_tracer_is_a_lower_bound() {
+    let (w, mut host) = production();
+    host.close_wait_at_least.insert(4242);
+    let found = findings(&w, &host);
+    let cw = found
+        .iter()
+        .find(|f| f.kind == Kind::CloseWaitPileup)
+        .expect("close_wait finding");
+    assert_eq!(cw.oldest_s, None);
+    assert_eq!(cw.oldest_at_least_s, Some(2820.0));
+    assert!(
+        cw.summary.contains("the oldest for at least 47 min"),
+        "{}",
+        cw.summary
+    );
+    let json = serde_json::to_value(cw).unwrap();
+    assert!(json.get("oldest_s").is_none());
+    assert_eq!(json["oldest_at_least_s"], 2820.0);
+}

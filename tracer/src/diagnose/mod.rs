@@ -61,22 +61,19 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("final snapshot task: {e}"))?
         .map_err(|e| anyhow::anyhow!("final snapshot: {e}"))?;
-    let ages = close_wait_ages(&lp.attr, started);
-    let host = host_view(&end, &ages, elapsed_s);
     let w = window.borrow();
-    let found = findings::findings(&w, &host);
-    let filtered: Vec<_> = found
-        .into_iter()
-        .filter(|f| {
-            args.common.pid.is_empty() || f.pid.is_some_and(|p| args.common.pid.contains(&p))
-        })
-        .collect();
-    let rep = report::Report::new(elapsed_s, &w.counters, filtered);
+    let rep = verdict_scoped(
+        &w,
+        &end,
+        &lp.attr,
+        started,
+        elapsed_s,
+        &args.common.pid,
+        &args.common.port,
+    );
     report::print(&rep, format)
 }
 
-/// Boot-time ns each CLOSE_WAIT socket entered that state (None: before
-/// tracer started, so at least since `started`).
 /// The verdict for a window, given the end snapshot (shared by `diagnose`
 /// and `watch --summary-every`).
 pub fn verdict(
@@ -86,19 +83,39 @@ pub fn verdict(
     started: u64,
     window_s: f64,
 ) -> report::Report {
-    let ages = close_wait_ages(attr, started);
-    let host = host_view(end, &ages, window_s);
-    report::Report::new(window_s, &w.counters, findings::findings(w, &host))
+    verdict_scoped(w, end, attr, started, window_s, &[], &[])
 }
 
-fn close_wait_ages(attr: &crate::attribute::Attributor, started: u64) -> HashMap<ConnKey, u64> {
+/// `verdict` limited to `--pid` and `--port` (see `findings::scope`).
+pub fn verdict_scoped(
+    w: &Window,
+    end: &Snapshot,
+    attr: &crate::attribute::Attributor,
+    started: u64,
+    window_s: f64,
+    pids: &[u32],
+    ports: &[u16],
+) -> report::Report {
+    let ages = close_wait_ages(attr);
+    let host = host_view(end, &ages, started);
+    let found = findings::scope(findings::findings(w, &host), pids, ports, &host);
+    report::Report::new(window_s, &w.counters, found)
+}
+
+/// Boot-time ns each CLOSE_WAIT socket tracer knows entered that state;
+/// `None` for those already there when tracer started.
+fn close_wait_ages(attr: &crate::attribute::Attributor) -> HashMap<ConnKey, Option<u64>> {
     attr.close_wait
         .iter()
-        .map(|(k, cw)| (*k, cw.since_ns.unwrap_or(started)))
+        .map(|(k, cw)| (*k, cw.since_ns))
         .collect()
 }
 
-fn host_view(snap: &Snapshot, entered: &HashMap<ConnKey, u64>, window_s: f64) -> HostView {
+/// What the end snapshot shows. CLOSE_WAIT ages: exact for sockets seen
+/// entering the state; for sockets already there at `started`, the time
+/// since then is a lower bound (the process is marked); sockets tracer did
+/// not track count but give no age.
+fn host_view(snap: &Snapshot, entered: &HashMap<ConnKey, Option<u64>>, started: u64) -> HostView {
     let now = Clock::boot_now();
     let mut host = HostView::default();
     for (pid, p) in &snap.processes {
@@ -133,14 +150,19 @@ fn host_view(snap: &Snapshot, entered: &HashMap<ConnKey, u64>, window_s: f64) ->
             local: (s.local.ip(), s.local.port()),
             remote: (s.remote.ip(), s.remote.port()),
         };
-        // Unknown entry time: at least the whole window.
-        let age = entered
-            .get(&key)
-            .map(|t| now.saturating_sub(*t) as f64 / 1e9)
-            .unwrap_or(window_s);
+        let age = match entered.get(&key) {
+            Some(Some(t)) => Some(now.saturating_sub(*t) as f64 / 1e9),
+            Some(None) => {
+                host.close_wait_at_least.insert(pid);
+                Some(now.saturating_sub(started) as f64 / 1e9)
+            }
+            None => None,
+        };
         let e = host.close_wait.entry(pid).or_insert((0, None));
         e.0 += 1;
-        e.1 = Some(e.1.map_or(age, |o: f64| o.max(age)));
+        if let Some(age) = age {
+            e.1 = Some(e.1.map_or(age, |o: f64| o.max(age)));
+        }
     }
     host
 }
