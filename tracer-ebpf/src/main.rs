@@ -4,6 +4,9 @@
 //! and never format anything.
 #![no_std]
 #![no_main]
+// atomic_xadd for the drop counter (the eBPF crate builds on nightly).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 #![allow(static_mut_refs)]
 
 mod accept;

@@ -59,7 +59,14 @@ pub fn filter() -> &'static Filter {
 #[inline(always)]
 pub fn count_drop() {
     if let Some(counter) = DROPS.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
-        unsafe { *counter += 1 };
+        // SAFETY: a valid, aligned u64 in this CPU's slot of the map. The add
+        // is atomic (BPF_ATOMIC add; core's AtomicU64 has no fetch_add on the
+        // BPF target) because another of our programs, a softirq on this
+        // CPU, may interrupt this one between a load and a store.
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                counter, 1,
+            )
+        };
     }
 }

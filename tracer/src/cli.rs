@@ -37,7 +37,7 @@ pub struct CommonArgs {
     #[arg(long, value_enum)]
     pub format: Option<Format>,
     /// Stop after this many seconds.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = duration_secs)]
     pub duration: Option<f64>,
     /// Only events of this process (repeatable).
     #[arg(long, value_name = "PID")]
@@ -103,5 +103,15 @@ fn positive_secs(s: &str) -> Result<f64, String> {
         Ok(v)
     } else {
         Err("must be a number of seconds, at least 1".into())
+    }
+}
+
+/// `--duration`: a finite number of seconds, 0 to one year.
+fn duration_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && (0.0..=31_536_000.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("must be a number of seconds from 0 to 31536000".into())
     }
 }
