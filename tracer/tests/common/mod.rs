@@ -602,3 +602,217 @@ pub fn dump(events: &[Value]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+// ---------------------------------------------------------------------------
+// Robustness helpers (robustness_*.rs): tracers started by a given command,
+// a held stdout, and the BPF objects a process holds.
+
+/// Keeps a tracer's stdout unread (its pipe fills, then the tracer blocks in
+/// write) until `release` (read everything from then on) or `close` (drop
+/// the read end, as `| head -1` does). Dropping it releases.
+pub struct StdoutHold(mpsc::Sender<bool>);
+
+impl StdoutHold {
+    pub fn release(self) {
+        let _ = self.0.send(true);
+    }
+
+    pub fn close(self) {
+        let _ = self.0.send(false);
+    }
+}
+
+impl Tracer {
+    /// Like `start`, with the whole command given, e.g.
+    /// `ip netns exec NAME tracer watch ...` (RUST_LOG=info is set here).
+    pub fn start_cmd(cmd: Command) -> Tracer {
+        Tracer::spawn_ready(cmd, None)
+    }
+
+    /// `start_cmd` with stdout held unread until the `StdoutHold` says.
+    pub fn start_cmd_held(cmd: Command) -> (Tracer, StdoutHold) {
+        let (tx, rx) = mpsc::channel();
+        (Tracer::spawn_ready(cmd, Some(rx)), StdoutHold(tx))
+    }
+
+    /// Sends `sig` to the tracer (the process `start*` spawned).
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the pid of the child we spawned and have not
+        // reaped yet (`child` is taken only when it is reaped).
+        unsafe { libc::kill(self.pid() as i32, sig) };
+    }
+
+    fn spawn_ready(mut cmd: Command, gate: Option<Receiver<bool>>) -> Tracer {
+        let what = format!("{cmd:?}");
+        let started = Instant::now();
+        let mut child = cmd
+            .env("RUST_LOG", "info")
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let stdout_thread = match gate {
+            None => line_reader(out, stdout.clone()).1,
+            Some(gate) => {
+                let keep = stdout.clone();
+                std::thread::spawn(move || {
+                    // A dropped hold releases, so the tracer never stays
+                    // blocked on a full pipe.
+                    if gate.recv().unwrap_or(true) {
+                        let (_, h) = line_reader(out, keep);
+                        let _ = h.join();
+                    } else {
+                        drop(out);
+                    }
+                })
+            }
+        };
+        let (err_rx, stderr_thread) = line_reader(child.stderr.take().unwrap(), stderr.clone());
+        let mut t = Tracer {
+            child: Some(child),
+            stdout,
+            stdout_thread: Some(stdout_thread),
+            stderr,
+            stderr_thread: Some(stderr_thread),
+            started,
+            ready_after: Duration::ZERO,
+        };
+        let deadline = started + READY_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match err_rx.recv_timeout(left) {
+                Ok(line) if is_ready_line(&line) => break,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = t
+                        .child
+                        .as_mut()
+                        .and_then(|c| wait_bounded(c, Duration::from_secs(5)));
+                    panic!(
+                        "{what} ended before it was ready ({status:?}); stderr:\n{}",
+                        t.stderr_text()
+                    );
+                }
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "{what}: no \"attached\" line within {READY_TIMEOUT:?}; stderr:\n{}",
+                    t.stderr_text()
+                ),
+            }
+        }
+        t.ready_after = started.elapsed();
+        t
+    }
+}
+
+/// Ids of the BPF programs, links and maps a process holds open (from
+/// /proc/PID/fd and fdinfo).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BpfIds {
+    pub progs: std::collections::BTreeSet<u64>,
+    pub links: std::collections::BTreeSet<u64>,
+    pub maps: std::collections::BTreeSet<u64>,
+}
+
+pub fn bpf_ids_of(pid: u32) -> BpfIds {
+    let mut ids = BpfIds::default();
+    let dir = format!("/proc/{pid}/fd");
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("read {dir}: {e}")) {
+        let Ok(entry) = entry else { continue };
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        let (set, key) = match target.to_string_lossy().as_ref() {
+            "anon_inode:bpf-prog" => (&mut ids.progs, "prog_id:"),
+            "anon_inode:bpf_link" => (&mut ids.links, "link_id:"),
+            "anon_inode:bpf-map" => (&mut ids.maps, "map_id:"),
+            _ => continue,
+        };
+        let info = format!("/proc/{pid}/fdinfo/{}", entry.file_name().to_string_lossy());
+        let Ok(text) = std::fs::read_to_string(&info) else {
+            continue;
+        };
+        if let Some(id) = text
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse().ok())
+        {
+            set.insert(id);
+        }
+    }
+    ids
+}
+
+/// `bpftool KIND show --json` (KIND `prog`, `link` or `map`) as id -> object;
+/// `None` when bpftool is not installed.
+pub fn bpftool_objects(kind: &str) -> Option<std::collections::BTreeMap<u64, Value>> {
+    let out = match Command::new("timeout")
+        .args(["20", "bpftool", kind, "show", "--json"])
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => panic!("run timeout bpftool {kind} show: {e}"),
+    };
+    // timeout(1): 127 when the command is not found.
+    if out.status.code() == Some(127) {
+        return None;
+    }
+    assert!(
+        out.status.success(),
+        "bpftool {kind} show --json: {} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bpftool {kind} show --json is not a JSON list ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    Some(
+        list.into_iter()
+            .map(|o| {
+                let id = o["id"].as_u64().unwrap_or_else(|| panic!("no id in {o}"));
+                (id, o)
+            })
+            .collect(),
+    )
+}
+
+/// Runs `cmd` (stdin closed) to completion within `timeout`, collecting its
+/// output; kills it and panics when it takes longer.
+pub fn run_bounded(mut cmd: Command, timeout: Duration) -> Output {
+    fn read_all<R: Read + Send + 'static>(mut r: R) -> JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    }
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let out = read_all(child.stdout.take().unwrap());
+    let err = read_all(child.stderr.take().unwrap());
+    let status = match wait_bounded(&mut child, timeout) {
+        Some(s) => s,
+        None => {
+            kill_and_reap(&mut child);
+            panic!("{what}: still running after {timeout:?}");
+        }
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
