@@ -180,6 +180,19 @@ pub struct Snapshot {
 
 const MAX_WARNING_SAMPLES: usize = 16;
 
+/// CLOCK_BOOTTIME in ns (the clock of the kernel's records). Kept here, not
+/// taken from `crate::clock`, so this module also builds inside tests.
+fn boot_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_BOOTTIME
+    // always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 impl Snapshot {
     /// The process holding `entry`, if it was found.
     pub fn owner_of(&self, entry: &SocketEntry) -> Option<u32> {
@@ -292,7 +305,7 @@ pub fn listeners_in(ns: &NetnsRef) -> Result<Vec<SocketEntry>, SnapshotError> {
 /// could be dumped (typically: not permitted) or `/proc` cannot be listed.
 pub fn take_snapshot(opts: &SnapshotOptions) -> Result<Snapshot, SnapshotError> {
     let mut snap = Snapshot {
-        taken_ns: crate::clock::Clock::boot_now(),
+        taken_ns: boot_now_ns(),
         ..Snapshot::default()
     };
 
