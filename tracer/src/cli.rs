@@ -64,6 +64,13 @@ pub struct WatchArgs {
     /// seconds (a `summary` line).
     #[arg(long, value_name = "SECS", value_parser = positive_secs)]
     pub summary_every: Option<f64>,
+    /// Append events to FILE instead of stdout (JSON unless --format text);
+    /// reopened on SIGHUP, for logrotate.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args, Debug, Clone, Default)]

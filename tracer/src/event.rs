@@ -65,6 +65,13 @@ pub struct Event {
     pub comm: Option<String>,
     pub attributed_by: AttributedBy,
     pub cgroup: Option<String>,
+    /// Parsed from `cgroup` (crate::container), when it names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub systemd_unit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub family: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -123,6 +130,9 @@ impl Event {
             comm: None,
             attributed_by: AttributedBy::None,
             cgroup: None,
+            container_id: None,
+            systemd_unit: None,
+            pod_uid: None,
             family: None,
             local_addr: None,
             local_port: None,
@@ -150,12 +160,23 @@ impl Event {
                 self.pid = Some(o.pid);
                 self.comm = Some(comm_string(&o.comm));
                 self.cgroup = o.cgroup.clone();
+                let c = o
+                    .cgroup
+                    .as_deref()
+                    .map(crate::container::parse)
+                    .unwrap_or_default();
+                self.container_id = c.container_id;
+                self.systemd_unit = c.systemd_unit;
+                self.pod_uid = c.pod_uid;
                 self.attributed_by = by;
             }
             _ => {
                 self.pid = None;
                 self.comm = None;
                 self.cgroup = None;
+                self.container_id = None;
+                self.systemd_unit = None;
+                self.pod_uid = None;
                 self.attributed_by = AttributedBy::None;
             }
         }

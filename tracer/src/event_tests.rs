@@ -45,7 +45,8 @@ fn rst_sent_with_owner_and_reason() {
         json(&e),
         concat!(
             r#"{"v":1,"ts":"2024-05-01T12:34:56.789012345Z","event":"rst_sent","pid":42,"comm":"nginx","#,
-            r#""attributed_by":"socket_owner","cgroup":"/system.slice/nginx.service","family":"inet","#,
+            r#""attributed_by":"socket_owner","cgroup":"/system.slice/nginx.service","#,
+            r#""systemd_unit":"nginx.service","family":"inet","#,
             r#""local_addr":"10.0.0.1","local_port":8080,"remote_addr":"10.0.0.2","remote_port":51234,"#,
             r#""state":"ESTABLISHED","reason":"TCP_ABORT_ON_CLOSE"}"#
         )

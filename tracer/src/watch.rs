@@ -3,12 +3,13 @@
 //! background snapshot refreshes; ends on Ctrl-C, SIGTERM, --duration or a
 //! closed stdout.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use tokio::io::unix::AsyncFd;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::aggregate::{ACCEPT_INTERVAL_MS, AcceptAggregator};
 use crate::attribute::{Attributor, procs::LiveProc};
@@ -18,6 +19,7 @@ use crate::decode::{Record, decode};
 use crate::diagnose::window::Window;
 use crate::enrich::Enricher;
 use crate::event::{AttributedBy, Event, EventKind, comm_string, errno_name};
+use crate::metrics::Metrics;
 use crate::output::{self, Sink, is_closed_pipe};
 use crate::overflow::{ListenerMonitor, Overflow};
 use crate::session::{KernelFilter, Session, ring_bytes};
@@ -82,10 +84,12 @@ impl Signals {
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<End> {
     let mut signals = Signals::install()?;
-    let format = args
-        .common
-        .format
-        .unwrap_or_else(output::Format::default_for_stdout);
+    let format = match (args.common.format, &args.output) {
+        (Some(f), _) => f,
+        (None, Some(_)) => output::Format::Json,
+        (None, None) => output::Format::default_for_stdout(),
+    };
+    let (sink, metrics, hup) = output::setup(&args, format).await?;
     let ring = ring_bytes(args.common.ring_buffer_kib)?;
     let kfilter = KernelFilter {
         ports: args.common.port.clone(),
@@ -99,8 +103,10 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<End> {
         ports: args.common.port.clone(),
         comm: args.common.comm.clone(),
     };
-    let sink = output::sink(format, std::io::stdout());
     let mut lp = Loop::new(&mut session, sink, ufilter, args.states)?;
+    lp.metrics = metrics;
+    lp.hup = hup;
+    lp.stdout_events = args.output.is_none();
     if let Some(every) = args.summary_every {
         lp.summary = Some(Summary {
             every: Duration::from_secs_f64(every),
@@ -183,6 +189,12 @@ pub struct Loop<'s> {
     /// Events printed and records decoded (for the summary).
     pub printed: u64,
     pub decode_errors: u64,
+    /// `--metrics-addr`: gauges refreshed every tick.
+    pub metrics: Option<Arc<Metrics>>,
+    /// `--output`: SIGHUP reopens the file.
+    pub hup: Option<Signal>,
+    /// Events go to stdout: end when its reader goes away.
+    pub stdout_events: bool,
 }
 
 impl<'s> Loop<'s> {
@@ -225,6 +237,9 @@ impl<'s> Loop<'s> {
             last_refresh: Instant::now(),
             printed: 0,
             decode_errors: 0,
+            metrics: None,
+            hup: None,
+            stdout_events: true,
         })
     }
 
@@ -248,7 +263,10 @@ impl<'s> Loop<'s> {
         let deadline =
             duration.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d.max(0.0)));
         let mut tick = tokio::time::interval(Duration::from_millis(ACCEPT_INTERVAL_MS));
-        let reader = crate::output::closed::ReaderGone::stdout();
+        let reader = self
+            .stdout_events
+            .then(crate::output::closed::ReaderGone::stdout);
+        let mut hup = self.hup.take();
         let end = loop {
             let sleep = async {
                 match deadline {
@@ -266,7 +284,16 @@ impl<'s> Loop<'s> {
                 _ = signals.int.recv() => Ok(Some(End::Signal)),
                 _ = signals.term.recv() => Ok(Some(End::Signal)),
                 _ = sleep => Ok(Some(End::Duration)),
-                _ = reader.wait() => Ok(Some(End::ReaderClosed)),
+                _ = async {
+                    match &reader {
+                        Some(r) => r.wait().await,
+                        None => std::future::pending().await,
+                    }
+                } => Ok(Some(End::ReaderClosed)),
+                _ = output::recv_opt(&mut hup) => {
+                    self.reopen_output();
+                    Ok(None)
+                }
             };
             // Drain after every wake-up (also the last one) so nothing the
             // kernel handed over is left unprinted.
@@ -279,6 +306,7 @@ impl<'s> Loop<'s> {
                 (Ok(None), Ok(())) => {}
             }
         };
+        self.hup = hup;
         if end == End::ReaderClosed {
             log::info!("stdout closed by its reader; detaching");
         } else {
@@ -380,7 +408,20 @@ impl<'s> Loop<'s> {
         Ok(())
     }
 
+    /// SIGHUP with `--output`: continue in a fresh file (logrotate).
+    fn reopen_output(&mut self) {
+        match self.sink.reopen() {
+            Ok(()) => log::info!("SIGHUP: reopened the --output file"),
+            Err(e) => log::warn!(
+                "SIGHUP: cannot reopen the --output file ({e}); still writing to the old one"
+            ),
+        }
+    }
+
     async fn on_tick(&mut self) -> anyhow::Result<()> {
+        if let Some(m) = &self.metrics {
+            m.refresh_processes(self.attr.close_wait_by_pid());
+        }
         self.flush_periodic()?;
         self.maybe_summarize().await?;
         self.maybe_refresh().await;

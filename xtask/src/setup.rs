@@ -300,6 +300,9 @@ const REQUIRED: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("ps", "procps"),
     ("sysctl", "procps"),
+    // `promtool check metrics` validates the --metrics-addr body
+    // (tests/ecosystem_metrics.rs); Debian ships it only with the server.
+    ("promtool", "prometheus"),
 ];
 
 /// Installed when the distribution has it (not every release packages it).

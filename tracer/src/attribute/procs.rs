@@ -15,14 +15,40 @@ const MAX_CACHED: usize = 16_384;
 /// Where process facts come from: /proc in production, fixtures in tests.
 pub trait ProcSource {
     fn process(&self, pid: u32) -> Option<ProcessInfo>;
+
+    /// The cgroup v2 path of a live process (cheaper than `process`).
+    fn cgroup(&self, pid: u32) -> Option<String> {
+        self.process(pid).and_then(|p| p.cgroup)
+    }
+
+    /// The path of a cgroup by id, for owners that already exited.
+    fn cgroup_by_id(&self, _id: u64) -> Option<String> {
+        None
+    }
 }
 
-/// Reads /proc.
+/// Reads /proc and the cgroup2 mount.
 pub struct LiveProc;
+
+/// The cgroup2 tree walker, shared by every `LiveProc` (rate limited inside).
+static CGROUP_PATHS: std::sync::Mutex<Option<super::cgroups::CgroupPaths>> =
+    std::sync::Mutex::new(None);
 
 impl ProcSource for LiveProc {
     fn process(&self, pid: u32) -> Option<ProcessInfo> {
         snapshot::process_info(pid)
+    }
+
+    fn cgroup(&self, pid: u32) -> Option<String> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        snapshot::parse_cgroup_v2(&text)
+    }
+
+    fn cgroup_by_id(&self, id: u64) -> Option<String> {
+        let mut guard = CGROUP_PATHS.lock().ok()?;
+        guard
+            .get_or_insert_with(super::cgroups::CgroupPaths::new)
+            .path(id)
     }
 }
 
@@ -75,7 +101,9 @@ impl Procs {
         let cgroup = match self.cgroup_by_id.get(&task.cgroup_id) {
             Some(c) => c.clone(),
             None => {
-                let c = src.process(task.tgid).and_then(|p| p.cgroup);
+                let c = src
+                    .cgroup(task.tgid)
+                    .or_else(|| src.cgroup_by_id(task.cgroup_id));
                 // Cache only a success: a process that had exited may be
                 // followed by a live one in the same cgroup.
                 if c.is_some() {

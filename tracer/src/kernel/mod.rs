@@ -46,6 +46,11 @@ pub enum KernelError {
     #[error("kernel BTF: {0}")]
     Unexpected(String),
     #[error(
+        "tracefs at {} cannot be read ({source}): classic tracepoints need root or CAP_DAC_READ_SEARCH",
+        path.display()
+    )]
+    TracefsUnreadable { path: PathBuf, source: io::Error },
+    #[error(
         "tracefs is not mounted (looked for {tried}) and mounting it at {} failed: {source}",
         path.display()
     )]

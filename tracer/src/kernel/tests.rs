@@ -304,6 +304,22 @@ fn kernel_error_messages() {
     assert_eq!(
         e.to_string(),
         "kernel BTF not found at /sys/kernel/btf/vmlinux: this kernel was built without \
-         CONFIG_DEBUG_INFO_BTF; tracer needs it"
+         CONFIG_DEBUG_INFO_BTF; tracer needs it (or a BTF file for this kernel in TRACER_BTF)"
     );
+}
+
+#[test]
+fn tracefs_mounts_from_mountinfo() {
+    let text = "22 21 0:20 / /sys/kernel/tracing rw,nosuid - tracefs tracefs rw\n\
+                23 21 0:21 / /sys/kernel/debug rw - debugfs debugfs rw\n\
+                24 23 0:20 / /sys/kernel/debug/tracing rw - tracefs tracefs rw\n\
+                25 21 0:22 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+    assert_eq!(
+        super::tracefs::tracefs_mounts(text),
+        vec![
+            std::path::PathBuf::from("/sys/kernel/tracing"),
+            std::path::PathBuf::from("/sys/kernel/debug/tracing")
+        ]
+    );
+    assert!(super::tracefs::tracefs_mounts("25 21 0:22 / /x rw - cgroup2 c rw\n").is_empty());
 }

@@ -179,12 +179,40 @@ pub fn find_tracefs() -> Option<PathBuf> {
         .find(|p| p.join("events").is_dir())
 }
 
+/// tracefs mount points named in a mountinfo text (debugfs's automount of
+/// `tracing` included), in mount order.
+pub fn tracefs_mounts(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            (post.split_whitespace().next()? == "tracefs")
+                .then(|| pre.split_whitespace().nth(4).map(PathBuf::from))?
+        })
+        .collect()
+}
+
 /// Returns the tracefs mount point, mounting tracefs at
 /// `/sys/kernel/tracing` when none is mounted (as under `ip netns exec`,
 /// which gives the command a fresh sysfs).
 pub fn ensure_tracefs() -> Result<PathBuf, KernelError> {
     if let Some(p) = find_tracefs() {
         return Ok(p);
+    }
+    // Mounted but unreadable (no CAP_DAC_READ_SEARCH): say so; mounting a
+    // second tracefs over the host's would hide nothing and help nothing.
+    let mounts = fs::read_to_string("/proc/self/mountinfo")
+        .map(|t| tracefs_mounts(&t))
+        .unwrap_or_default();
+    if let Some(path) = TRACEFS_PATHS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| mounts.contains(p))
+    {
+        let source = fs::read_dir(path.join("events"))
+            .err()
+            .unwrap_or_else(|| io::Error::other("no events directory"));
+        return Err(KernelError::TracefsUnreadable { path, source });
     }
     let target = PathBuf::from(TRACEFS_PATHS[0]);
     let fail = |source| KernelError::TracefsMount {

@@ -2,10 +2,15 @@
 //! nothing of BPF; they print `event::Event`s.
 
 pub mod closed;
+pub mod file;
 pub mod json;
 pub mod text;
 
 use std::io;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::event::Event;
 
@@ -34,6 +39,10 @@ pub trait Sink {
     fn summary(&mut self, _ts: &str, _r: &crate::diagnose::report::Report) -> io::Result<()> {
         Ok(())
     }
+    /// Continues in a fresh file at the same path (`--output`, on SIGHUP).
+    fn reopen(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The sink for `format` writing to `w`.
@@ -41,6 +50,45 @@ pub fn sink<W: io::Write + 'static>(format: Format, w: W) -> Box<dyn Sink> {
     match format {
         Format::Json => Box::new(json::JsonSink::new(w)),
         Format::Text => Box::new(text::TextSink::new(w)),
+    }
+}
+
+/// The event sink (stdout or `--output`, counted by `--metrics-addr`), the
+/// metrics being served, and the SIGHUP handler that reopens `--output`.
+/// Set up before attaching, so a bad path or a taken port fails at once.
+pub async fn setup(
+    args: &crate::cli::WatchArgs,
+    format: Format,
+) -> anyhow::Result<(
+    Box<dyn Sink>,
+    Option<Arc<crate::metrics::Metrics>>,
+    Option<Signal>,
+)> {
+    let (mut out, hup) = match &args.output {
+        Some(path) => (
+            Box::new(file::FileSink::open(format, path)?) as Box<dyn Sink>,
+            Some(signal(SignalKind::hangup()).context("installing the SIGHUP handler")?),
+        ),
+        None => (sink(format, std::io::stdout()), None),
+    };
+    let mut metrics = None;
+    if let Some(addr) = args.metrics_addr {
+        let listener = crate::metrics::http::bind(addr).await?;
+        let m = crate::metrics::Metrics::new();
+        crate::metrics::http::spawn(listener, Arc::clone(&m));
+        out = crate::metrics::wrap(out, Arc::clone(&m));
+        metrics = Some(m);
+    }
+    Ok((out, metrics, hup))
+}
+
+/// The next signal of an optional handler; never without one.
+pub async fn recv_opt(s: &mut Option<Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
     }
 }
 
