@@ -53,6 +53,7 @@ impl AcceptAggregator {
         out
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.order.is_empty()
     }

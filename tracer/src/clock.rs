@@ -29,6 +29,7 @@ impl Clock {
     }
 
     /// A clock for tests: wall = boot + offset.
+    #[cfg(test)]
     pub fn with_offset(offset_ns: i128) -> Self {
         Clock { offset_ns }
     }

@@ -17,19 +17,6 @@ pub enum EventKind {
     Lost,
 }
 
-impl EventKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            EventKind::RstSent => "rst_sent",
-            EventKind::RstReceived => "rst_received",
-            EventKind::AcceptFailed => "accept_failed",
-            EventKind::ListenOverflow => "listen_overflow",
-            EventKind::StateChange => "state_change",
-            EventKind::Lost => "lost",
-        }
-    }
-}
-
 /// How `pid` was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -31,14 +31,6 @@ pub struct ListenerMonitor {
 }
 
 impl ListenerMonitor {
-    pub fn new(namespaces: Vec<NetnsRef>) -> Self {
-        ListenerMonitor {
-            prev: HashMap::new(),
-            baselined: false,
-            namespaces,
-        }
-    }
-
     /// Adds a namespace seen in an event, if it is not polled yet.
     pub fn watch_netns(&mut self, inode: u32) {
         if inode == 0 || self.namespaces.iter().any(|n| n.inode == inode) {

@@ -63,6 +63,7 @@ impl Tombstones {
         None
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.len()
     }

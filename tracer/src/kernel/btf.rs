@@ -1,7 +1,6 @@
 //! Struct member offsets, enum values and function/tracepoint presence from
 //! the running kernel's BTF (`/sys/kernel/btf/vmlinux`).
 
-
 use btf_rs::{Btf, BtfType, Struct, Type};
 use tracer_common::{KernelOffsets, OFFSET_NONE};
 

@@ -10,7 +10,9 @@ use std::path::Path;
 use btf_rs::Btf;
 
 use super::btf::{anon_enum_containing, enum_values};
-use super::tracefs::{Format, parse_format, symbolic_tables};
+#[cfg(test)]
+use super::tracefs::parse_format;
+use super::tracefs::{Format, symbolic_tables};
 
 /// Value → name tables; names carry no `TCP_` / `SK_RST_REASON_` /
 /// `SKB_DROP_REASON_` prefix (`ESTABLISHED`, `NO_SOCKET`).
@@ -52,6 +54,7 @@ fn table(
         .collect()
 }
 
+#[cfg(test)]
 fn find_rev(map: &BTreeMap<u32, String>, name: &str) -> Option<u32> {
     map.iter()
         .find(|(_, n)| n.as_str() == name)
@@ -70,21 +73,25 @@ impl KernelNames {
     }
 
     /// Drop reason name without `SKB_DROP_REASON_` (`3` → `NO_SOCKET` on 6.18).
+    #[cfg(test)]
     pub fn drop_reason_name(&self, reason: u32) -> Option<&str> {
         self.drop_reasons.get(&reason).map(String::as_str)
     }
 
     /// Value of a TCP state by its short name (`LISTEN`).
+    #[cfg(test)]
     pub fn state_value(&self, name: &str) -> Option<u32> {
         find_rev(&self.states, name)
     }
 
     /// Value of an RST reason by its short name (`TCP_ABORT_ON_CLOSE`).
+    #[cfg(test)]
     pub fn rst_reason_value(&self, name: &str) -> Option<u32> {
         find_rev(&self.rst_reasons, name)
     }
 
     /// Value of a drop reason by its short name (`TCP_LISTEN_OVERFLOW`).
+    #[cfg(test)]
     pub fn drop_reason_value(&self, name: &str) -> Option<u32> {
         find_rev(&self.drop_reasons, name)
     }
@@ -105,6 +112,7 @@ impl KernelNames {
     /// symbols, e.g. `{ TCP_ESTABLISHED, "TCP_ESTABLISHED" }`, which cannot be
     /// resolved from text and are skipped), and fields typed `enum
     /// sk_rst_reason` / `enum skb_drop_reason` give reasons.
+    #[cfg(test)]
     pub fn from_print_fmt(format_file_text: &str) -> KernelNames {
         let fmt = parse_format(format_file_text);
         let mut names = KernelNames::default();

@@ -1,0 +1,239 @@
+//! The event loop: ring buffer -> decode -> attribute -> enrich -> sink.
+
+use crate::aggregate::{ACCEPT_INTERVAL_MS, AcceptAggregator};
+use crate::attribute::{Attributor, procs::LiveProc};
+use crate::clock::Clock;
+use crate::decode::{Record, decode};
+use crate::diagnose::window::Window;
+use crate::enrich::Enricher;
+use crate::event::Event;
+use crate::metrics::Metrics;
+use crate::output::{self, Sink, is_closed_pipe};
+use crate::overflow::{ListenerMonitor, Overflow};
+use crate::session::Session;
+use crate::snapshot::Snapshot;
+use anyhow::{Context as _, anyhow};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::Signal;
+
+use super::{End, Signals, UserFilter};
+
+/// State of `watch --summary-every`.
+pub struct Summary {
+    pub every: Duration,
+    pub window: Window,
+    /// Boot-time ns the current window started.
+    pub started: u64,
+    pub(super) pending: Option<tokio::task::JoinHandle<Option<Snapshot>>>,
+}
+
+pub struct Loop<'s> {
+    pub(super) ring: AsyncFd<RingBuf<MapData>>,
+    pub(super) drops: PerCpuArray<MapData, u64>,
+    pub(super) drops_seen: u64,
+    pub attr: Attributor,
+    pub(super) accepts: AcceptAggregator,
+    pub(super) sink: Box<dyn Sink>,
+    pub(super) filter: UserFilter,
+    pub(super) emit_states: bool,
+    pub session: &'s Session,
+    pub(super) clock: Clock,
+    pub(super) refresh: Option<tokio::task::JoinHandle<Option<Snapshot>>>,
+    /// The listener poller: here between polls, in `poll` during one.
+    pub(super) monitor: Option<ListenerMonitor>,
+    pub(super) poll: Option<tokio::task::JoinHandle<(ListenerMonitor, Vec<Overflow>)>>,
+    pub(super) last_refresh: Instant,
+    /// `--summary-every`: the window being aggregated.
+    pub summary: Option<Summary>,
+    /// Events printed and records decoded (for the summary).
+    pub printed: u64,
+    pub decode_errors: u64,
+    /// `--metrics-addr`: gauges refreshed every tick.
+    pub metrics: Option<Arc<Metrics>>,
+    /// `--output`: SIGHUP reopens the file.
+    pub hup: Option<Signal>,
+    /// Events go to stdout: end when its reader goes away.
+    pub stdout_events: bool,
+}
+
+impl<'s> Loop<'s> {
+    pub fn new(
+        session: &'s mut Session,
+        sink: Box<dyn Sink>,
+        filter: UserFilter,
+        emit_states: bool,
+    ) -> anyhow::Result<Self> {
+        let ring_map = session
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or_else(|| anyhow!("EVENTS map missing from the eBPF object"))?;
+        let ring = RingBuf::try_from(ring_map).context("opening the ring buffer")?;
+        let drops_map = session
+            .ebpf
+            .take_map("DROPS")
+            .ok_or_else(|| anyhow!("DROPS map missing from the eBPF object"))?;
+        let drops = PerCpuArray::try_from(drops_map).context("opening the drop counter")?;
+        // SAFETY: the RingBuf owns its map fd and is moved into the AsyncFd,
+        // so the fd stays open, and is not reused, for as long as it is
+        // registered; it is deregistered when the AsyncFd drops.
+        let ring =
+            unsafe { AsyncFd::register(ring) }.context("registering the ring buffer with tokio")?;
+        Ok(Loop {
+            ring,
+            drops,
+            drops_seen: 0,
+            attr: Attributor::default(),
+            accepts: AcceptAggregator::default(),
+            sink,
+            filter,
+            emit_states,
+            session: &*session,
+            clock: Clock::new(),
+            refresh: None,
+            monitor: Some(ListenerMonitor::default()),
+            poll: None,
+            summary: None,
+            last_refresh: Instant::now(),
+            printed: 0,
+            decode_errors: 0,
+            metrics: None,
+            hup: None,
+            stdout_events: true,
+        })
+    }
+
+    pub fn seed(&mut self, snap: Option<Snapshot>) {
+        if let Some(s) = snap {
+            self.attr.seed(&s, Clock::boot_now());
+            if let Some(m) = &mut self.monitor {
+                m.namespaces = s.namespaces.clone();
+                // Baseline now, so drops before tracer started are not
+                // reported as happening in the first second.
+                m.diff(s.listeners().cloned().collect());
+            }
+        }
+    }
+
+    pub async fn run(
+        &mut self,
+        duration: Option<f64>,
+        signals: &mut Signals,
+    ) -> anyhow::Result<End> {
+        let deadline =
+            duration.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d.max(0.0)));
+        let mut tick = tokio::time::interval(Duration::from_millis(ACCEPT_INTERVAL_MS));
+        let reader = self
+            .stdout_events
+            .then(crate::output::closed::ReaderGone::stdout);
+        let mut hup = self.hup.take();
+        let end = loop {
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let step = tokio::select! {
+                guard = self.ring.readable_mut() => {
+                    let mut guard = guard.context("waiting on the ring buffer")?;
+                    guard.clear_ready();
+                    Ok(None)
+                }
+                _ = tick.tick() => self.on_tick().await.map(|_| None),
+                _ = signals.int.recv() => Ok(Some(End::Signal)),
+                _ = signals.term.recv() => Ok(Some(End::Signal)),
+                _ = sleep => Ok(Some(End::Duration)),
+                _ = async {
+                    match &reader {
+                        Some(r) => r.wait().await,
+                        None => std::future::pending().await,
+                    }
+                } => Ok(Some(End::ReaderClosed)),
+                _ = output::recv_opt(&mut hup) => {
+                    self.reopen_output();
+                    Ok(None)
+                }
+            };
+            // Drain after every wake-up (also the last one) so nothing the
+            // kernel handed over is left unprinted.
+            let drained = self.drain();
+            match (step, drained) {
+                (_, Err(e)) if is_closed_pipe(&e) => break End::ReaderClosed,
+                (_, Err(e)) => return Err(e).context("writing events"),
+                (Err(e), _) => return Err(e),
+                (Ok(Some(end)), Ok(())) => break end,
+                (Ok(None), Ok(())) => {}
+            }
+        };
+        self.hup = hup;
+        if end == End::ReaderClosed {
+            log::info!("stdout closed by its reader; detaching");
+        } else {
+            match self.flush_periodic() {
+                Err(e) if is_closed_pipe(&e) => return Ok(End::ReaderClosed),
+                other => other.context("writing events")?,
+            }
+        }
+        Ok(end)
+    }
+
+    /// Reads everything the ring buffer holds now.
+    pub(super) fn drain(&mut self) -> std::io::Result<()> {
+        let enricher = Enricher {
+            clock: self.clock,
+            names: &self.session.kernel.names,
+            proc_source: &LiveProc,
+        };
+        let mut n = 0u32;
+        while let Some(item) = self.ring.get_mut().next() {
+            let rec = decode(&item);
+            drop(item);
+            let ev = match rec {
+                Ok(Record::RstSent(r)) => Some(enricher.rst(&mut self.attr, &r, true)),
+                Ok(Record::RstReceived(r)) => Some(enricher.rst(&mut self.attr, &r, false)),
+                Ok(Record::State(r)) => {
+                    let e = enricher.state(&mut self.attr, &r);
+                    self.emit_states.then_some(e)
+                }
+                Ok(Record::AcceptFailed(r)) => {
+                    self.accepts.add(&r);
+                    None
+                }
+                Err(e) => {
+                    self.decode_errors += 1;
+                    log::warn!("dropping a malformed record: {e}");
+                    None
+                }
+            };
+            if let Some(e) = ev
+                && self.filter.passes(&e)
+            {
+                // Field by field: the ring buffer item borrows `self.ring`.
+                if let Some(s) = &mut self.summary {
+                    s.window.add(&e);
+                }
+                self.sink.event(&e)?;
+                self.printed += 1;
+            }
+            n += 1;
+            // Keep the lines flowing to the reader during a storm.
+            if n % 4096 == 0 {
+                self.sink.flush()?;
+            }
+        }
+        self.sink.flush()
+    }
+
+    /// Prints an event (and adds it to the summary window).
+    pub(super) fn emit(&mut self, e: &Event) -> std::io::Result<()> {
+        if let Some(s) = &mut self.summary {
+            s.window.add(e);
+        }
+        self.sink.event(e)?;
+        self.printed += 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,156 @@
+//! `tracer watch`: the event loop. Ring buffer -> decode -> attribute ->
+//! enrich -> sink, with lost-event accounting, accept-failure aggregation and
+//! background snapshot refreshes; ends on Ctrl-C, SIGTERM, --duration or a
+//! closed stdout.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::WatchArgs;
+use crate::clock::Clock;
+use crate::diagnose::window::Window;
+use crate::event::{Event, EventKind};
+use crate::output;
+use crate::session::{KernelFilter, Session, ring_bytes};
+use crate::snapshot::{self, Snapshot, SnapshotOptions};
+
+/// Minimum time between two snapshot refreshes triggered by unknown owners.
+const REFRESH_EVERY: Duration = Duration::from_secs(2);
+
+/// Why the loop ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum End {
+    Signal,
+    Duration,
+    ReaderClosed,
+}
+
+/// Userspace filters (the kernel applies what it can before).
+pub struct UserFilter {
+    pub pids: Vec<u32>,
+    pub ports: Vec<u16>,
+    pub comm: Option<String>,
+}
+
+impl UserFilter {
+    pub fn passes(&self, e: &Event) -> bool {
+        if e.event == EventKind::Lost {
+            return true;
+        }
+        if !self.pids.is_empty() && !e.pid.is_some_and(|p| self.pids.contains(&p)) {
+            return false;
+        }
+        if !self.ports.is_empty()
+            && !e.local_port.is_some_and(|p| self.ports.contains(&p))
+            && !e.remote_port.is_some_and(|p| self.ports.contains(&p))
+        {
+            return false;
+        }
+        if let Some(c) = &self.comm
+            && e.comm.as_deref() != Some(c.as_str())
+        {
+            return false;
+        }
+        true
+    }
+}
+
+/// SIGINT and SIGTERM handlers, installed before anything is attached so a
+/// signal during start-up still ends the session cleanly.
+pub struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn install() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        })
+    }
+}
+
+pub async fn run(args: WatchArgs) -> anyhow::Result<End> {
+    let mut signals = Signals::install()?;
+    let format = match (args.common.format, &args.output) {
+        (Some(f), _) => f,
+        (None, Some(_)) => output::Format::Json,
+        (None, None) => output::Format::default_for_stdout(),
+    };
+    let (sink, metrics, hup) = output::setup(&args, format).await?;
+    let ring = ring_bytes(args.common.ring_buffer_kib)?;
+    let kfilter = KernelFilter {
+        ports: args.common.port.clone(),
+        pids: args.common.pid.clone(),
+        comm: args.common.comm.clone(),
+        all_states: args.states,
+    };
+    let mut session = Session::start(&kfilter, ring)?;
+    let ufilter = UserFilter {
+        pids: args.common.pid.clone(),
+        ports: args.common.port.clone(),
+        comm: args.common.comm.clone(),
+    };
+    let mut lp = Loop::new(&mut session, sink, ufilter, args.states)?;
+    lp.metrics = metrics;
+    lp.hup = hup;
+    lp.stdout_events = args.output.is_none();
+    if let Some(every) = args.summary_every {
+        lp.summary = Some(Summary {
+            every: Duration::from_secs_f64(every),
+            window: Window::default(),
+            started: Clock::boot_now(),
+            pending: None,
+        });
+    }
+    let snap = take_snapshot_blocking().await;
+    let sockets = snap.as_ref().map_or(0, |s| s.sockets.len());
+    lp.seed(snap);
+    let attached = lp
+        .session
+        .hooks
+        .iter()
+        .filter(|h| h.chosen.is_some())
+        .count();
+    log::info!(
+        "attached: {attached} of {} hooks on {}; {sockets} existing sockets known",
+        lp.session.hooks.len(),
+        lp.session.caps.release
+    );
+    lp.run(args.common.duration, &mut signals).await
+}
+
+pub async fn take_snapshot_blocking() -> Option<Snapshot> {
+    let res =
+        tokio::task::spawn_blocking(|| snapshot::take_snapshot(&SnapshotOptions::default())).await;
+    match res {
+        Ok(Ok(s)) => {
+            if s.warnings > 0 {
+                log::debug!(
+                    "snapshot: {} warnings, e.g. {:?}",
+                    s.warnings,
+                    s.warning_samples.first()
+                );
+            }
+            Some(s)
+        }
+        Ok(Err(e)) => {
+            log::warn!(
+                "snapshot of existing sockets failed: {e}; owners of older sockets may be unknown"
+            );
+            None
+        }
+        Err(e) => {
+            log::warn!("snapshot task failed: {e}");
+            None
+        }
+    }
+}
+
+mod event_loop;
+mod periodic;
+
+pub use event_loop::{Loop, Summary};

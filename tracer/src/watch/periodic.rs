@@ -1,0 +1,209 @@
+//! What the loop does once a second: lost-event lines, aggregated accept
+//! failures, listener polls, snapshot refreshes, summaries, SIGHUP.
+
+use crate::attribute::procs::LiveProc;
+use crate::clock::Clock;
+use crate::enrich::Enricher;
+use crate::event::{AttributedBy, Event, EventKind, comm_string, errno_name};
+use std::time::Instant;
+
+use crate::overflow::Overflow;
+use crate::snapshot::{self, SnapshotOptions};
+
+use super::{Loop, REFRESH_EVERY};
+
+impl Loop<'_> {
+    /// `--summary-every`: when the period is over, snapshot in the
+    /// background; when the snapshot is in, print the verdict and start a
+    /// new window.
+    pub(super) async fn maybe_summarize(&mut self) -> std::io::Result<()> {
+        let Some(s) = &mut self.summary else {
+            return Ok(());
+        };
+        let now = Clock::boot_now();
+        if s.pending.is_none() {
+            if now.saturating_sub(s.started) >= s.every.as_nanos() as u64 {
+                s.pending = Some(tokio::task::spawn_blocking(|| {
+                    snapshot::take_snapshot(&SnapshotOptions::default()).ok()
+                }));
+            }
+            return Ok(());
+        }
+        if !s.pending.as_ref().is_some_and(|h| h.is_finished()) {
+            return Ok(());
+        }
+        let Some(h) = s.pending.take() else {
+            return Ok(());
+        };
+        let window = std::mem::take(&mut s.window);
+        let started = std::mem::replace(&mut s.started, now);
+        let window_s = now.saturating_sub(started) as f64 / 1e9;
+        if let Ok(Some(end)) = h.await {
+            let report = crate::diagnose::verdict(&window, &end, &self.attr, started, window_s);
+            let ts = self.clock.rfc3339(now);
+            self.sink.summary(&ts, &report)?;
+        }
+        Ok(())
+    }
+
+    /// SIGHUP with `--output`: continue in a fresh file (logrotate).
+    pub(super) fn reopen_output(&mut self) {
+        match self.sink.reopen() {
+            Ok(()) => log::info!("SIGHUP: reopened the --output file"),
+            Err(e) => log::warn!(
+                "SIGHUP: cannot reopen the --output file ({e}); still writing to the old one"
+            ),
+        }
+    }
+
+    pub(super) async fn on_tick(&mut self) -> anyhow::Result<()> {
+        if let Some(m) = &self.metrics {
+            m.refresh_processes(self.attr.close_wait_by_pid());
+        }
+        self.flush_periodic()?;
+        self.maybe_summarize().await?;
+        self.maybe_refresh().await;
+        self.poll_listeners().await?;
+        Ok(())
+    }
+
+    /// Collects the previous listener poll (emitting `listen_overflow`
+    /// lines) and starts the next one, off the event path.
+    pub(super) async fn poll_listeners(&mut self) -> std::io::Result<()> {
+        if let Some(h) = &self.poll {
+            if !h.is_finished() {
+                return Ok(());
+            }
+            if let Some(h) = self.poll.take() {
+                match h.await {
+                    Ok((monitor, overflows)) => {
+                        self.monitor = Some(monitor);
+                        for o in overflows {
+                            let e = self.overflow_event(&o);
+                            if self.filter.passes(&e) {
+                                self.emit(&e)?;
+                            }
+                        }
+                        self.sink.flush()?;
+                    }
+                    Err(e) => log::warn!("listener poll failed: {e}"),
+                }
+            }
+        }
+        if let Some(mut monitor) = self.monitor.take() {
+            for ns in self.attr.seen_netns.drain() {
+                monitor.watch_netns(ns);
+            }
+            self.poll = Some(tokio::task::spawn_blocking(move || {
+                let out = monitor.poll();
+                (monitor, out)
+            }));
+        }
+        Ok(())
+    }
+
+    pub(super) fn overflow_event(&mut self, o: &Overflow) -> Event {
+        let l = &o.listener;
+        let mut e = Event::new(
+            EventKind::ListenOverflow,
+            self.clock.rfc3339(Clock::boot_now()),
+        );
+        let (owner, by) = self
+            .attr
+            .listener_owner(l.netns, l.local.port(), l.inode, &LiveProc);
+        e.set_owner(owner.as_ref(), by);
+        e.family = crate::attribute::keys::family_name(l.family);
+        e.local_addr = Some(l.local.ip().to_string());
+        e.local_port = Some(l.local.port());
+        e.state = Some(Some("LISTEN".into()));
+        e.backlog = Some(l.wqueue);
+        e.queued = Some(l.rqueue);
+        e.count = Some(o.drops);
+        e.netns = Some(l.netns);
+        e.socket_inode = (l.inode != 0).then_some(l.inode);
+        e
+    }
+
+    /// Lost-event lines and aggregated accept failures.
+    pub(super) fn flush_periodic(&mut self) -> std::io::Result<()> {
+        let total: u64 = self
+            .drops
+            .get(&0, 0)
+            .map(|v| v.iter().sum())
+            .unwrap_or(self.drops_seen);
+        if total > self.drops_seen {
+            let mut e = Event::new(EventKind::Lost, self.clock.rfc3339(Clock::boot_now()));
+            e.count = Some(total - self.drops_seen);
+            self.drops_seen = total;
+            self.sink.event(&e)?;
+        }
+        for (rec, count) in self.accepts.drain() {
+            let e = self.accept_event(&rec, count);
+            if self.filter.passes(&e) {
+                self.emit(&e)?;
+            }
+        }
+        self.sink.flush()
+    }
+
+    pub(super) fn accept_event(
+        &mut self,
+        rec: &tracer_common::AcceptFailedRecord,
+        count: u64,
+    ) -> Event {
+        let enricher = Enricher {
+            clock: self.clock,
+            names: &self.session.kernel.names,
+            proc_source: &LiveProc,
+        };
+        let mut e = Event::new(
+            EventKind::AcceptFailed,
+            self.clock.rfc3339(rec.header.ts_boot_ns),
+        );
+        let owner = self.attr.procs.owner_of_task(&rec.task, &LiveProc);
+        e.set_owner(Some(&owner), AttributedBy::CurrentTask);
+        if rec.listener.skaddr != 0 {
+            enricher.socket_fields(&mut e, &rec.listener);
+            // A listener has no peer.
+            e.remote_addr = None;
+            e.remote_port = None;
+        }
+        e.errno = Some(rec.errno);
+        e.error = Some(errno_name(rec.errno));
+        let info = snapshot::process_info(rec.task.tgid);
+        e.fd_count = Some(info.as_ref().map(|i| i.fd_count));
+        e.fd_limit = Some(if rec.fd_limit != 0 {
+            Some(rec.fd_limit)
+        } else {
+            info.and_then(|i| i.fd_limit)
+        });
+        e.count = Some(count);
+        if e.comm.is_none() {
+            e.comm = Some(comm_string(&rec.task.comm));
+        }
+        e
+    }
+
+    pub(super) async fn maybe_refresh(&mut self) {
+        if let Some(h) = &self.refresh
+            && h.is_finished()
+        {
+            if let Some(h) = self.refresh.take()
+                && let Ok(Some(s)) = h.await
+            {
+                self.attr.seed(&s, Clock::boot_now());
+            }
+            return;
+        }
+        if self.refresh.is_none()
+            && self.attr.wants_refresh
+            && self.last_refresh.elapsed() >= REFRESH_EVERY
+        {
+            self.last_refresh = Instant::now();
+            self.attr.wants_refresh = false;
+            self.refresh = Some(tokio::task::spawn_blocking(|| {
+                snapshot::take_snapshot(&SnapshotOptions::default()).ok()
+            }));
+        }
+    }
+}
