@@ -3,8 +3,10 @@
 //! told as a person would tell them.
 
 pub mod findings;
+pub mod model;
 pub mod report;
 pub mod window;
+pub mod words;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -406,67 +406,9 @@ impl Tracer {
 
     /// `tracer ARGS` with RUST_LOG=info, waiting for the ready line.
     pub fn start(args: &[&str]) -> Tracer {
-        let started = Instant::now();
-        let mut child = Command::new(tracer_bin())
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env_remove("RUST_BACKTRACE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", tracer_bin()));
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let (_, stdout_thread) = line_reader(child.stdout.take().unwrap(), stdout.clone());
-        let (err_rx, stderr_thread) = line_reader(child.stderr.take().unwrap(), stderr.clone());
-        let mut t = Tracer {
-            child: Some(child),
-            stdout,
-            stdout_thread: Some(stdout_thread),
-            stderr,
-            stderr_thread: Some(stderr_thread),
-            started,
-            ready_after: Duration::ZERO,
-        };
-        let deadline = started + READY_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match err_rx.recv_timeout(left) {
-                Ok(line) if is_ready_line(&line) => break,
-                Ok(_) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    // stderr closed: the tracer exited (or is exiting).
-                    let status = t
-                        .child
-                        .as_mut()
-                        .and_then(|c| wait_bounded(c, Duration::from_secs(5)));
-                    panic!(
-                        "tracer {args:?} ended before it was ready ({status:?}); stderr:\n{}",
-                        t.stderr_text()
-                    );
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    // No ready line (older build?): it has had READY_TIMEOUT,
-                    // far more than it needs, so go on if it still runs.
-                    let running = t
-                        .child
-                        .as_mut()
-                        .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
-                    assert!(
-                        running,
-                        "tracer {args:?} exited without a ready line; stderr:\n{}",
-                        t.stderr_text()
-                    );
-                    eprintln!(
-                        "warning: no \"attached\" line from tracer within {READY_TIMEOUT:?}; going on"
-                    );
-                    break;
-                }
-            }
-        }
-        t.ready_after = started.elapsed();
-        t
+        let mut cmd = Command::new(tracer_bin());
+        cmd.args(args);
+        Tracer::spawn_ready(cmd, None)
     }
 
     pub fn pid(&self) -> u32 {
