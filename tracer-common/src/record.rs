@@ -9,8 +9,6 @@ pub mod kind {
     pub const RST_RECEIVED: u16 = 2;
     pub const STATE_CHANGE: u16 = 3;
     pub const ACCEPT_FAILED: u16 = 4;
-    pub const ACCEPTED: u16 = 5;
-    pub const OVERFLOW_DROP: u16 = 6;
 }
 
 /// `RstRecord::reason` when the kernel gives no reason (tracepoint before 6.10).
@@ -136,31 +134,6 @@ pub struct AcceptFailedRecord {
     pub fd_limit: u64,
 }
 
-/// `accepted`: a connection handed to a process by accept() (owner learned).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AcceptedRecord {
-    pub header: RecordHeader,
-    pub task: TaskInfo,
-    pub sock: SockInfo,
-    /// Accept queue length and limit of the listener after this accept.
-    pub queued: u32,
-    pub backlog: u32,
-}
-
-/// A packet dropped because a listener's accept queue was full.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct OverflowRecord {
-    pub header: RecordHeader,
-    pub listener: SockInfo,
-    pub owner: TaskInfo,
-    pub queued: u32,
-    pub backlog: u32,
-    pub owner_source: u8,
-    pub _pad: [u8; 7],
-}
-
 /// Value of the kernel owner map (socket address -> owner).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -177,8 +150,6 @@ const _: () = {
     assert!(core::mem::size_of::<RstRecord>() == 152);
     assert!(core::mem::size_of::<StateRecord>() == 152);
     assert!(core::mem::size_of::<AcceptFailedRecord>() == 128);
-    assert!(core::mem::size_of::<AcceptedRecord>() == 120);
-    assert!(core::mem::size_of::<OverflowRecord>() == 128);
     assert!(core::mem::size_of::<OwnerEntry>() == 40);
 };
 
