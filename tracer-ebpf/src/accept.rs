@@ -119,18 +119,6 @@ pub fn inet_csk_accept_kretprobe(ctx: RetProbeContext) -> i32 {
     0
 }
 
-/// Accept queue length and limit of a listener (used by userspace through
-/// the listener snapshot; kept here so the offsets stay in one place).
-#[allow(dead_code)]
-#[inline(always)]
-pub fn listener_queue(sk: u64) -> (u32, u32) {
-    let o = offsets();
-    (
-        read_at(sk, o.sk_ack_backlog).unwrap_or(0),
-        read_at(sk, o.sk_max_ack_backlog).unwrap_or(0),
-    )
-}
-
 /// `io_uring:io_uring_complete` (io_uring/io_uring.h, io_req_complete_post
 /// and friends): an IORING_OP_ACCEPT request that completed with an error.
 /// The request's `file` is the listening socket; completions run in the
