@@ -96,11 +96,14 @@ pub fn tcp_destroy_sock_tp(ctx: TracePointContext) -> i32 {
 /// (and close: LISTEN -> CLOSE; LISTEN -> SYN_RECV is a child being cloned),
 /// connections enter and leave CLOSE_WAIT, connections end (tombstones for
 /// RSTs that arrive after the socket is gone).
+/// A connection that never got past SYN_SENT leaves no tombstone worth
+/// keeping: the RST that ended it was already attributed, and a storm of
+/// refused connects would otherwise double the records.
 #[inline(always)]
 fn wanted(old: u8, new: u8) -> bool {
     filter().all_states != 0
         || new == TCP_LISTEN
-        || new == TCP_CLOSE
+        || (new == TCP_CLOSE && old != TCP_SYN_SENT)
         || new == TCP_CLOSE_WAIT
         || old == TCP_CLOSE_WAIT
 }
