@@ -134,6 +134,28 @@ pub struct AcceptFailedRecord {
     pub fd_limit: u64,
 }
 
+/// Key of the in-kernel aggregation of accept failures: one entry per
+/// process, listener and errno.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AcceptFailKey {
+    pub tgid: u32,
+    pub netns: u32,
+    pub errno: i32,
+    /// Listener port, host order (0 when the listener is unknown).
+    pub lport: u16,
+    pub _pad: u16,
+}
+
+/// Per-CPU value of that aggregation: how many failures, and the first
+/// one's details (process, listener, fd limit).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AcceptFailAgg {
+    pub count: u64,
+    pub first: AcceptFailedRecord,
+}
+
 /// Value of the kernel owner map (socket address -> owner).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -151,6 +173,8 @@ const _: () = {
     assert!(core::mem::size_of::<StateRecord>() == 152);
     assert!(core::mem::size_of::<AcceptFailedRecord>() == 128);
     assert!(core::mem::size_of::<OwnerEntry>() == 40);
+    assert!(core::mem::size_of::<AcceptFailKey>() == 16);
+    assert!(core::mem::size_of::<AcceptFailAgg>() == 136);
 };
 
 #[cfg(feature = "user")]
@@ -159,4 +183,8 @@ mod pod {
     // arrays, with no implicit padding (sizes asserted above); any bit pattern
     // is a valid value.
     unsafe impl aya::Pod for super::OwnerEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AcceptFailKey {}
+    // SAFETY: as above (an AcceptFailedRecord has no implicit padding).
+    unsafe impl aya::Pod for super::AcceptFailAgg {}
 }

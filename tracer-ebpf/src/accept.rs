@@ -16,14 +16,14 @@ use aya_ebpf::{
     programs::{FExitContext, RetProbeContext, TracePointContext},
 };
 use tracer_common::{
-    AcceptFailedRecord, OFFSET_NONE, RECORD_VERSION, RecordHeader, SockInfo, kind,
+    AcceptFailKey, AcceptFailedRecord, OFFSET_NONE, RECORD_VERSION, RecordHeader, SockInfo, kind,
 };
 
 use crate::{
     kread::{
         current_fd_file, current_nofile_limit, file_sock, fill_current, fill_sock_info, read_at,
     },
-    maps::{ACCEPT_ARGS, EVENTS, count_drop, layouts, offsets},
+    maps::{ACCEPT_ARGS, ACCEPT_FAILS, ACCEPT_SCRATCH, count_drop, layouts, offsets},
     owner,
 };
 
@@ -68,17 +68,38 @@ pub fn sys_exit_accept_tp(ctx: TracePointContext) -> i32 {
     0
 }
 
-/// Writes an `accept_failed` record for the current task.
+/// Counts an accept failure of the current task in ACCEPT_FAILS; the first
+/// of a (process, listener, errno) keeps the details.
 #[inline(always)]
 fn emit_accept_failed(listener_sk: u64, listen_fd: i32, errno: i32) {
-    let Some(mut entry) = EVENTS.reserve::<AcceptFailedRecord>(0) else {
-        count_drop();
+    let Some(scratch) = ACCEPT_SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    let r = entry.as_mut_ptr();
-    // SAFETY: reserved ring-buffer memory sized for an AcceptFailedRecord,
-    // ours until submit/discard; every field is written before submit.
-    let rec = unsafe { &mut *r };
+    // SAFETY: this CPU's slot of a per-CPU array; BPF programs do not
+    // migrate or preempt each other while running on it.
+    let agg = unsafe { &mut *scratch };
+    let rec = &mut agg.first;
+    fill_current(&mut rec.task);
+    if listener_sk != 0 {
+        fill_sock_info(listener_sk, &mut rec.listener);
+    } else {
+        rec.listener = SockInfo::default();
+    }
+    if !owner::passes(rec.listener.lport, 0, &rec.task) {
+        return;
+    }
+    let key = AcceptFailKey {
+        tgid: rec.task.tgid,
+        netns: rec.listener.netns,
+        errno,
+        lport: rec.listener.lport,
+        _pad: 0,
+    };
+    if let Some(existing) = ACCEPT_FAILS.get_ptr_mut(&key) {
+        // SAFETY: this CPU's value of the entry (per-CPU map).
+        unsafe { (*existing).count += 1 };
+        return;
+    }
     rec.header = RecordHeader {
         kind: kind::ACCEPT_FAILED,
         version: RECORD_VERSION,
@@ -86,19 +107,12 @@ fn emit_accept_failed(listener_sk: u64, listen_fd: i32, errno: i32) {
         // SAFETY: helper without arguments.
         ts_boot_ns: unsafe { bpf_ktime_get_boot_ns() },
     };
-    fill_current(&mut rec.task);
-    if listener_sk != 0 {
-        fill_sock_info(listener_sk, &mut rec.listener);
-    } else {
-        rec.listener = SockInfo::default();
-    }
     rec.listen_fd = listen_fd;
     rec.errno = errno;
     rec.fd_limit = current_nofile_limit();
-    if owner::passes(rec.listener.lport, 0, &rec.task) {
-        entry.submit(0);
-    } else {
-        entry.discard(0);
+    agg.count = 1;
+    if ACCEPT_FAILS.insert(&key, &*agg, 0).is_err() {
+        count_drop();
     }
 }
 

@@ -2,9 +2,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{Filter, KernelOffsets, OwnerEntry, TracepointLayouts};
+use tracer_common::{
+    AcceptFailAgg, AcceptFailKey, Filter, KernelOffsets, OwnerEntry, TracepointLayouts,
+};
 
 /// Every record goes through this ring buffer. Userspace sets its size
 /// (`--ring-buffer-kib`) before load.
@@ -24,6 +26,18 @@ pub static OWNERS: LruHashMap<u64, OwnerEntry> = LruHashMap::with_max_entries(65
 /// pid_tgid -> fd passed to accept()/accept4(), between syscall entry and exit.
 #[map]
 pub static ACCEPT_ARGS: HashMap<u64, i32> = HashMap::with_max_entries(16384, 0);
+
+/// Accept failures counted in the kernel, per process, listener and errno
+/// (per CPU, so no atomics): a server failing millions of accepts a second
+/// costs a map update each, not a ring-buffer record. Userspace reads the
+/// totals every second; the LRU bounds it.
+#[map]
+pub static ACCEPT_FAILS: LruPerCpuHashMap<AcceptFailKey, AcceptFailAgg> =
+    LruPerCpuHashMap::with_max_entries(10240, 0);
+
+/// Staging area for a new ACCEPT_FAILS value (too big for the BPF stack).
+#[map]
+pub static ACCEPT_SCRATCH: PerCpuArray<AcceptFailAgg> = PerCpuArray::with_max_entries(1, 0);
 
 #[unsafe(no_mangle)]
 static OFFSETS: KernelOffsets = KernelOffsets::EMPTY;

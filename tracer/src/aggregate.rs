@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use tracer_common::AcceptFailedRecord;
+use tracer_common::{AcceptFailAgg, AcceptFailKey, AcceptFailedRecord};
 
 /// Aggregation interval of `accept_failed` lines.
 pub const ACCEPT_INTERVAL_MS: u64 = 1000;
@@ -27,6 +27,14 @@ pub struct AcceptAggregator {
 
 impl AcceptAggregator {
     pub fn add(&mut self, rec: &AcceptFailedRecord) {
+        self.add_n(rec, 1);
+    }
+
+    /// Adds `n` failures like `rec`.
+    pub fn add_n(&mut self, rec: &AcceptFailedRecord, n: u64) {
+        if n == 0 {
+            return;
+        }
         let key = AcceptKey {
             tgid: rec.task.tgid,
             netns: rec.listener.netns,
@@ -34,9 +42,9 @@ impl AcceptAggregator {
             errno: rec.errno,
         };
         match self.pending.get_mut(&key) {
-            Some((_, n)) => *n += 1,
+            Some((_, count)) => *count += n,
             None => {
-                self.pending.insert(key, (*rec, 1));
+                self.pending.insert(key, (*rec, n));
                 self.order.push(key);
             }
         }
@@ -59,6 +67,50 @@ impl AcceptAggregator {
     }
 }
 
+/// Totals of the kernel's accept-failure map (`ACCEPT_FAILS`, per CPU) as
+/// last read, to turn them into increments. Entries are never deleted from
+/// userspace (a delete could lose a concurrent increment): the kernel's LRU
+/// bounds the map, and a total lower than last time means the entry was
+/// evicted and started again.
+#[derive(Default)]
+pub struct KernelTotals {
+    last: HashMap<AcceptFailKey, u64>,
+}
+
+impl KernelTotals {
+    /// Increments since the last read, with the first failure's details,
+    /// for the entries read now (one `Vec` of per-CPU values each).
+    pub fn increments(
+        &mut self,
+        now: impl IntoIterator<Item = (AcceptFailKey, Vec<AcceptFailAgg>)>,
+    ) -> Vec<(AcceptFailedRecord, u64)> {
+        let mut next = HashMap::new();
+        let mut out = Vec::new();
+        for (key, per_cpu) in now {
+            let total: u64 = per_cpu.iter().map(|v| v.count).sum();
+            let Some(first) = per_cpu
+                .iter()
+                .filter(|v| v.count > 0)
+                .min_by_key(|v| v.first.header.ts_boot_ns)
+            else {
+                continue;
+            };
+            let before = self.last.get(&key).copied().unwrap_or(0);
+            let inc = if total >= before {
+                total - before
+            } else {
+                total
+            };
+            if inc > 0 {
+                out.push((first.first, inc));
+            }
+            next.insert(key, total);
+        }
+        self.last = next;
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +121,45 @@ mod tests {
         r.listener.lport = port;
         r.errno = errno;
         r
+    }
+
+    fn agg(tgid: u32, errno: i32, count: u64, ts: u64) -> (AcceptFailKey, AcceptFailAgg) {
+        let mut first = rec(tgid, 80, errno);
+        first.header.ts_boot_ns = ts;
+        let key = AcceptFailKey {
+            tgid,
+            netns: 0,
+            errno,
+            lport: 80,
+            _pad: 0,
+        };
+        (key, AcceptFailAgg { count, first })
+    }
+
+    #[test]
+    fn kernel_totals_become_increments() {
+        let mut t = KernelTotals::default();
+        let (k, cpu0) = agg(1, libc::EMFILE, 5, 20);
+        let (_, cpu1) = agg(1, libc::EMFILE, 7, 10);
+        let out = t.increments([(k, vec![cpu0, cpu1])]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1, 12);
+        // The earliest first failure across CPUs carries the details.
+        assert_eq!(out[0].0.header.ts_boot_ns, 10);
+        // Nothing new: nothing reported.
+        assert!(t.increments([(k, vec![cpu0, cpu1])]).is_empty());
+        // Three more on CPU 0.
+        let (_, cpu0b) = agg(1, libc::EMFILE, 8, 20);
+        let out = t.increments([(k, vec![cpu0b, cpu1])]);
+        assert_eq!(out[0].1, 3);
+        // Evicted and started again: the new total is all news.
+        let (_, fresh) = agg(1, libc::EMFILE, 2, 99);
+        let out = t.increments([(k, vec![fresh])]);
+        assert_eq!(out[0].1, 2);
+        // Gone from the map: forgotten, so its return counts from zero.
+        assert!(t.increments(Vec::new()).is_empty());
+        let out = t.increments([(k, vec![fresh])]);
+        assert_eq!(out[0].1, 2);
     }
 
     #[test]

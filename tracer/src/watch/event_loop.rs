@@ -1,6 +1,6 @@
 //! The event loop: ring buffer -> decode -> attribute -> enrich -> sink.
 
-use crate::aggregate::{ACCEPT_INTERVAL_MS, AcceptAggregator};
+use crate::aggregate::{ACCEPT_INTERVAL_MS, AcceptAggregator, KernelTotals};
 use crate::attribute::{Attributor, procs::LiveProc};
 use crate::clock::Clock;
 use crate::decode::{Record, decode};
@@ -13,11 +13,12 @@ use crate::overflow::{ListenerMonitor, Overflow};
 use crate::session::Session;
 use crate::snapshot::Snapshot;
 use anyhow::{Context as _, anyhow};
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::Signal;
+use tracer_common::{AcceptFailAgg, AcceptFailKey};
 
 use super::{End, Signals, UserFilter};
 
@@ -36,6 +37,9 @@ pub struct Loop<'s> {
     pub(super) drops_seen: u64,
     pub attr: Attributor,
     pub(super) accepts: AcceptAggregator,
+    /// The kernel's accept-failure counts and their last totals.
+    pub(super) accept_fails: Option<PerCpuHashMap<MapData, AcceptFailKey, AcceptFailAgg>>,
+    pub(super) accept_totals: KernelTotals,
     pub(super) sink: Box<dyn Sink>,
     pub(super) filter: UserFilter,
     pub(super) emit_states: bool,
@@ -76,6 +80,12 @@ impl<'s> Loop<'s> {
             .take_map("DROPS")
             .ok_or_else(|| anyhow!("DROPS map missing from the eBPF object"))?;
         let drops = PerCpuArray::try_from(drops_map).context("opening the drop counter")?;
+        let accept_fails = session
+            .ebpf
+            .take_map("ACCEPT_FAILS")
+            .map(PerCpuHashMap::try_from)
+            .transpose()
+            .context("opening the accept-failure counts")?;
         // SAFETY: the RingBuf owns its map fd and is moved into the AsyncFd,
         // so the fd stays open, and is not reused, for as long as it is
         // registered; it is deregistered when the AsyncFd drops.
@@ -87,6 +97,8 @@ impl<'s> Loop<'s> {
             drops_seen: 0,
             attr: Attributor::default(),
             accepts: AcceptAggregator::default(),
+            accept_fails,
+            accept_totals: KernelTotals::default(),
             sink,
             filter,
             emit_states,

@@ -137,6 +137,16 @@ impl Loop<'_> {
             self.drops_seen = total;
             self.sink.event(&e)?;
         }
+        if let Some(map) = &self.accept_fails {
+            let now: Vec<_> = map
+                .iter()
+                .filter_map(Result::ok)
+                .map(|(k, v)| (k, v.iter().copied().collect::<Vec<_>>()))
+                .collect();
+            for (rec, n) in self.accept_totals.increments(now) {
+                self.accepts.add_n(&rec, n);
+            }
+        }
         for (rec, count) in self.accepts.drain() {
             let e = self.accept_event(&rec, count);
             if self.filter.passes(&e) {
