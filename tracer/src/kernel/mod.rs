@@ -63,8 +63,9 @@ pub enum KernelError {
 
 /// The running kernel, as the rest of the program sees it.
 pub struct KernelInfo {
-    /// Kept for later queries (`has_function`, argument counts).
-    pub btf: btf_rs::Btf,
+    /// Kept for the start-up queries (`has_function`, argument counts), then
+    /// dropped (`forget_btf`): nothing needs it once the hooks are chosen.
+    pub btf: Option<btf_rs::Btf>,
     pub offsets: KernelOffsets,
     /// `TracepointLayouts::EMPTY` when tracefs is unavailable.
     pub layouts: TracepointLayouts,
@@ -92,7 +93,7 @@ impl KernelInfo {
             .unwrap_or(TracepointLayouts::EMPTY);
         let names = KernelNames::load(Some(&btf), tracefs.as_deref());
         Ok(KernelInfo {
-            btf,
+            btf: Some(btf),
             offsets,
             layouts,
             names,
@@ -100,14 +101,19 @@ impl KernelInfo {
         })
     }
 
+    /// Releases the BTF (and its memory) once the hooks are chosen.
+    pub fn forget_btf(&mut self) {
+        self.btf = None;
+    }
+
     /// Whether the kernel has a function of this name in BTF.
     pub fn has_function(&self, name: &str) -> bool {
-        has_function(&self.btf, name)
+        self.btf.as_ref().is_some_and(|b| has_function(b, name))
     }
 
     /// Parameter count of the BTF tracepoint `tp`, including the leading
     /// `void *` context; see [`btf::tracepoint_arg_count`].
     pub fn tracepoint_arg_count(&self, tp: &str) -> Option<usize> {
-        tracepoint_arg_count(&self.btf, tp)
+        self.btf.as_ref().and_then(|b| tracepoint_arg_count(b, tp))
     }
 }

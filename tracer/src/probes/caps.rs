@@ -62,7 +62,9 @@ fn release() -> String {
 
 /// The ring buffer map type exists in this kernel's `enum bpf_map_type`.
 fn ring_buffer(info: &KernelInfo) -> bool {
-    kernel::btf::enum_values(&info.btf, "bpf_map_type")
+    info.btf
+        .as_ref()
+        .and_then(|b| kernel::btf::enum_values(b, "bpf_map_type"))
         .map(|values| values.iter().any(|(n, _)| n == "BPF_MAP_TYPE_RINGBUF"))
         .unwrap_or(false)
 }
