@@ -95,11 +95,6 @@ fn emit_accept_failed(listener_sk: u64, listen_fd: i32, errno: i32) {
         lport: rec.listener.lport,
         _pad: 0,
     };
-    if let Some(existing) = ACCEPT_FAILS.get_ptr_mut(&key) {
-        // SAFETY: this CPU's value of the entry (per-CPU map).
-        unsafe { (*existing).count += 1 };
-        return;
-    }
     rec.header = RecordHeader {
         kind: kind::ACCEPT_FAILED,
         version: RECORD_VERSION,
@@ -111,6 +106,19 @@ fn emit_accept_failed(listener_sk: u64, listen_fd: i32, errno: i32) {
     rec.errno = errno;
     rec.fd_limit = current_nofile_limit();
     agg.count = 1;
+    if let Some(existing) = ACCEPT_FAILS.get_ptr_mut(&key) {
+        // SAFETY: this CPU's value of the entry (per-CPU map). An entry
+        // created on another CPU starts zeroed here: the first failure on
+        // this CPU fills in its details.
+        unsafe {
+            if (*existing).count == 0 {
+                *existing = *agg;
+            } else {
+                (*existing).count += 1;
+            }
+        }
+        return;
+    }
     if ACCEPT_FAILS.insert(&key, &*agg, 0).is_err() {
         count_drop();
     }

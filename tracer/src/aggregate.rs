@@ -88,9 +88,12 @@ impl KernelTotals {
         let mut out = Vec::new();
         for (key, per_cpu) in now {
             let total: u64 = per_cpu.iter().map(|v| v.count).sum();
+            // CPUs that never saw this key hold zeroed values.
             let Some(first) = per_cpu
                 .iter()
-                .filter(|v| v.count > 0)
+                .filter(|v| {
+                    v.count > 0 && v.first.header.kind == tracer_common::kind::ACCEPT_FAILED
+                })
                 .min_by_key(|v| v.first.header.ts_boot_ns)
             else {
                 continue;
@@ -126,6 +129,7 @@ mod tests {
     fn agg(tgid: u32, errno: i32, count: u64, ts: u64) -> (AcceptFailKey, AcceptFailAgg) {
         let mut first = rec(tgid, 80, errno);
         first.header.ts_boot_ns = ts;
+        first.header.kind = tracer_common::kind::ACCEPT_FAILED;
         let key = AcceptFailKey {
             tgid,
             netns: 0,
@@ -146,6 +150,13 @@ mod tests {
         assert_eq!(out[0].1, 12);
         // The earliest first failure across CPUs carries the details.
         assert_eq!(out[0].0.header.ts_boot_ns, 10);
+        // A CPU that saw none holds a zeroed value: never the "first".
+        let zero = AcceptFailAgg::default();
+        let out = t.increments([(k, vec![zero, cpu0, cpu1])]);
+        assert!(out.is_empty(), "same total as before");
+        let mut t2 = KernelTotals::default();
+        let out = t2.increments([(k, vec![zero, cpu0])]);
+        assert_eq!((out[0].0.header.ts_boot_ns, out[0].1), (20, 5));
         // Nothing new: nothing reported.
         assert!(t.increments([(k, vec![cpu0, cpu1])]).is_empty());
         // Three more on CPU 0.
