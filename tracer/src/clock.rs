@@ -54,19 +54,37 @@ impl Default for Clock {
     }
 }
 
+thread_local! {
+    /// The `YYYY-MM-DDTHH:MM:SS.` of the last second formatted: events come
+    /// in bursts within one second, so the calendar work is done once.
+    static LAST_SECOND: std::cell::RefCell<(i64, String)> =
+        const { std::cell::RefCell::new((i64::MIN, String::new())) };
+}
+
 /// `2026-11-25T20:31:02.123456789Z` for Unix-epoch nanoseconds.
 pub fn rfc3339(epoch_ns: i128) -> String {
+    use std::fmt::Write as _;
     let secs = epoch_ns.div_euclid(1_000_000_000) as i64;
     let nanos = epoch_ns.rem_euclid(1_000_000_000) as u32;
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    )
+    LAST_SECOND.with(|cell| {
+        let mut last = cell.borrow_mut();
+        if last.0 != secs {
+            let days = secs.div_euclid(86_400);
+            let sod = secs.rem_euclid(86_400);
+            let (y, m, d) = civil_from_days(days);
+            last.1 = format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.",
+                sod / 3600,
+                (sod / 60) % 60,
+                sod % 60
+            );
+            last.0 = secs;
+        }
+        let mut out = String::with_capacity(31);
+        out.push_str(&last.1);
+        let _ = write!(out, "{nanos:09}Z");
+        out
+    })
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
@@ -101,6 +119,16 @@ mod tests {
             rfc3339(951_782_400_000_000_001),
             "2000-02-29T00:00:00.000000001Z"
         );
+    }
+
+    #[test]
+    fn cached_second_is_not_reused_for_another_second() {
+        let t = 1_795_638_662_000_000_000i128;
+        assert_eq!(rfc3339(t + 1), "2026-11-25T20:31:02.000000001Z");
+        assert_eq!(rfc3339(t + 999_999_999), "2026-11-25T20:31:02.999999999Z");
+        assert_eq!(rfc3339(t + 1_000_000_000), "2026-11-25T20:31:03.000000000Z");
+        assert_eq!(rfc3339(t - 1), "2026-11-25T20:31:01.999999999Z");
+        assert_eq!(rfc3339(t), "2026-11-25T20:31:02.000000000Z");
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub mod tombstones;
 
 use std::collections::HashMap;
 
+use rustc_hash::{FxHashMap, FxHashSet};
+
 use tracer_common::{RstRecord, SockInfo, StateRecord, TaskInfo, owner_source};
 
 use crate::event::{AttributedBy, Owner};
@@ -42,13 +44,13 @@ pub struct Attributor {
     /// (netns, port) -> listener owner and, once closed, when: a closing
     /// listener resets the connections still in its accept queue right after
     /// it leaves LISTEN, and those RSTs belong to its owner.
-    listeners: HashMap<(u32, u16), (Owner, Option<u64>)>,
+    listeners: FxHashMap<(u32, u16), (Owner, Option<u64>)>,
     /// (netns, socket inode) -> pid, from snapshots.
-    inode_owners: HashMap<(u32, u64), u32>,
+    inode_owners: FxHashMap<(u32, u64), u32>,
     /// 4-tuple -> socket inode, from snapshots (records without an inode).
-    tuple_inodes: HashMap<ConnKey, u64>,
+    tuple_inodes: FxHashMap<ConnKey, u64>,
     /// Sockets in CLOSE_WAIT now.
-    pub close_wait: HashMap<ConnKey, CloseWait>,
+    pub close_wait: FxHashMap<ConnKey, CloseWait>,
     /// Set when an event on a live socket found no owner: a fresh snapshot
     /// may know it (the caller decides when, rate limited).
     pub wants_refresh: bool,
@@ -56,7 +58,7 @@ pub struct Attributor {
     pub seeded_at_ns: Option<u64>,
     /// Network namespaces named by events since last drained (for the
     /// listener poller).
-    pub seen_netns: std::collections::HashSet<u32>,
+    pub seen_netns: FxHashSet<u32>,
 }
 
 impl Attributor {
@@ -69,7 +71,7 @@ impl Attributor {
         for info in snap.processes.values() {
             self.procs.seed(info);
         }
-        self.inode_owners = snap.owners.clone();
+        self.inode_owners = snap.owners.iter().map(|(k, v)| (*k, *v)).collect();
         self.tuple_inodes.clear();
         let mut in_close_wait = std::collections::HashSet::new();
         for s in &snap.sockets {

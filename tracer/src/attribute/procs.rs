@@ -1,8 +1,6 @@
 //! Process names and cgroup paths, cached: by pid for owners found through
 //! /proc, by cgroup id for owners the kernel named.
 
-use std::collections::HashMap;
-
 use tracer_common::TaskInfo;
 
 use crate::event::Owner;
@@ -54,8 +52,8 @@ impl ProcSource for LiveProc {
 
 #[derive(Default)]
 pub struct Procs {
-    by_pid: HashMap<u32, Owner>,
-    cgroup_by_id: HashMap<u64, Option<String>>,
+    by_pid: rustc_hash::FxHashMap<u32, Owner>,
+    cgroup_by_id: rustc_hash::FxHashMap<u64, Option<String>>,
 }
 
 impl Procs {

@@ -1,7 +1,7 @@
 //! Last owners of connections closed moments ago, keyed by 4-tuple: an RST
 //! that arrives after its socket is gone still names the process.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use super::keys::ConnKey;
 use crate::event::Owner;
@@ -13,7 +13,7 @@ pub const MAX_TOMBSTONES: usize = 65_536;
 
 #[derive(Default)]
 pub struct Tombstones {
-    map: HashMap<ConnKey, (Owner, u64)>,
+    map: rustc_hash::FxHashMap<ConnKey, (Owner, u64)>,
     order: VecDeque<(ConnKey, u64)>,
 }
 
