@@ -1,16 +1,312 @@
-//! `cargo xtask bench`: placeholder. There are no benchmarks yet; this says so
-//! and exits 2 rather than pretending to have measured anything.
+//! `cargo xtask bench`: how much a RST storm and a burst of EMFILE accept
+//! failures slow down under `tracer watch --format json` (to /dev/null) and
+//! under an equivalent bpftrace script, against no tracer at all; whether
+//! tracer delivers every RST; how fast it attaches, how much memory and CPU
+//! it takes. Writes docs/benchmarks.md.
+//!
+//! The machine is shared and noisy, so nothing is a single timing: every
+//! run measures the three modes side by side in a rotating order, and the
+//! report gives medians over runs of rates and of per-run ratios.
+//!
+//! All traffic runs in a network namespace `tracer-bench-<pid>` on
+//! 127.0.0.1; the generators are this binary (built in release) run as
+//! `ip netns exec NS xtask bench storm KIND`. Ctrl-C, SIGTERM or an error
+//! kill what was started and delete the namespace.
 
-use std::process::ExitCode;
+mod delivery;
+mod machine;
+mod observer;
+mod profile;
+mod report;
+mod sandbox;
+mod stats;
+mod storm;
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+
+use crate::setup::{self, Scope};
+use crate::util::{self, find_program, is_root, target_dir, workspace_root};
+use observer::{Mode, Observer, Paths};
+use sandbox::{Guarded, Netns};
+use storm::{Kind, Outcome};
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
-    /// Arguments for the future benchmark runner (ignored for now).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub args: Vec<String>,
+    #[command(subcommand)]
+    internal: Option<Internal>,
+    /// Runs; in each, every storm runs with no tracer, tracer and bpftrace
+    /// back to back.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=100))]
+    runs: u32,
+    /// Connections per RST storm (closed port, and aborts).
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
+    connects: u64,
+    /// Failed accepts per EMFILE burst.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    accepts: u64,
+    /// Generator threads (default: one per CPU, as fast as the machine allows).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    workers: Option<u32>,
+    /// Benchmark this tracer binary instead of building target/release/tracer.
+    #[arg(long, value_name = "PATH")]
+    tracer_bin: Option<PathBuf>,
+    /// Print the results only; leave docs/benchmarks.md alone.
+    #[arg(long)]
+    no_doc: bool,
 }
 
-pub fn bench(_args: Args) -> ExitCode {
-    eprintln!("xtask bench: not implemented yet");
-    ExitCode::from(2)
+#[derive(clap::Subcommand)]
+enum Internal {
+    /// Generator run inside the bench namespace (internal).
+    #[command(hide = true)]
+    Storm {
+        #[arg(value_enum)]
+        kind: Kind,
+        #[arg(long)]
+        count: u64,
+        #[arg(long)]
+        workers: u32,
+    },
+}
+
+pub fn bench(args: Args) -> ExitCode {
+    let result = match args.internal {
+        Some(Internal::Storm {
+            kind,
+            count,
+            workers,
+        }) => storm::main(kind, count, workers),
+        None => sandbox::install_signal_flag().and_then(|()| harness(&args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask bench: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One storm measured under one observer.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    pub run: u32,
+    pub mode: Mode,
+    pub kind: Kind,
+    pub outcome: Outcome,
+    /// Observer CPU over the storm and its drain (user, system seconds).
+    pub cpu: (f64, f64),
+}
+
+/// One observer start.
+#[derive(Clone, Copy, Debug)]
+pub struct Start {
+    pub mode: Mode,
+    pub attach: Duration,
+    pub peak_rss_kib: u64,
+}
+
+struct Bench {
+    paths: Paths,
+    generator: PathBuf,
+    ns: Netns,
+    workers: u32,
+}
+
+fn harness(args: &Args) -> Result<()> {
+    if !is_root() {
+        bail!("the bench loads eBPF programs and creates a network namespace: run it as root");
+    }
+    let workers = match args.workers {
+        Some(w) => w,
+        None => u32::try_from(std::thread::available_parallelism().map_or(1, |n| n.get()))?,
+    };
+    setup::setup(Scope::All)?;
+    if find_program("bpftrace").is_none() {
+        bail!("setup did not leave bpftrace on PATH; install it (`apt-get install bpftrace`)");
+    }
+    let tracer = match &args.tracer_bin {
+        Some(path) => path.clone(),
+        None => build("tracer")?,
+    };
+    let generator = build("xtask")?;
+    let scratch = target_dir().join("bench");
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+
+    let bench = Bench {
+        paths: Paths { tracer, scratch },
+        generator,
+        ns: Netns::create()?,
+        workers,
+    };
+    println!(
+        "bench: namespace {} (inode {}), {} runs, {} connects, {} accepts, {} workers",
+        bench.ns.name, bench.ns.inode, args.runs, args.connects, args.accepts, workers
+    );
+    let sizes = |kind| match kind {
+        Kind::Emfile => args.accepts,
+        _ => args.connects,
+    };
+
+    // Warm-up (not recorded): first connects and page faults are slower.
+    for kind in Kind::ALL {
+        bench.storm(kind, sizes(kind).div_ceil(10))?;
+    }
+
+    let mut samples = Vec::new();
+    let mut starts = Vec::new();
+    for run in 0..args.runs {
+        for (k, kind) in Kind::ALL.into_iter().enumerate() {
+            // Side by side: the three modes of one storm back to back, in an
+            // order that rotates with the run and the storm.
+            let mut order = Mode::ALL;
+            order.rotate_left((run as usize + k) % Mode::ALL.len());
+            let mut line = format!("bench: run {}/{} {}:", run + 1, args.runs, kind.name());
+            for mode in order {
+                let (sample, start) = bench.measure(run, mode, kind, sizes(kind))?;
+                line.push_str(&format!(
+                    " {} {}/s;",
+                    mode.name(),
+                    stats::thousands(sample.outcome.rate())
+                ));
+                samples.push(sample);
+                starts.extend(start);
+            }
+            println!("{}", line.trim_end_matches(';'));
+        }
+    }
+
+    let delivered = delivery::run(&bench, &sizes, &mut starts)?;
+    let half = |kind| sizes(kind).div_ceil(2);
+    let profiles = profile::run(&bench, &half)?;
+    let report = report::Report {
+        profile: profile::render(&profiles, &samples, workers),
+        command: command_line(args),
+        machine: machine::Machine::probe(&bench.paths.tracer),
+        workers,
+        samples,
+        starts,
+        delivered,
+    };
+    let text = report.render();
+    println!("\n{text}");
+    if !args.no_doc {
+        let doc = workspace_root().join("docs").join("benchmarks.md");
+        report::write_doc(&doc, &text)?;
+        println!("bench: wrote {}", doc.display());
+    }
+    Ok(())
+}
+
+impl Bench {
+    /// One storm under a freshly started observer (attach time and peak RSS
+    /// recorded when there is one).
+    fn measure(
+        &self,
+        run: u32,
+        mode: Mode,
+        kind: Kind,
+        count: u64,
+    ) -> Result<(Sample, Option<Start>)> {
+        let mut obs = Observer::start(mode, &self.paths, None)?;
+        let before = obs.cpu()?;
+        let outcome = self.storm(kind, count)?;
+        obs.settle(Duration::from_secs(5))?;
+        obs.check_alive()?;
+        let cpu = before.delta_secs(&obs.cpu()?);
+        let start = match mode {
+            Mode::None => None,
+            _ => Some(Start {
+                mode,
+                attach: obs.attach,
+                peak_rss_kib: obs.peak_rss_kib()?,
+            }),
+        };
+        obs.stop()?;
+        let sample = Sample {
+            run,
+            mode,
+            kind,
+            outcome,
+            cpu,
+        };
+        Ok((sample, start))
+    }
+
+    /// Runs one generator in the namespace and returns what it measured.
+    fn storm(&self, kind: Kind, count: u64) -> Result<Outcome> {
+        let mut cmd = self.ns.exec(&self.generator)?;
+        cmd.args(["bench", "storm", kind.name(), "--count"])
+            .arg(count.to_string())
+            .arg("--workers")
+            .arg(self.workers.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = Guarded::spawn(&mut cmd)?;
+        let (stdout, stderr) = (child.child.stdout.take(), child.child.stderr.take());
+        let out = std::thread::spawn(move || read_all(stdout));
+        let err = std::thread::spawn(move || read_all(stderr));
+        let status = child.wait_for(Duration::from_secs(600))?;
+        let out = out.join().map_err(|_| anyhow!("reader thread panicked"))?;
+        let err = err.join().map_err(|_| anyhow!("reader thread panicked"))?;
+        if !status.success() {
+            sandbox::check_interrupted()?;
+            bail!(
+                "the {} generator failed ({}): {}",
+                kind.name(),
+                util::describe_status(status),
+                err.trim()
+            );
+        }
+        Outcome::parse(&out).with_context(|| format!("the {} generator", kind.name()))
+    }
+}
+
+fn read_all(pipe: Option<impl std::io::Read>) -> String {
+    let mut text = String::new();
+    if let Some(mut p) = pipe {
+        let _ = p.read_to_string(&mut text);
+    }
+    text
+}
+
+/// `cargo build --release -p PACKAGE`; returns target/release/PACKAGE.
+fn build(package: &str) -> Result<PathBuf> {
+    let mut cmd = util::cargo();
+    cmd.args(["build", "--release", "-p", package]);
+    setup::use_bpf_linker(&mut cmd)?;
+    util::run(&mut cmd, "fix the build errors above, then retry")?;
+    let bin = target_dir().join("release").join(package);
+    if !bin.is_file() {
+        bail!("the build succeeded but {} does not exist", bin.display());
+    }
+    Ok(bin)
+}
+
+/// The command that reproduces these results.
+fn command_line(args: &Args) -> String {
+    let mut line = format!(
+        "cargo xtask bench --runs {} --connects {} --accepts {}",
+        args.runs, args.connects, args.accepts
+    );
+    if let Some(w) = args.workers {
+        line.push_str(&format!(" --workers {w}"));
+    }
+    if let Some(t) = &args.tracer_bin {
+        line.push_str(&format!(" --tracer-bin {}", shown(t)));
+    }
+    line
+}
+
+fn shown(path: &Path) -> String {
+    path.strip_prefix(workspace_root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }

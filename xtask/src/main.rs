@@ -37,7 +37,7 @@ enum Command {
     /// Set up, build tracer (debug) and run the workspace tests
     /// (`cargo xtask test -- ARGS` passes ARGS to `cargo test`).
     Test(test::Args),
-    /// Benchmarks (not implemented yet; exits 2).
+    /// Benchmarks: RST storms and EMFILE bursts with no tracer, tracer and bpftrace, side by side (docs/benchmarks.md).
     Bench(bench::Args),
 }
 
