@@ -135,16 +135,19 @@ pub struct AcceptFailedRecord {
 }
 
 /// Key of the in-kernel aggregation of accept failures: one entry per
-/// process, listener and errno.
+/// process, listening fd (or io_uring request file) and errno. Keyed by what
+/// the hook has at hand, so a repeated failure costs one map lookup; the
+/// listener behind it is resolved once, for the first failure.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct AcceptFailKey {
     pub tgid: u32,
-    pub netns: u32,
+    /// The fd accept() was called on; -1 for io_uring.
+    pub fd: i32,
     pub errno: i32,
-    /// Listener port, host order (0 when the listener is unknown).
-    pub lport: u16,
-    pub _pad: u16,
+    pub _pad: u32,
+    /// io_uring: the request's `struct file *`; 0 for the syscalls.
+    pub file: u64,
 }
 
 /// Per-CPU value of that aggregation: how many failures, and the first
@@ -173,7 +176,7 @@ const _: () = {
     assert!(core::mem::size_of::<StateRecord>() == 152);
     assert!(core::mem::size_of::<AcceptFailedRecord>() == 128);
     assert!(core::mem::size_of::<OwnerEntry>() == 40);
-    assert!(core::mem::size_of::<AcceptFailKey>() == 16);
+    assert!(core::mem::size_of::<AcceptFailKey>() == 24);
     assert!(core::mem::size_of::<AcceptFailAgg>() == 136);
 };
 

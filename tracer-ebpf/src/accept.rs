@@ -64,62 +64,61 @@ pub fn sys_exit_accept_tp(ctx: TracePointContext) -> i32 {
     if errno == EAGAIN {
         return 0;
     }
-    emit_accept_failed(file_sock(current_fd_file(listen_fd)), listen_fd, errno);
+    let key = AcceptFailKey {
+        tgid: (key >> 32) as u32,
+        fd: listen_fd,
+        errno,
+        _pad: 0,
+        file: 0,
+    };
+    count_accept_failed(&key, || file_sock(current_fd_file(listen_fd)));
     0
 }
 
-/// Counts an accept failure of the current task in ACCEPT_FAILS; the first
-/// of a (process, listener, errno) keeps the details.
+/// Counts an accept failure of the current task in ACCEPT_FAILS. A repeat
+/// costs one lookup; the first failure of a key on this CPU resolves the
+/// listener (`listener`) and keeps the details. Failures the filters refuse
+/// are kept as an entry of kind 0, which userspace ignores, so they too cost
+/// one lookup after the first.
 #[inline(always)]
-fn emit_accept_failed(listener_sk: u64, listen_fd: i32, errno: i32) {
+fn count_accept_failed(key: &AcceptFailKey, listener: impl FnOnce() -> u64) {
+    if let Some(existing) = ACCEPT_FAILS.get_ptr_mut(key) {
+        // SAFETY: this CPU's value of the entry (per-CPU map; BPF programs
+        // do not preempt each other on a CPU). An entry created on another
+        // CPU starts zeroed here and is filled below.
+        unsafe {
+            if (*existing).count != 0 {
+                (*existing).count += 1;
+                return;
+            }
+        }
+    }
     let Some(scratch) = ACCEPT_SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    // SAFETY: this CPU's slot of a per-CPU array; BPF programs do not
-    // migrate or preempt each other while running on it.
+    // SAFETY: this CPU's slot of a per-CPU array.
     let agg = unsafe { &mut *scratch };
     let rec = &mut agg.first;
     fill_current(&mut rec.task);
+    let listener_sk = listener();
     if listener_sk != 0 {
         fill_sock_info(listener_sk, &mut rec.listener);
     } else {
         rec.listener = SockInfo::default();
     }
-    if !owner::passes(rec.listener.lport, 0, &rec.task) {
-        return;
-    }
-    let key = AcceptFailKey {
-        tgid: rec.task.tgid,
-        netns: rec.listener.netns,
-        errno,
-        lport: rec.listener.lport,
-        _pad: 0,
-    };
+    let wanted = owner::passes(rec.listener.lport, 0, &rec.task);
     rec.header = RecordHeader {
-        kind: kind::ACCEPT_FAILED,
+        kind: if wanted { kind::ACCEPT_FAILED } else { 0 },
         version: RECORD_VERSION,
         len: core::mem::size_of::<AcceptFailedRecord>() as u32,
         // SAFETY: helper without arguments.
         ts_boot_ns: unsafe { bpf_ktime_get_boot_ns() },
     };
-    rec.listen_fd = listen_fd;
-    rec.errno = errno;
+    rec.listen_fd = key.fd;
+    rec.errno = key.errno;
     rec.fd_limit = current_nofile_limit();
     agg.count = 1;
-    if let Some(existing) = ACCEPT_FAILS.get_ptr_mut(&key) {
-        // SAFETY: this CPU's value of the entry (per-CPU map). An entry
-        // created on another CPU starts zeroed here: the first failure on
-        // this CPU fills in its details.
-        unsafe {
-            if (*existing).count == 0 {
-                *existing = *agg;
-            } else {
-                (*existing).count += 1;
-            }
-        }
-        return;
-    }
-    if ACCEPT_FAILS.insert(&key, &*agg, 0).is_err() {
+    if ACCEPT_FAILS.insert(key, &*agg, 0).is_err() {
         count_drop();
     }
 }
@@ -167,6 +166,13 @@ pub fn io_uring_complete_tp(ctx: TracePointContext) -> i32 {
         return 0;
     }
     let file: u64 = read_at(req, o.io_kiocb_file).unwrap_or(0);
-    emit_accept_failed(file_sock(file), -1, -res);
+    let key = AcceptFailKey {
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        fd: -1,
+        errno: -res,
+        _pad: 0,
+        file,
+    };
+    count_accept_failed(&key, || file_sock(file));
     0
 }

@@ -132,10 +132,10 @@ mod tests {
         first.header.kind = tracer_common::kind::ACCEPT_FAILED;
         let key = AcceptFailKey {
             tgid,
-            netns: 0,
+            fd: 3,
             errno,
-            lport: 80,
             _pad: 0,
+            file: 0,
         };
         (key, AcceptFailAgg { count, first })
     }

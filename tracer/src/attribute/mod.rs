@@ -24,6 +24,11 @@ use keys::ConnKey;
 use procs::{ProcSource, Procs};
 use tombstones::Tombstones;
 
+/// How long a closed listener still owns RSTs to its port: the resets of
+/// its accept queue go out while it closes; later RSTs to that port answer
+/// clients of a port nobody listens on any more, and name nobody.
+const CLOSED_LISTENER_NS: u64 = 2_000_000_000;
+
 const TCP_CLOSE: u8 = 7;
 const TCP_CLOSE_WAIT: u8 = 8;
 const TCP_LISTEN: u8 = 10;
@@ -209,7 +214,7 @@ impl Attributor {
     fn listener_at(&self, netns: u32, port: u16, now_ns: Option<u64>) -> Option<Owner> {
         let usable = |closed: &Option<u64>| match (closed, now_ns) {
             (None, _) => true,
-            (Some(t), Some(now)) => now.saturating_sub(*t) < tombstones::TOMBSTONE_TTL_NS,
+            (Some(t), Some(now)) => now.saturating_sub(*t) < CLOSED_LISTENER_NS,
             (Some(_), None) => false,
         };
         if let Some((o, closed)) = self.listeners.get(&(netns, port))
@@ -253,7 +258,7 @@ impl Attributor {
         {
             // Forget listeners closed longer ago than the tombstone TTL.
             self.listeners.retain(|_, (_, closed)| {
-                closed.is_none_or(|t| now.saturating_sub(t) < tombstones::TOMBSTONE_TTL_NS)
+                closed.is_none_or(|t| now.saturating_sub(t) < CLOSED_LISTENER_NS)
             });
             self.listeners
                 .insert((rec.sock.netns, rec.sock.lport), (o.clone(), None));

@@ -452,7 +452,19 @@ fn no_socket_goes_to_listener_owner_until_it_closes() {
             AttributedBy::ListenerOwner
         )
     );
-    // ... but once the tombstone TTL has passed, nobody listens there.
+    // ... still within the 2 s the close takes at most ...
+    no_sock.header.ts_boot_ns = 300 + 1_999_999_999;
+    assert_eq!(
+        summary(a.rst_owner(&no_sock, &src)).1,
+        AttributedBy::ListenerOwner
+    );
+    // ... but later RSTs to that port answer clients of a port nobody
+    // listens on: nobody's.
+    no_sock.header.ts_boot_ns = 300 + 2_000_000_000;
+    assert_eq!(
+        summary(a.rst_owner(&no_sock, &src)),
+        (None, AttributedBy::None)
+    );
     no_sock.header.ts_boot_ns = 300 + TOMBSTONE_TTL_NS;
     assert_eq!(
         summary(a.rst_owner(&no_sock, &src)),
