@@ -3,7 +3,7 @@ use super::*;
 const TS: &str = "2024-05-01T12:34:56.789012345Z";
 
 fn json(e: &Event) -> String {
-    serde_json::to_string(e).unwrap()
+    serde_json::to_string(e).expect("test data")
 }
 
 fn owner(pid: u32, comm: &[u8], cgroup: Option<&str>) -> Owner {
@@ -143,7 +143,7 @@ fn lost_and_state_change_lines() {
     let mut sc = Event::new(EventKind::StateChange, TS.into());
     sc.old_state = Some("ESTABLISHED".into());
     sc.new_state = Some("CLOSE_WAIT".into());
-    let v: serde_json::Value = serde_json::from_str(&json(&sc)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json(&sc)).expect("test data");
     assert_eq!(v["event"], "state_change");
     assert_eq!(v["old_state"], "ESTABLISHED");
     assert_eq!(v["new_state"], "CLOSE_WAIT");
@@ -200,7 +200,10 @@ fn kind_names_match_serde_names() {
         (EventKind::StateChange, "state_change"),
         (EventKind::Lost, "lost"),
     ] {
-        assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{name}\""));
+        assert_eq!(
+            serde_json::to_string(&k).expect("test data"),
+            format!("\"{name}\"")
+        );
     }
     for (a, name) in [
         (AttributedBy::SocketOwner, "socket_owner"),
@@ -208,7 +211,10 @@ fn kind_names_match_serde_names() {
         (AttributedBy::CurrentTask, "current_task"),
         (AttributedBy::None, "none"),
     ] {
-        assert_eq!(serde_json::to_string(&a).unwrap(), format!("\"{name}\""));
+        assert_eq!(
+            serde_json::to_string(&a).expect("test data"),
+            format!("\"{name}\"")
+        );
     }
 }
 

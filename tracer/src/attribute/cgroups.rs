@@ -118,14 +118,14 @@ mod tests {
     fn walks_a_tree_by_inode() {
         let dir = std::env::temp_dir().join(format!("tracer-cg-{}", std::process::id()));
         let child = dir.join("system.slice").join("nginx.service");
-        std::fs::create_dir_all(&child).unwrap();
-        let id = std::fs::metadata(&child).unwrap().ino();
-        let root_id = std::fs::metadata(&dir).unwrap().ino();
+        std::fs::create_dir_all(&child).expect("test data");
+        let id = std::fs::metadata(&child).expect("test data").ino();
+        let root_id = std::fs::metadata(&dir).expect("test data").ino();
         let mut c = CgroupPaths::at(Some(dir.clone()));
         assert_eq!(c.path(id).as_deref(), Some("/system.slice/nginx.service"));
         assert_eq!(c.path(root_id).as_deref(), Some("/"));
         // Unknown ids do not walk again within the rescan period.
         assert_eq!(c.path(u64::MAX), None);
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).expect("test data");
     }
 }

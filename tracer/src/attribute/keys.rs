@@ -60,8 +60,14 @@ mod tests {
         raw[10] = 0xff;
         raw[11] = 0xff;
         raw[12..].copy_from_slice(&[127, 0, 0, 1]);
-        assert_eq!(addr(AF_INET6, &raw), Some("127.0.0.1".parse().unwrap()));
-        assert_eq!(addr(AF_INET6, &[0; 16]), Some("::".parse().unwrap()));
+        assert_eq!(
+            addr(AF_INET6, &raw),
+            Some("127.0.0.1".parse().expect("test data"))
+        );
+        assert_eq!(
+            addr(AF_INET6, &[0; 16]),
+            Some("::".parse().expect("test data"))
+        );
         assert_eq!(addr(7, &raw), None);
     }
 
@@ -76,9 +82,9 @@ mod tests {
         };
         s.laddr[..4].copy_from_slice(&[10, 0, 0, 1]);
         s.raddr[..4].copy_from_slice(&[10, 0, 0, 2]);
-        let k = ConnKey::of(&s).unwrap();
-        assert_eq!(k.local, ("10.0.0.1".parse().unwrap(), 80));
-        assert_eq!(k.remote, ("10.0.0.2".parse().unwrap(), 5000));
+        let k = ConnKey::of(&s).expect("test data");
+        assert_eq!(k.local, ("10.0.0.1".parse().expect("test data"), 80));
+        assert_eq!(k.remote, ("10.0.0.2".parse().expect("test data"), 5000));
         assert_eq!(k.netns, 9);
     }
 }

@@ -181,7 +181,7 @@ fn locked_current_is_current_task_with_record_comm() {
     );
     let (owner, by) = a.rst_owner(&r, &src);
     assert_eq!(by, AttributedBy::CurrentTask);
-    let owner = owner.unwrap();
+    let owner = owner.expect("test data");
     assert_eq!(owner.pid, 100);
     assert_eq!(owner.comm, r.owner.comm.to_vec());
     assert_eq!(comm_string(&owner.comm), "curl-worker");

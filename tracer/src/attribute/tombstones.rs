@@ -76,8 +76,8 @@ mod tests {
     fn key(port: u16) -> ConnKey {
         ConnKey {
             netns: 1,
-            local: ("127.0.0.1".parse().unwrap(), port),
-            remote: ("127.0.0.1".parse().unwrap(), 9),
+            local: ("127.0.0.1".parse().expect("test data"), port),
+            remote: ("127.0.0.1".parse().expect("test data"), 9),
         }
     }
 

@@ -307,7 +307,10 @@ fn unrelated_process_comes_after_the_root_cause_whatever_its_volume() {
     rsts_sent(&mut w, Some(900), "proxy", 8443, Some("NO_SOCKET"), 50_000);
     let found = findings(&w, &host);
     let order = kinds(&found);
-    let last_4242 = order.iter().rposition(|(_, p)| *p == Some(4242)).unwrap();
+    let last_4242 = order
+        .iter()
+        .rposition(|(_, p)| *p == Some(4242))
+        .expect("test data");
     assert_eq!(last_4242, 3, "{order:?}");
     assert!(
         order[..4].iter().all(|(_, p)| *p == Some(4242)),
@@ -714,8 +717,8 @@ fn processes_ordered_by_their_most_fundamental_finding() {
 fn report_json_shape() {
     let (w, host) = production();
     let rep = Report::new(6.04, &w.counters, findings(&w, &host));
-    let v: serde_json::Value = serde_json::to_value(&rep).unwrap();
-    let obj = v.as_object().unwrap();
+    let v: serde_json::Value = serde_json::to_value(&rep).expect("test data");
+    let obj = v.as_object().expect("test data");
     let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
     keys.sort_unstable();
     assert_eq!(keys, ["counters", "findings", "v", "verdict", "window_s"]);
@@ -729,8 +732,11 @@ fn report_json_shape() {
             "listen_overflow": 500, "lost": 0
         })
     );
-    let f = v["findings"].as_array().unwrap();
-    let kinds: Vec<&str> = f.iter().map(|f| f["kind"].as_str().unwrap()).collect();
+    let f = v["findings"].as_array().expect("test data");
+    let kinds: Vec<&str> = f
+        .iter()
+        .map(|f| f["kind"].as_str().expect("test data"))
+        .collect();
     assert_eq!(
         kinds,
         [
@@ -779,18 +785,28 @@ fn report_json_shape() {
 fn report_json_healthy_and_unknown_owner() {
     let rep = Report::new(2.0, &Counters::default(), Vec::new());
     assert_eq!(
-        serde_json::to_string(&rep).unwrap(),
+        serde_json::to_string(&rep).expect("test data"),
         r#"{"v":1,"window_s":2.0,"counters":{"rst_sent":0,"rst_received":0,"accept_failed":0,"listen_overflow":0,"lost":0},"verdict":"healthy","findings":[]}"#
     );
     let mut w = Window::default();
     rsts_sent(&mut w, None, "", 1, Some("NO_SOCKET"), 10);
     let rep = Report::new(2.0, &w.counters, findings(&w, &HostView::default()));
-    let v = serde_json::to_value(&rep).unwrap();
+    let v = serde_json::to_value(&rep).expect("test data");
     // pid and comm are always present, null when unknown.
     assert_eq!(v["findings"][0]["pid"], serde_json::Value::Null);
     assert_eq!(v["findings"][0]["comm"], serde_json::Value::Null);
-    assert!(v["findings"][0].as_object().unwrap().contains_key("pid"));
-    assert!(v["findings"][0].as_object().unwrap().contains_key("comm"));
+    assert!(
+        v["findings"][0]
+            .as_object()
+            .expect("test data")
+            .contains_key("pid")
+    );
+    assert!(
+        v["findings"][0]
+            .as_object()
+            .expect("test data")
+            .contains_key("comm")
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -901,7 +917,7 @@ fn close_wait_age_that_predates_tracer_is_a_lower_bound() {
         "{}",
         cw.summary
     );
-    let json = serde_json::to_value(cw).unwrap();
+    let json = serde_json::to_value(cw).expect("test data");
     assert!(json.get("oldest_s").is_none());
     assert_eq!(json["oldest_at_least_s"], 2820.0);
 }

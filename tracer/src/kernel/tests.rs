@@ -28,35 +28,35 @@ fn kernel_format_fields_618() {
     let f = parse_format(SEND_RESET_618);
     assert_eq!(f.name, "tcp_send_reset");
     assert_eq!(f.id, Some(2280));
-    let skaddr = f.field("skaddr").unwrap();
+    let skaddr = f.field("skaddr").expect("test data");
     assert_eq!((skaddr.offset, skaddr.size, skaddr.signed), (16, 8, false));
     assert_eq!(skaddr.type_name, "const void *");
-    let state = f.field("state").unwrap();
+    let state = f.field("state").expect("test data");
     assert_eq!((state.offset, state.size, state.signed), (24, 4, true));
-    let reason = f.field("reason").unwrap();
+    let reason = f.field("reason").expect("test data");
     assert_eq!(reason.type_name, "enum sk_rst_reason");
     assert_eq!((reason.offset, reason.size), (28, 4));
-    let saddr = f.field("saddr").unwrap();
+    let saddr = f.field("saddr").expect("test data");
     assert_eq!(
         (saddr.offset, saddr.size, saddr.array_len),
         (32, 28, Some(28))
     );
     assert_eq!(saddr.type_name, "__u8");
-    assert_eq!(f.field("daddr").unwrap().offset, 60);
-    assert_eq!(f.field("common_pid").unwrap().offset, 4);
+    assert_eq!(f.field("daddr").expect("test data").offset, 60);
+    assert_eq!(f.field("common_pid").expect("test data").offset, 4);
 
     let accept = parse_format(ACCEPT4_618);
-    let ret = accept.field("ret").unwrap();
+    let ret = accept.field("ret").expect("test data");
     assert_eq!((ret.offset, ret.size, ret.signed), (16, 8, true));
-    assert_eq!(accept.field("__syscall_nr").unwrap().offset, 8);
+    assert_eq!(accept.field("__syscall_nr").expect("test data").offset, 8);
 
     let kfree = parse_format(KFREE_SKB_618);
-    let r = kfree.field("reason").unwrap();
+    let r = kfree.field("reason").expect("test data");
     assert_eq!(
         (r.offset, r.size, r.type_name.as_str()),
         (36, 4, "enum skb_drop_reason")
     );
-    assert_eq!(kfree.field("rx_sk").unwrap().offset, 24);
+    assert_eq!(kfree.field("rx_sk").expect("test data").offset, 24);
 }
 
 #[test]
@@ -101,9 +101,9 @@ fn kernel_layouts_618() {
 #[test]
 fn kernel_layouts_61_has_no_reason() {
     let f = parse_format(SEND_RESET_61);
-    assert_eq!(f.field("sport").unwrap().offset, 28);
-    assert_eq!(f.field("saddr_v6").unwrap().array_len, Some(16));
-    assert_eq!(f.field("saddr").unwrap().size, 4);
+    assert_eq!(f.field("sport").expect("test data").offset, 28);
+    assert_eq!(f.field("saddr_v6").expect("test data").array_len, Some(16));
+    assert_eq!(f.field("saddr").expect("test data").size, 4);
     let l = layouts_from(&Formats {
         io_complete: None,
         send_reset: Some(f),
@@ -257,7 +257,7 @@ fn kernel_btf_names_and_probes() {
     assert!(btf::has_function(&b, "tcp_v4_send_reset"));
     assert!(btf::has_function(&b, "inet_csk_accept"));
     assert!(!btf::has_function(&b, "sk_buff"));
-    let states = btf::anon_enum_containing(&b, "TCP_LISTEN").unwrap();
+    let states = btf::anon_enum_containing(&b, "TCP_LISTEN").expect("test data");
     assert!(states.contains(&("TCP_CLOSE_WAIT".to_string(), 8)));
 }
 

@@ -206,15 +206,17 @@ mod tests {
 
     #[tokio::test]
     async fn serves_metrics_and_404() {
-        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = bind("127.0.0.1:0".parse().expect("test data"))
+            .await
+            .expect("test data");
+        let addr = listener.local_addr().expect("test data");
         let metrics = Metrics::new();
         let server = spawn(listener, metrics);
         let get = |req: &'static str| async move {
-            let mut s = TcpStream::connect(addr).await.unwrap();
-            s.write_all(req.as_bytes()).await.unwrap();
+            let mut s = TcpStream::connect(addr).await.expect("test data");
+            s.write_all(req.as_bytes()).await.expect("test data");
             let mut out = String::new();
-            s.read_to_string(&mut out).await.unwrap();
+            s.read_to_string(&mut out).await.expect("test data");
             out
         };
         let ok = get("GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").await;
@@ -227,7 +229,7 @@ mod tests {
             ok.contains("# TYPE tracer_lost_events_total counter\n"),
             "{ok}"
         );
-        let (head, body) = ok.split_once("\r\n\r\n").unwrap();
+        let (head, body) = ok.split_once("\r\n\r\n").expect("test data");
         assert!(head.contains(&format!("Content-Length: {}\r\n", body.len())));
         let nf = get("GET /nope HTTP/1.1\r\n\r\n").await;
         assert!(nf.starts_with("HTTP/1.1 404 Not Found\r\n"), "{nf}");

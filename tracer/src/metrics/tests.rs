@@ -21,7 +21,7 @@ fn ev(kind: EventKind, pid: u32, comm: &str, port: u16) -> Event {
 /// The sample lines of the text format, without comments.
 fn samples(m: &Metrics) -> Vec<String> {
     m.encode()
-        .unwrap()
+        .expect("test data")
         .lines()
         .filter(|l| !l.starts_with('#') && *l != "tracer_lost_events_total 0")
         .map(str::to_string)
@@ -69,7 +69,7 @@ fn events_become_counters() {
     assert_eq!(got, want);
     // Every metric with samples is described (families without any are
     // left out by the encoder).
-    let text = m.encode().unwrap();
+    let text = m.encode().expect("test data");
     for name in [
         "tracer_rst_sent_total",
         "tracer_rst_received_total",

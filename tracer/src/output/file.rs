@@ -154,7 +154,7 @@ mod tests {
     fn tmp(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("tracer-file-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).expect("test data");
         dir
     }
 
@@ -168,19 +168,19 @@ mod tests {
     fn appends_whole_lines_and_reopens() {
         let dir = tmp("reopen");
         let path = dir.join("events.json");
-        std::fs::write(&path, "{\"earlier\":true}\n").unwrap();
-        let mut s = FileSink::open(Format::Json, &path).unwrap();
-        s.event(&lost(1)).unwrap();
-        s.flush().unwrap();
+        std::fs::write(&path, "{\"earlier\":true}\n").expect("test data");
+        let mut s = FileSink::open(Format::Json, &path).expect("test data");
+        s.event(&lost(1)).expect("test data");
+        s.flush().expect("test data");
         // logrotate: mv, then SIGHUP.
         let rotated = dir.join("events.json.1");
-        std::fs::rename(&path, &rotated).unwrap();
-        s.event(&lost(2)).unwrap();
-        s.reopen().unwrap();
-        s.event(&lost(3)).unwrap();
-        s.flush().unwrap();
-        let old = std::fs::read_to_string(&rotated).unwrap();
-        let new = std::fs::read_to_string(&path).unwrap();
+        std::fs::rename(&path, &rotated).expect("test data");
+        s.event(&lost(2)).expect("test data");
+        s.reopen().expect("test data");
+        s.event(&lost(3)).expect("test data");
+        s.flush().expect("test data");
+        let old = std::fs::read_to_string(&rotated).expect("test data");
+        let new = std::fs::read_to_string(&path).expect("test data");
         assert_eq!(old.lines().count(), 3, "{old}");
         assert!(old.starts_with("{\"earlier\":true}\n") && old.ends_with("\"count\":2}\n"));
         assert_eq!(new.lines().count(), 1, "{new}");
@@ -192,15 +192,15 @@ mod tests {
     fn a_partial_line_is_never_written() {
         let dir = tmp("partial");
         let path = dir.join("e.txt");
-        let mut f = AppendFile::open(&path).unwrap();
-        f.write_all(b"one\ntw").unwrap();
-        f.flush().unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\n");
-        f.write_all(&vec![b'x'; WRITE_AT]).unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\n");
-        f.write_all(b"\n").unwrap();
-        f.flush().unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
+        let mut f = AppendFile::open(&path).expect("test data");
+        f.write_all(b"one\ntw").expect("test data");
+        f.flush().expect("test data");
+        assert_eq!(std::fs::read_to_string(&path).expect("test data"), "one\n");
+        f.write_all(&vec![b'x'; WRITE_AT]).expect("test data");
+        assert_eq!(std::fs::read_to_string(&path).expect("test data"), "one\n");
+        f.write_all(b"\n").expect("test data");
+        f.flush().expect("test data");
+        let text = std::fs::read_to_string(&path).expect("test data");
         assert_eq!(text.len(), 4 + 2 + WRITE_AT + 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -209,7 +209,7 @@ mod tests {
     fn an_unopenable_path_is_one_clear_error() {
         let e = FileSink::open(Format::Json, Path::new("/nonexistent-dir/x.json"))
             .err()
-            .unwrap();
+            .expect("test data");
         assert!(
             e.to_string()
                 .starts_with("cannot open /nonexistent-dir/x.json for --output: "),

@@ -223,10 +223,10 @@ mod tests {
         let mut out = Vec::new();
         {
             let mut sink = TextSink::new(&mut out);
-            sink.event(&e).unwrap();
-            sink.flush().unwrap();
+            sink.event(&e).expect("test data");
+            sink.flush().expect("test data");
         }
-        let text = String::from_utf8(out).unwrap();
+        let text = String::from_utf8(out).expect("test data");
         assert_eq!(text, format!("{l}\n"));
         assert_eq!(text.lines().count(), 1);
     }

@@ -76,7 +76,7 @@ fn fixtures_deserialize() {
     let minimal: KernelCaps = serde_json::from_str(
         r#"{"release":"x","btf":true,"ring_buffer":true,"kprobes":false,"tracefs":false}"#,
     )
-    .unwrap();
+    .expect("test data");
     assert_eq!(
         minimal,
         KernelCaps {
@@ -87,7 +87,8 @@ fn fixtures_deserialize() {
         }
     );
     let c = caps(CAPS_515);
-    let back: KernelCaps = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+    let back: KernelCaps =
+        serde_json::from_str(&serde_json::to_string(&c).expect("test data")).expect("test data");
     assert_eq!(back, c);
 }
 
@@ -378,12 +379,12 @@ fn classic_tracepoint_needs_its_field() {
     let mut c = caps(CAPS_54);
     c.tracepoints
         .get_mut("tcp/tcp_send_reset")
-        .unwrap()
+        .expect("test data")
         .remove("skaddr");
     let p = plan(HOOKS, &c);
     assert!(candidates(&p, "tcp_send_reset").is_empty());
     assert_eq!(
-        refused(&p, "tcp_send_reset").last().unwrap(),
+        refused(&p, "tcp_send_reset").last().expect("test data"),
         &(
             "tcp_send_reset_tp",
             s("tcp/tcp_send_reset has no field `skaddr`")

@@ -214,7 +214,10 @@ mod tests {
         assert_eq!(parse_socket_link(b"pipe:[12345]"), None);
         assert_eq!(parse_socket_link(b"/tmp/socket:[1]"), None);
         assert_eq!(parse_socket_link(b"anon_inode:[eventfd]"), None);
-        for line in String::from_utf8(fixture("fd_links.txt")).unwrap().lines() {
+        for line in String::from_utf8(fixture("fd_links.txt"))
+            .expect("test data")
+            .lines()
+        {
             let (target, want) = line.rsplit_once(" => ").expect("fixture line");
             let want = want.parse::<u64>().ok();
             assert_eq!(parse_socket_link(target.as_bytes()), want, "{target}");
@@ -223,17 +226,17 @@ mod tests {
 
     #[test]
     fn snapshot_cgroup_text() {
-        let v2 = String::from_utf8(fixture("cgroup_v2.txt")).unwrap();
+        let v2 = String::from_utf8(fixture("cgroup_v2.txt")).expect("test data");
         assert_eq!(
             parse_cgroup_v2(&v2).as_deref(),
             Some("/system.slice/nginx.service")
         );
-        let hybrid = String::from_utf8(fixture("cgroup_hybrid.txt")).unwrap();
+        let hybrid = String::from_utf8(fixture("cgroup_hybrid.txt")).expect("test data");
         assert_eq!(
             parse_cgroup_v2(&hybrid).as_deref(),
             Some("/user.slice/user-1000.slice/session-2.scope")
         );
-        let v1 = String::from_utf8(fixture("cgroup_v1.txt")).unwrap();
+        let v1 = String::from_utf8(fixture("cgroup_v1.txt")).expect("test data");
         assert_eq!(parse_cgroup_v2(&v1), None);
         assert_eq!(parse_cgroup_v2("0::/a:b\n").as_deref(), Some("/a:b"));
         assert_eq!(parse_cgroup_v2("").as_deref(), None);

@@ -277,19 +277,31 @@ mod tests {
         let req = build_request(AF_INET, 1 << 10, 7);
         // nlmsghdr (16) + inet_diag_req_v2 (56)
         assert_eq!(req.len(), 72);
-        assert_eq!(u32::from_ne_bytes(req[0..4].try_into().unwrap()), 72);
         assert_eq!(
-            u16::from_ne_bytes(req[4..6].try_into().unwrap()),
+            u32::from_ne_bytes(req[0..4].try_into().expect("test data")),
+            72
+        );
+        assert_eq!(
+            u16::from_ne_bytes(req[4..6].try_into().expect("test data")),
             SOCK_DIAG_BY_FAMILY
         );
-        assert_eq!(u16::from_ne_bytes(req[6..8].try_into().unwrap()), 0x301);
-        assert_eq!(u32::from_ne_bytes(req[8..12].try_into().unwrap()), 7);
+        assert_eq!(
+            u16::from_ne_bytes(req[6..8].try_into().expect("test data")),
+            0x301
+        );
+        assert_eq!(
+            u32::from_ne_bytes(req[8..12].try_into().expect("test data")),
+            7
+        );
         assert_eq!(&req[16..20], &[AF_INET, IPPROTO_TCP, 1 << 6, 0]);
-        assert_eq!(u32::from_ne_bytes(req[20..24].try_into().unwrap()), 1 << 10);
+        assert_eq!(
+            u32::from_ne_bytes(req[20..24].try_into().expect("test data")),
+            1 << 10
+        );
         let all = build_request(AF_INET6, ALL_STATES, 1);
         assert_eq!(all[16], AF_INET6);
         assert_eq!(
-            u32::from_ne_bytes(all[20..24].try_into().unwrap()),
+            u32::from_ne_bytes(all[20..24].try_into().expect("test data")),
             u32::MAX
         );
     }
@@ -302,8 +314,8 @@ mod tests {
         assert_eq!(entry.netns, 99);
         assert_eq!(entry.family, 2);
         assert_eq!(entry.state, 10);
-        assert_eq!(entry.local, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(entry.remote, "10.1.2.3:0".parse().unwrap());
+        assert_eq!(entry.local, "127.0.0.1:8080".parse().expect("test data"));
+        assert_eq!(entry.remote, "10.1.2.3:0".parse().expect("test data"));
         assert_eq!((entry.rqueue, entry.wqueue), (3, 4));
         assert_eq!((entry.uid, entry.inode), (1000, 4242));
         assert_eq!(entry.drops, Some(17));
@@ -333,7 +345,7 @@ mod tests {
         chunk.extend(diag_msg(5, AF_INET, 1, None));
         let mut out = Vec::new();
         assert_eq!(
-            parse_dump_chunk(&chunk, 5, 3, &mut out).unwrap(),
+            parse_dump_chunk(&chunk, 5, 3, &mut out).expect("test data"),
             Chunk::More
         );
         assert_eq!(out.len(), 2);
@@ -342,7 +354,7 @@ mod tests {
 
         let done = nlmsg(NLMSG_DONE, 5, &0i32.to_ne_bytes());
         assert_eq!(
-            parse_dump_chunk(&done, 5, 3, &mut out).unwrap(),
+            parse_dump_chunk(&done, 5, 3, &mut out).expect("test data"),
             Chunk::Done
         );
 
@@ -389,7 +401,10 @@ mod tests {
             .collect();
         digits
             .chunks(2)
-            .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
+            .map(|p| {
+                u8::from_str_radix(std::str::from_utf8(p).expect("test data"), 16)
+                    .expect("test data")
+            })
             .collect()
     }
 }
