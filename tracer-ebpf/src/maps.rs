@@ -69,6 +69,24 @@ pub fn filter() -> &'static Filter {
     unsafe { &*core::ptr::read_volatile(&&FILTER) }
 }
 
+/// Bytes waiting in the ring buffer above which a submit wakes the reader.
+/// Below it the reader is not woken per record (each wake-up is an
+/// irq_work and a context switch): it drains on its own 10 ms timer.
+const WAKEUP_BYTES: u64 = 256 * 1024;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+
+/// Flags for `submit`: wake the reader only when records pile up.
+#[inline(always)]
+pub fn submit_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
 /// Counts one record the ring buffer could not take.
 #[inline(always)]
 pub fn count_drop() {

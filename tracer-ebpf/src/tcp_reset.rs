@@ -23,7 +23,7 @@ use tracer_common::{
 
 use crate::{
     kread::{AF_INET, AF_INET6, fill_current, fill_skb_info, fill_sock_info},
-    maps::{EVENTS, count_drop, layouts},
+    maps::{EVENTS, count_drop, layouts, submit_flags},
     owner,
 };
 
@@ -179,7 +179,7 @@ fn emit(record_kind: u16, reason: u32, fill_sock: impl FnOnce(&mut SockInfo)) {
     rec.reason = reason;
     rec._pad = [0; 3];
     if owner::passes(rec.sock.lport, rec.sock.rport, &rec.owner) {
-        entry.submit(0);
+        entry.submit(submit_flags());
     } else {
         entry.discard(0);
     }

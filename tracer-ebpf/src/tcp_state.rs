@@ -21,7 +21,7 @@ use crate::{
     kread::{
         TCP_CLOSE, TCP_CLOSE_WAIT, TCP_LISTEN, TCP_SYN_SENT, fill_current, fill_sock_info, read_at,
     },
-    maps::{EVENTS, count_drop, filter, layouts, offsets},
+    maps::{EVENTS, count_drop, filter, layouts, offsets, submit_flags},
     owner,
 };
 
@@ -155,7 +155,7 @@ fn on_set_state(sk: u64, old: u8, new: u8) {
     rec.new_state = new;
     rec._pad = [0; 5];
     if owner::passes(rec.sock.lport, rec.sock.rport, &rec.owner) {
-        entry.submit(0);
+        entry.submit(submit_flags());
     } else {
         entry.discard(0);
     }

@@ -31,6 +31,10 @@ pub struct Summary {
     pub(super) pending: Option<tokio::task::JoinHandle<Option<Snapshot>>>,
 }
 
+/// How often the ring buffer is drained when the kernel side does not wake
+/// the loop (bounds the latency of a quiet host's events).
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
+
 pub struct Loop<'s> {
     pub(super) ring: AsyncFd<RingBuf<MapData>>,
     pub(super) drops: PerCpuArray<MapData, u64>,
@@ -137,6 +141,10 @@ impl<'s> Loop<'s> {
         let deadline =
             duration.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d.max(0.0)));
         let mut tick = tokio::time::interval(Duration::from_millis(ACCEPT_INTERVAL_MS));
+        // The kernel side wakes this loop only when records pile up
+        // (maps.rs, submit_flags); otherwise it drains on this timer.
+        let mut poll = tokio::time::interval(DRAIN_EVERY);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let reader = self
             .stdout_events
             .then(crate::output::closed::ReaderGone::stdout);
@@ -155,6 +163,7 @@ impl<'s> Loop<'s> {
                     Ok(None)
                 }
                 _ = tick.tick() => self.on_tick().await.map(|_| None),
+                _ = poll.tick() => Ok(None),
                 _ = signals.int.recv() => Ok(Some(End::Signal)),
                 _ = signals.term.recv() => Ok(Some(End::Signal)),
                 _ = sleep => Ok(Some(End::Duration)),
