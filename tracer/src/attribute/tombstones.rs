@@ -9,7 +9,7 @@ use crate::event::Owner;
 /// How long a closed connection's owner is remembered (boot-time ns).
 pub const TOMBSTONE_TTL_NS: u64 = 60_000_000_000;
 /// At most this many tombstones; the oldest go first.
-pub const MAX_TOMBSTONES: usize = 65_536;
+pub const MAX_TOMBSTONES: usize = 16_384;
 
 #[derive(Default)]
 pub struct Tombstones {
