@@ -4,7 +4,7 @@
 
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-    bpf_get_current_task, bpf_probe_read_kernel,
+    bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
 };
 use tracer_common::{OFFSET_NONE, SockInfo, TaskInfo, sock_flags};
 
@@ -98,23 +98,29 @@ pub fn sock_ino(sk: u64) -> u64 {
 #[inline(always)]
 pub fn fill_sock_info(sk: u64, info: &mut SockInfo) {
     let o = offsets();
+    // One read of the head of `struct sock_common` (addresses, ports,
+    // family, state, netns pointer and, on x86_64, the IPv6 addresses all
+    // live there) instead of a read per field; members beyond it, or a
+    // failed read, fall back to reading them one by one.
+    let head = SkcHead::read(sk);
     *info = SockInfo::default();
     info.skaddr = sk;
     info.flags = sock_flags::HAS_SK;
-    info.family = read_at(sk, o.skc_family).unwrap_or(0);
-    info.state = read_at(sk, o.skc_state).unwrap_or(0);
-    info.lport = read_at(sk, o.skc_num).unwrap_or(0);
-    info.rport = u16::from_be(read_at(sk, o.skc_dport).unwrap_or(0));
+    info.family = head.get(sk, o.skc_family).unwrap_or(0);
+    info.state = head.get(sk, o.skc_state).unwrap_or(0);
+    info.lport = head.get(sk, o.skc_num).unwrap_or(0);
+    info.rport = u16::from_be(head.get(sk, o.skc_dport).unwrap_or(0));
     if info.family == AF_INET6 {
-        info.laddr = read_at(sk, o.skc_v6_rcv_saddr).unwrap_or([0; 16]);
-        info.raddr = read_at(sk, o.skc_v6_daddr).unwrap_or([0; 16]);
+        info.laddr = head.get(sk, o.skc_v6_rcv_saddr).unwrap_or([0; 16]);
+        info.raddr = head.get(sk, o.skc_v6_daddr).unwrap_or([0; 16]);
     } else {
-        let l: [u8; 4] = read_at(sk, o.skc_rcv_saddr).unwrap_or([0; 4]);
-        let r: [u8; 4] = read_at(sk, o.skc_daddr).unwrap_or([0; 4]);
+        let l: [u8; 4] = head.get(sk, o.skc_rcv_saddr).unwrap_or([0; 4]);
+        let r: [u8; 4] = head.get(sk, o.skc_daddr).unwrap_or([0; 4]);
         info.laddr[..4].copy_from_slice(&l);
         info.raddr[..4].copy_from_slice(&r);
     }
-    info.netns = sock_netns(sk);
+    let net: u64 = head.get(sk, o.skc_net).unwrap_or(0);
+    info.netns = read_at(net, o.net_ns_inum).unwrap_or(0);
     if is_fullsock(info.state) {
         info.ino = sock_ino(sk);
         // skc_num is cleared when a closing socket releases its port.
@@ -124,6 +130,51 @@ pub fn fill_sock_info(sk: u64, info: &mut SockInfo) {
                 info.lport = sport;
             }
         }
+    }
+}
+
+/// Bytes of the socket read at once by `fill_sock_info` (a power of two: the
+/// offset is masked with it for the verifier).
+const SKC_HEAD: usize = 128;
+
+/// The first `SKC_HEAD` bytes of a socket, read with one probe read.
+struct SkcHead {
+    buf: [u8; SKC_HEAD],
+    ok: bool,
+}
+
+impl SkcHead {
+    #[inline(always)]
+    fn read(sk: u64) -> SkcHead {
+        let mut head = SkcHead {
+            buf: [0; SKC_HEAD],
+            ok: false,
+        };
+        if sk != 0 {
+            // SAFETY: bpf_probe_read_kernel_buf copies from any kernel
+            // address into our buffer, returning an error instead of faulting.
+            head.ok = unsafe { bpf_probe_read_kernel_buf(sk as *const u8, &mut head.buf) }.is_ok();
+        }
+        head
+    }
+
+    /// The `T` at `off` of the socket: from the buffer when it holds it,
+    /// else read from the kernel.
+    #[inline(always)]
+    fn get<T: Copy>(&self, sk: u64, off: u32) -> Option<T> {
+        let size = core::mem::size_of::<T>();
+        if self.ok && off != OFFSET_NONE && (off as usize) <= SKC_HEAD - size {
+            let at = (off as usize) & (SKC_HEAD - 1);
+            if at + size <= SKC_HEAD {
+                // SAFETY: `at + size` is within the initialised buffer;
+                // read_unaligned copes with any alignment, and `T` is a
+                // plain integer or byte array.
+                return Some(unsafe {
+                    core::ptr::read_unaligned(self.buf.as_ptr().add(at) as *const T)
+                });
+            }
+        }
+        read_at(sk, off)
     }
 }
 
