@@ -61,14 +61,6 @@ pub fn current_task_ptr() -> u64 {
     unsafe { bpf_get_current_task() }
 }
 
-/// Network namespace inode of a socket (`sk->__sk_common.skc_net.net->ns.inum`).
-#[inline(always)]
-pub fn sock_netns(sk: u64) -> u32 {
-    let o = offsets();
-    let net: u64 = read_at(sk, o.skc_net).unwrap_or(0);
-    read_at(net, o.net_ns_inum).unwrap_or(0)
-}
-
 /// Whether `sk` is a full `struct sock` (not a request or timewait sock),
 /// so members beyond `sock_common` may be read.
 #[inline(always)]

@@ -187,3 +187,48 @@ fn close_wait_counts_are_exact() {
         assert_eq!(e["old_state"], "ESTABLISHED", "{e}");
     }
 }
+
+/// `watch --summary-every` tells the verdict while it streams: a server out
+/// of fds shows up as `fd_exhaustion` naming it in a `summary` line.
+#[test]
+fn summary_lines_name_the_starving_server() {
+    if !require_root("summary_lines_name_the_starving_server") {
+        return;
+    }
+    let ns = Netns::new();
+    let tracer = Tracer::watch_json(&["--summary-every", "1"]);
+    let mut server = ns.python("emfile-server", EMFILE_SERVER, &["64", "25"]);
+    let f = fields(&server.line());
+    let (pid, port) = (f[0], f[1]);
+    let blames = |e: &serde_json::Value| {
+        e["event"] == "summary"
+            && e["findings"].as_array().is_some_and(|fs| {
+                fs.iter()
+                    .any(|f| f["kind"] == "fd_exhaustion" && f["pid"] == pid)
+            })
+    };
+    let done = tracer.wait_for(Duration::from_secs(10), |ev| ev.iter().any(blames));
+    server.send("done");
+    let events = tracer.stop().events();
+    let summaries: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "summary")
+        .cloned()
+        .collect();
+    assert!(done, "{}", dump(&summaries));
+    let line = summaries
+        .iter()
+        .find(|e| blames(e))
+        .expect("a summary blaming the server");
+    assert_eq!(line["v"], 1);
+    let finding = line["findings"]
+        .as_array()
+        .and_then(|fs| fs.iter().find(|f| f["pid"] == pid))
+        .expect("finding");
+    assert_eq!(finding["fd_limit"], 64, "{finding}");
+    assert_eq!(finding["local_port"], port, "{finding}");
+    assert!(
+        finding["accept_emfile"].as_u64().unwrap_or(0) > 0,
+        "{finding}"
+    );
+}

@@ -76,19 +76,9 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
     report::print(&rep, format)
 }
 
-/// The verdict for a window, given the end snapshot (shared by `diagnose`
-/// and `watch --summary-every`).
-pub fn verdict(
-    w: &Window,
-    end: &Snapshot,
-    attr: &crate::attribute::Attributor,
-    started: u64,
-    window_s: f64,
-) -> report::Report {
-    verdict_scoped(w, end, attr, started, window_s, &[], &[])
-}
-
-/// `verdict` limited to `--pid` and `--port` (see `findings::scope`).
+/// The verdict for a window, given the end snapshot, limited to `--pid` and
+/// `--port` (see `findings::scope`); shared by `diagnose` and
+/// `watch --summary-every`.
 pub fn verdict_scoped(
     w: &Window,
     end: &Snapshot,

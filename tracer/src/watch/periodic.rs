@@ -39,7 +39,15 @@ impl Loop<'_> {
         let started = std::mem::replace(&mut s.started, now);
         let window_s = now.saturating_sub(started) as f64 / 1e9;
         if let Ok(Some(end)) = h.await {
-            let report = crate::diagnose::verdict(&window, &end, &self.attr, started, window_s);
+            let report = crate::diagnose::verdict_scoped(
+                &window,
+                &end,
+                &self.attr,
+                started,
+                window_s,
+                &self.filter.pids,
+                &self.filter.ports,
+            );
             let ts = self.clock.rfc3339(now);
             self.sink.summary(&ts, &report)?;
         }
