@@ -278,3 +278,35 @@ fn e_server_exits_right_after_rst() {
     assert_server_sent(&sent, &p, "inet", "127.0.0.1", LINGER0_REASON, NAME);
     assert_client_received(&received, &p, "inet", "127.0.0.1");
 }
+
+/// tracer in a container that shares the host's PID namespace but has its
+/// own network, mount, UTS and IPC namespaces: it still sees the hooks of
+/// every namespace and resolves a connection that existed before it
+/// started, in another namespace than its own (through /proc/PID/ns/net).
+#[test]
+fn f_from_a_container_sharing_the_host_pid_namespace() {
+    if !require_root("f_from_a_container_sharing_the_host_pid_namespace") {
+        return;
+    }
+    let ns = Netns::new();
+    let mut p = connect_pair(&ns, "4", None, "quiet");
+    let bin = common::tracer_bin();
+    let mut cmd = std::process::Command::new("unshare");
+    // No --fork: unshare execs tracer, so its pid (and its signals) are
+    // tracer's.
+    cmd.args(["--net", "--mount", "--uts", "--ipc", "--"])
+        .arg(&bin)
+        .args(["watch", "--format", "json"]);
+    let tracer = Tracer::start_cmd(cmd);
+    let own_ns = std::fs::read_link("/proc/self/ns/net").expect("own netns");
+    let tracer_ns =
+        std::fs::read_link(format!("/proc/{}/ns/net", tracer.pid())).expect("tracer netns");
+    assert_ne!(
+        tracer_ns, own_ns,
+        "tracer must run in a network namespace of its own"
+    );
+    server_does(&mut p, "abort", true);
+    let (sent, received) = one_rst_each_way(tracer, ns.inode());
+    assert_server_sent(&sent, &p, "inet", "127.0.0.1", LINGER0_REASON, "python3");
+    assert_client_received(&received, &p, "inet", "127.0.0.1");
+}
