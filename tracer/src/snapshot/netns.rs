@@ -103,22 +103,10 @@ pub(crate) fn scan(opts: &SnapshotOptions) -> Result<Listing, SnapshotError> {
     // namespace inode -> index in `listing.namespaces`
     let mut index: std::collections::HashMap<u32, usize> = [(self_netns, 0)].into();
 
-    let proc_dir = Path::new("/proc");
-    let entries = fs::read_dir(proc_dir).map_err(|e| io_err(proc_dir, e))?;
-    let mut examined = 0usize;
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        examined += 1;
-        if examined > opts.max_pids {
-            listing.truncated = true;
-            break;
-        }
+    let (pids, truncated) =
+        super::proc::list_pids(opts.max_pids).map_err(|e| io_err(Path::new("/proc"), e))?;
+    listing.truncated = truncated;
+    for pid in pids {
         let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
         match fs::metadata(&path) {
             Ok(meta) if meta.dev() == nsfs_dev => {

@@ -7,6 +7,26 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 
 use super::netns::is_gone;
+
+/// The pids listed in /proc, in its (ascending) order, at most `max`; the
+/// flag says whether `max` cut the list.
+pub(crate) fn list_pids(max: usize) -> std::io::Result<(Vec<u32>, bool)> {
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pids.len() >= max {
+            return Ok((pids, true));
+        }
+        pids.push(pid);
+    }
+    Ok((pids, false))
+}
 use super::{ProcessInfo, SnapshotOptions};
 
 /// One socket fd: process, the process's netns, socket inode.
@@ -139,27 +159,17 @@ pub(crate) fn scan_fds(opts: &SnapshotOptions, netns_of_pid: &mut HashMap<u32, u
         warnings: Vec::new(),
         truncated: false,
     };
-    let entries = match fs::read_dir("/proc") {
-        Ok(entries) => entries,
+    let pids = match list_pids(opts.max_pids) {
+        Ok((pids, truncated)) => {
+            scan.truncated = truncated;
+            pids
+        }
         Err(e) => {
             scan.warnings.push(format!("/proc: {e}"));
             return scan;
         }
     };
-    let mut examined = 0usize;
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        examined += 1;
-        if examined > opts.max_pids {
-            scan.truncated = true;
-            break;
-        }
+    for pid in pids {
         let netns = match netns_of_pid.get(&pid) {
             Some(&ns) => ns,
             None => match super::netns::netns_of(pid) {
