@@ -46,6 +46,28 @@ pub struct PortComm {
     pub comm: String,
 }
 
+/// Labels of `tracer_rst_received`: the connection's service port, not the
+/// local one (on a client the local port is ephemeral: one label set per
+/// connection otherwise).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceComm {
+    pub port: String,
+    pub comm: String,
+}
+
+/// Linux's default ephemeral range (net.ipv4.ip_local_port_range).
+const EPHEMERAL: std::ops::RangeInclusive<u16> = 32768..=60999;
+
+/// The service end of a connection: the local port unless it is ephemeral
+/// and the remote one is not.
+pub fn service_port(local: Option<u16>, remote: Option<u16>) -> Option<u16> {
+    match (local, remote) {
+        (Some(l), Some(r)) if EPHEMERAL.contains(&l) && !EPHEMERAL.contains(&r) => Some(r),
+        (Some(l), _) => Some(l),
+        (None, r) => r,
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AcceptLabels {
     pub error: String,
@@ -88,7 +110,7 @@ impl<L: Clone + Hash + Eq> Budget<L> {
 
 struct Budgets {
     rst_sent: Budget<RstLabels>,
-    rst_received: Budget<PortComm>,
+    rst_received: Budget<ServiceComm>,
     accept: Budget<AcceptLabels>,
     overflow: Budget<PortComm>,
 }
@@ -96,7 +118,7 @@ struct Budgets {
 pub struct Metrics {
     registry: Registry,
     rst_sent: Family<RstLabels, Counter>,
-    rst_received: Family<PortComm, Counter>,
+    rst_received: Family<ServiceComm, Counter>,
     accept_failures: Family<AcceptLabels, Counter>,
     listen_overflows: Family<PortComm, Counter>,
     lost: Counter,
@@ -152,7 +174,7 @@ impl Metrics {
         );
         r.register(
             "tracer_rst_received",
-            "TCP resets this host received, by local port and owning process",
+            "TCP resets this host received, by service port (the local port unless it is ephemeral) and owning process",
             self.rst_received.clone(),
         );
         r.register(
@@ -212,11 +234,15 @@ impl Metrics {
                 self.rst_sent.get_or_create(&l).inc();
             }
             EventKind::RstReceived => {
-                let l = PortComm {
-                    local_port: port(),
+                let l = ServiceComm {
+                    port: service_port(e.local_port, e.remote_port)
+                        .map_or_else(|| UNKNOWN.into(), |p| p.to_string()),
                     comm: comm(),
                 };
-                let l = b.rst_received.admit(l, |_| fold_port_comm());
+                let l = b.rst_received.admit(l, |_| ServiceComm {
+                    port: OTHER.into(),
+                    comm: OTHER.into(),
+                });
                 self.rst_received.get_or_create(&l).inc();
             }
             EventKind::AcceptFailed => {

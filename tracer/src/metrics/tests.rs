@@ -38,7 +38,9 @@ fn events_become_counters() {
     let mut old_kernel = ev(EventKind::RstSent, 7, "nginx", 8080);
     old_kernel.reason = Some(None);
     m.observe(&old_kernel);
-    m.observe(&ev(EventKind::RstReceived, 8, "curl", 40000));
+    let mut client = ev(EventKind::RstReceived, 8, "curl", 40000);
+    client.remote_port = Some(443);
+    m.observe(&client);
     let mut acc = ev(EventKind::AcceptFailed, 9, "java", 9000);
     acc.error = Some("EMFILE".into());
     acc.count = Some(41);
@@ -59,8 +61,8 @@ fn events_become_counters() {
     let mut want = vec![
         r#"tracer_rst_sent_total{local_port="8080",reason="NO_SOCKET",comm="nginx"} 2"#,
         r#"tracer_rst_sent_total{local_port="8080",reason="unknown",comm="nginx"} 1"#,
-        r#"tracer_rst_received_total{local_port="40000",comm="curl"} 1"#,
-        r#"tracer_rst_received_total{local_port="22",comm="unknown"} 1"#,
+        r#"tracer_rst_received_total{port="443",comm="curl"} 1"#,
+        r#"tracer_rst_received_total{port="22",comm="unknown"} 1"#,
         r#"tracer_accept_failures_total{error="EMFILE",local_port="9000",comm="java"} 41"#,
         r#"tracer_listen_overflows_total{local_port="9000",comm="java"} 3"#,
         "tracer_lost_events_total 5",
@@ -119,7 +121,7 @@ fn awkward_process_names_are_escaped() {
     let got = samples(&m);
     assert_eq!(
         got,
-        vec![r#"tracer_rst_received_total{local_port="80",comm="a\"b\\c\nd"} 1"#.to_string()]
+        vec![r#"tracer_rst_received_total{port="80",comm="a\"b\\c\nd"} 1"#.to_string()]
     );
 }
 
@@ -192,4 +194,18 @@ fn tracked_pids_come_from_events() {
             close_wait: 4,
         }]
     );
+}
+
+#[test]
+fn service_port_is_the_non_ephemeral_end() {
+    use super::service_port;
+    // A client's reset: its own port is ephemeral, the server's is not.
+    assert_eq!(service_port(Some(40000), Some(443)), Some(443));
+    // A server's: its own port.
+    assert_eq!(service_port(Some(8080), Some(51000)), Some(8080));
+    // Both ephemeral or both not: the local port.
+    assert_eq!(service_port(Some(40000), Some(50000)), Some(40000));
+    assert_eq!(service_port(Some(22), Some(80)), Some(22));
+    assert_eq!(service_port(None, Some(80)), Some(80));
+    assert_eq!(service_port(None, None), None);
 }
