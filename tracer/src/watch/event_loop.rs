@@ -1,5 +1,14 @@
 //! The event loop: ring buffer -> decode -> attribute -> enrich -> sink.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow};
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::Signal;
+use tracer_common::{AcceptFailAgg, AcceptFailKey};
+
 use crate::aggregate::{ACCEPT_INTERVAL_MS, AcceptAggregator, KernelTotals};
 use crate::attribute::{Attributor, procs::LiveProc};
 use crate::clock::Clock;
@@ -12,13 +21,6 @@ use crate::output::{self, Sink, is_closed_pipe};
 use crate::overflow::{ListenerMonitor, Overflow};
 use crate::session::Session;
 use crate::snapshot::Snapshot;
-use anyhow::{Context as _, anyhow};
-use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::io::unix::AsyncFd;
-use tokio::signal::unix::Signal;
-use tracer_common::{AcceptFailAgg, AcceptFailKey};
 
 use super::{End, Signals, UserFilter};
 

@@ -1,12 +1,12 @@
 //! What the loop does once a second: lost-event lines, aggregated accept
 //! failures, listener polls, snapshot refreshes, summaries, SIGHUP.
 
+use std::time::Instant;
+
 use crate::attribute::procs::LiveProc;
 use crate::clock::Clock;
 use crate::enrich::Enricher;
 use crate::event::{AttributedBy, Event, EventKind, comm_string, errno_name};
-use std::time::Instant;
-
 use crate::overflow::Overflow;
 use crate::snapshot::{self, SnapshotOptions};
 
