@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod apt;
 mod bench;
 mod run;
 mod setup;
