@@ -19,6 +19,7 @@
 // written alongside; until all of it is wired up some items are unused.
 #![allow(dead_code, unused_imports)]
 
+mod error;
 mod netns;
 mod proc;
 mod sockdiag;
@@ -27,6 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use error::SnapshotError;
 pub use netns::{NetnsRef, find_netns, list_netns, netns_of, self_netns};
 pub use proc::{
     parse_cgroup_v2, parse_nofile_soft, parse_socket_link, process_info, socket_inodes_of,
@@ -222,65 +224,6 @@ impl Snapshot {
         self.warnings += 1;
         if self.warning_samples.len() < MAX_WARNING_SAMPLES {
             self.warning_samples.push(message);
-        }
-    }
-}
-
-/// Why a snapshot (or part of one) failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
-    #[error("cannot read {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "cannot enter network namespace {netns} through {}: {source} (needs root or CAP_SYS_ADMIN)",
-        path.display()
-    )]
-    Setns {
-        netns: u32,
-        path: PathBuf,
-        #[source]
-        source: nix::Error,
-    },
-    #[error("network namespace {expected} is gone ({} now names {found:?})", path.display())]
-    NetnsGone {
-        expected: u32,
-        found: Option<u32>,
-        path: PathBuf,
-    },
-    #[error("sock_diag netlink socket: {0}")]
-    Netlink(#[source] std::io::Error),
-    #[error("the kernel refused the sock_diag dump: {0}")]
-    Kernel(#[source] std::io::Error),
-    #[error("malformed sock_diag message: {0}")]
-    Decode(String),
-    #[error("network namespace worker thread: {0}")]
-    Thread(String),
-    #[error("no network namespace could be inspected ({failed} tried); first error: {first}")]
-    NothingInspected {
-        failed: usize,
-        #[source]
-        first: Box<SnapshotError>,
-    },
-}
-
-impl SnapshotError {
-    /// True when the failure is a missing privilege rather than a vanished
-    /// namespace or process.
-    pub fn is_permission(&self) -> bool {
-        use std::io::ErrorKind::PermissionDenied;
-        match self {
-            Self::Io { source, .. } | Self::Netlink(source) | Self::Kernel(source) => {
-                source.kind() == PermissionDenied
-            }
-            Self::Setns { source, .. } => {
-                matches!(source, nix::Error::EPERM | nix::Error::EACCES)
-            }
-            Self::NothingInspected { first, .. } => first.is_permission(),
-            _ => false,
         }
     }
 }
