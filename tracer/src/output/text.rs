@@ -48,6 +48,8 @@ pub fn line(e: &Event) -> String {
     let who = match (e.pid, &e.comm) {
         (Some(pid), Some(comm)) => {
             let how = match e.attributed_by {
+                // A failed accept is always the caller's: nothing to add.
+                _ if e.event == EventKind::AcceptFailed => "",
                 AttributedBy::SocketOwner => "",
                 AttributedBy::ListenerOwner => " via listener",
                 AttributedBy::CurrentTask => " in its own context",
