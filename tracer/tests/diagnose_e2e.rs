@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{Proc, Stopped, Tracer, require_root};
+use common::{Netns, Proc, Stopped, Tracer, require_root};
 
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -41,105 +41,11 @@ const DIAGNOSE_EXIT: Duration = Duration::from_secs(20);
 // ---------------------------------------------------------------------------
 // Guards
 
-/// The namespace `tracer-dx-<pid>` with `lo` up and
-/// tcp_abort_on_overflow=1. Dropping it kills what still runs inside (only
-/// ours: the name is unique) and deletes it.
-struct Ns {
-    name: String,
-}
-
-impl Ns {
-    fn new() -> Ns {
-        let name = format!("tracer-dx-{}", std::process::id());
-        // A leftover of a crashed run that had the same pid.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        run_ok(Command::new("ip").args(["netns", "add", &name]));
-        let ns = Ns { name };
-        run_ok(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]));
-        run_ok(&mut ns.command("sysctl", &["-qw", "net.ipv4.tcp_abort_on_overflow=1"]));
-        ns
-    }
-
-    /// `ip netns exec NAME program args...`, not yet spawned.
-    fn command(&self, program: &str, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name, program]).args(args);
-        cmd
-    }
-
-    /// Stdout of a short command inside the namespace (bounded).
-    fn output(&self, program: &str, args: &[&str]) -> String {
-        output_bounded(self.command(program, args), Duration::from_secs(10))
-    }
-
-    fn pids(&self) -> Vec<u32> {
-        Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .stderr(Stdio::null())
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        for pid in self.pids() {
-            // SAFETY: kill(2) on a pid inside our own, uniquely named namespace.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// Runs `cmd` to its end within `timeout` (killed and a panic otherwise);
-/// its stdout, which must have succeeded.
-fn output_bounded(mut cmd: Command, timeout: Duration) -> String {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let stdout = reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
-    assert!(status.success(), "{cmd:?}: {status}; {stderr}");
-    stdout
+/// The test's namespace (common's guard) with tcp_abort_on_overflow=1.
+fn namespace() -> Netns {
+    let ns = Netns::new();
+    ns.stdout("sysctl", &["-qw", "net.ipv4.tcp_abort_on_overflow=1"]);
+    ns
 }
 
 /// Removes the server's ready file, whatever happens.
@@ -151,23 +57,13 @@ impl Drop for TempFile {
     }
 }
 
-fn run_ok(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {} {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 // ---------------------------------------------------------------------------
 // Scenario pieces
 
 /// Starts the server inside `ns` and waits for its ready file; returns it
 /// with its pid, checked to be the spawned process itself (`ip netns exec`
 /// execs python3).
-fn start_server(ns: &Ns, ready: &TempFile) -> (Proc, u32) {
+fn start_server(ns: &Netns, ready: &TempFile) -> (Proc, u32) {
     let _ = std::fs::remove_file(&ready.0);
     let ready_path = ready.0.to_str().expect("utf-8 temp path");
     let server = Proc::spawn(
@@ -207,14 +103,14 @@ fn start_server(ns: &Ns, ready: &TempFile) -> (Proc, u32) {
     assert!(
         ns.pids().contains(&pid),
         "server {pid} not in {}: {:?}",
-        ns.name,
+        ns.name(),
         ns.pids()
     );
     (server, pid)
 }
 
 /// Runs one client batch to its end (bounded); returns how long it took.
-fn clients(ns: &Ns, count: u32) -> Duration {
+fn clients(ns: &Netns, count: u32) -> Duration {
     let t = Instant::now();
     let mut c = Proc::spawn(
         "clients",
@@ -335,7 +231,7 @@ fn diagnose_tells_the_production_story() {
     // The story, in its own scope: the server and the namespace are gone
     // before the healthy run below looks at the host.
     {
-        let ns = Ns::new();
+        let ns = namespace();
         let ready =
             TempFile(std::env::temp_dir().join(format!("tracer-dx-{}.ready", std::process::id())));
         let (server, server_pid) = start_server(&ns, &ready);
@@ -373,9 +269,9 @@ fn diagnose_tells_the_production_story() {
         let rep = report(&stopped);
 
         // What the host says afterwards.
-        let held_cw = ns.output("ss", &["-tanp", "state", "close-wait"]);
-        let all_cw = ns.output("ss", &["-tan", "state", "close-wait"]);
-        let listen = ns.output("ss", &["-ltn", "sport", "=", &format!(":{PORT}")]);
+        let held_cw = ns.stdout("ss", &["-tanp", "state", "close-wait"]);
+        let all_cw = ns.stdout("ss", &["-tan", "state", "close-wait"]);
+        let listen = ns.stdout("ss", &["-ltn", "sport", "=", &format!(":{PORT}")]);
         let fds_after = fd_count(server_pid);
         let tag = format!("pid={server_pid},");
         let held = ss_rows(&held_cw)

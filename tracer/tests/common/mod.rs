@@ -178,6 +178,34 @@ impl Netns {
         }
     }
 
+    /// The processes inside the namespace now.
+    pub fn pids(&self) -> Vec<u32> {
+        Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .stderr(Stdio::null())
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Stdout of a short command inside the namespace, which must succeed.
+    pub fn stdout(&self, program: &str, args: &[&str]) -> String {
+        let out = self.run(program, args);
+        assert!(
+            out.status.success(),
+            "{program} {args:?} in {}: {} {}",
+            self.name,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Starts `python3 -u -c script args...` inside the namespace.
     pub fn python(&self, label: &str, script: &str, args: &[&str]) -> Proc {
         let mut full = vec!["-u", "-c", script];
@@ -205,17 +233,9 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         // Processes left inside our namespace are ours (unique name).
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .stderr(Stdio::null())
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                if let Ok(pid) = pid.parse::<i32>() {
-                    // SAFETY: plain kill(2) on a pid inside our namespace.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-            }
+        for pid in self.pids() {
+            // SAFETY: plain kill(2) on a pid inside our namespace.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
