@@ -454,24 +454,6 @@ fn negative_or_nan_duration_is_bad_usage() {
 // ---------------------------------------------------------------------------
 // Inside `ip netns exec`
 
-/// Prints its pid, makes argv[1] connects to 127.0.0.1:argv[2], then prints
-/// how many were refused.
-const CLIENT: &str = r#"
-import os, socket, sys
-print(os.getpid(), flush=True)
-n, port = int(sys.argv[1]), int(sys.argv[2])
-refused = 0
-for _ in range(n):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.connect(("127.0.0.1", port))
-    except ConnectionRefusedError:
-        refused += 1
-    finally:
-        s.close()
-print("refused", refused, flush=True)
-"#;
-
 fn ns_inode(pid: u32, ns: &str) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(format!("/proc/{pid}/ns/{ns}"))
@@ -514,7 +496,7 @@ fn runs_inside_ip_netns_exec() {
 
     let client = ns.python(
         "client",
-        CLIENT,
+        common::REFUSED_CLIENT,
         &[&CONNECTS.to_string(), &CLOSED_PORT.to_string()],
     );
     let pid: u64 = client.line().parse().expect("client pid");

@@ -14,24 +14,6 @@ use common::{Netns, Tracer, dump, require_root, select};
 const CLOSED_PORT: u16 = 9;
 const CONNECTS: usize = 100;
 
-/// Prints its pid, makes argv[1] connects to 127.0.0.1:argv[2], then prints
-/// how many were refused.
-const CLIENT: &str = r#"
-import os, socket, sys
-print(os.getpid(), flush=True)
-n, port = int(sys.argv[1]), int(sys.argv[2])
-refused = 0
-for _ in range(n):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.connect(("127.0.0.1", port))
-    except ConnectionRefusedError:
-        refused += 1
-    finally:
-        s.close()
-print("refused", refused, flush=True)
-"#;
-
 #[test]
 fn closed_port_rsts_counted_and_attributed() {
     if !require_root("closed_port_rsts_counted_and_attributed") {
@@ -44,7 +26,7 @@ fn closed_port_rsts_counted_and_attributed() {
     let before = ns.tcp_out_rsts();
     let client = ns.python(
         "client",
-        CLIENT,
+        common::REFUSED_CLIENT,
         &[&CONNECTS.to_string(), &CLOSED_PORT.to_string()],
     );
     let pid: u64 = client.line().parse().expect("client pid");
@@ -130,7 +112,11 @@ fn text_format_smoke() {
     }
     let ns = Netns::new();
     let tracer = Tracer::start(&["watch", "--format", "text", "--duration", "2"]);
-    let client = ns.python("client", CLIENT, &["1", &CLOSED_PORT.to_string()]);
+    let client = ns.python(
+        "client",
+        common::REFUSED_CLIENT,
+        &["1", &CLOSED_PORT.to_string()],
+    );
     let _pid = client.line();
     assert_eq!(client.line(), "refused 1");
     let stopped = tracer.wait_exit(Duration::from_secs(15));

@@ -778,3 +778,21 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration) -> Output {
         stderr: err.join().unwrap_or_default(),
     }
 }
+
+/// Prints its pid, makes argv[1] connects to 127.0.0.1:argv[2], then prints
+/// how many were refused.
+pub const REFUSED_CLIENT: &str = r#"
+import os, socket, sys
+print(os.getpid(), flush=True)
+n, port = int(sys.argv[1]), int(sys.argv[2])
+refused = 0
+for _ in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.connect(("127.0.0.1", port))
+    except ConnectionRefusedError:
+        refused += 1
+    finally:
+        s.close()
+print("refused", refused, flush=True)
+"#;
