@@ -27,14 +27,36 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default bound for a helper's next line or exit.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// True when running as root; otherwise prints a skip note for `test`.
+/// True when running as root. Otherwise prints a visible skip note for
+/// `test`, and under CI (`CI` set, as `.ci/run` is) fails the test: a root
+/// test that did not run must not count as passed there.
 pub fn require_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     if !root {
-        eprintln!("{test}: skipped, needs root (euid != 0)");
+        if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+            panic!("{test}: needs root, and CI must run it (CI is set, euid != 0)");
+        }
+        eprintln!("SKIPPED {test}: needs root (euid != 0); not a pass");
     }
     root
+}
+
+/// How much slower than this host the machine running the tests is:
+/// `TRACER_TEST_TIME_SCALE` (e.g. 4 inside an emulated VM, where every BPF
+/// load and packet takes longer), 1 by default. Every bounded wait of these
+/// helpers is multiplied by it; what the tests assert is not.
+pub fn time_scale() -> u32 {
+    std::env::var("TRACER_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(1)
+}
+
+/// `d` stretched by [`time_scale`].
+pub fn scaled(d: Duration) -> Duration {
+    d * time_scale()
 }
 
 /// The tracer binary: `TRACER_BIN` (set by `cargo xtask test`) when set,
@@ -76,7 +98,7 @@ fn line_reader<R: Read + Send + 'static>(
 
 /// Polls `child` until it exits or `timeout` passes.
 fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + scaled(timeout);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             return Some(status);
@@ -312,7 +334,7 @@ impl Proc {
 
     /// The next stdout line, within `timeout`.
     pub fn line_within(&self, timeout: Duration) -> String {
-        match self.lines.recv_timeout(timeout) {
+        match self.lines.recv_timeout(scaled(timeout)) {
             Ok(l) => l,
             Err(RecvTimeoutError::Timeout) => panic!(
                 "{}: no output line within {timeout:?}; stderr: {}",
@@ -452,7 +474,7 @@ impl Tracer {
     /// Polls the events until `done(events)` holds or `timeout` passes;
     /// returns whether it held.
     pub fn wait_for(&self, timeout: Duration, done: impl Fn(&[Value]) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + scaled(timeout);
         loop {
             if done(&self.events()) {
                 return true;
@@ -644,7 +666,7 @@ impl Tracer {
             started,
             ready_after: Duration::ZERO,
         };
-        let deadline = started + READY_TIMEOUT;
+        let deadline = started + scaled(READY_TIMEOUT);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match err_rx.recv_timeout(left) {

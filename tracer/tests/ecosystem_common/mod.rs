@@ -16,8 +16,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// How long a tracer may take to attach.
+/// How long a tracer may take to attach (times [`time_scale`]).
 pub const READY: Duration = Duration::from_secs(15);
+
+/// `TRACER_TEST_TIME_SCALE`, as in `common::time_scale` (1 by default).
+pub fn time_scale() -> u32 {
+    std::env::var("TRACER_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(1)
+}
 
 /// A traffic generator driven line by line on stdin. Prints its pid first,
 /// then answers each command with one line. PORT, when given, is the
@@ -243,7 +252,7 @@ impl Running {
             stdout,
             stderr,
         };
-        let deadline = Instant::now() + READY;
+        let deadline = Instant::now() + READY * time_scale();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match err_rx.recv_timeout(left) {
