@@ -170,19 +170,37 @@ impl SkcHead {
     }
 }
 
+/// The TCP header of a received packet (`skb->head + transport_header`,
+/// where tcp_v4_send_reset/tcp_v6_send_reset find it; `skb->data` when the
+/// kernel has no transport header offset), 0 when unreadable.
+#[inline(always)]
+pub fn skb_tcp_header(skb: u64) -> u64 {
+    let o = offsets();
+    let head: u64 = read_at(skb, o.skb_head).unwrap_or(0);
+    if head != 0 {
+        if let Some(th) = read_at::<u16>(skb, o.skb_transport_header) {
+            // `(u16)~0U` means "not set".
+            if th != u16::MAX {
+                return head + th as u64;
+            }
+        }
+    }
+    read_at(skb, o.skb_data).unwrap_or(0)
+}
+
 /// Describes the connection of a packet that has no socket, from this host's
 /// point of view: the packet's destination is local, its source remote.
 /// Reads the IP header at `head + network_header` and the TCP header at
-/// `data` (where tcp_v4_send_reset/tcp_v6_send_reset find it).
+/// [`skb_tcp_header`].
 #[inline(always)]
 pub fn fill_skb_info(skb: u64, info: &mut SockInfo) {
     let o = offsets();
     *info = SockInfo::default();
     info.flags = sock_flags::FROM_SKB;
     let head: u64 = read_at(skb, o.skb_head).unwrap_or(0);
-    let data: u64 = read_at(skb, o.skb_data).unwrap_or(0);
     let nh: u16 = read_at(skb, o.skb_network_header).unwrap_or(0);
-    if head == 0 || data == 0 {
+    let th = skb_tcp_header(skb);
+    if head == 0 || th == 0 {
         return;
     }
     let iph = head + nh as u64;
@@ -198,8 +216,8 @@ pub fn fill_skb_info(skb: u64, info: &mut SockInfo) {
         info.raddr = read_at(iph, 8).unwrap_or([0; 16]);
         info.laddr = read_at(iph, 24).unwrap_or([0; 16]);
     }
-    let sport: u16 = read_at(data, 0).unwrap_or(0);
-    let dport: u16 = read_at(data, 2).unwrap_or(0);
+    let sport: u16 = read_at(th, 0).unwrap_or(0);
+    let dport: u16 = read_at(th, 2).unwrap_or(0);
     info.rport = u16::from_be(sport);
     info.lport = u16::from_be(dport);
     let dev: u64 = read_at(skb, o.skb_dev).unwrap_or(0);

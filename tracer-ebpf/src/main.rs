@@ -14,6 +14,7 @@ mod kread;
 mod maps;
 mod owner;
 mod sock_io;
+mod tcp_reply_reset;
 mod tcp_reset;
 mod tcp_state;
 

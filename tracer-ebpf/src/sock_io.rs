@@ -1,14 +1,19 @@
 //! Owners learned from sends and receives: sockets that existed before
 //! `tracer` attached become known the first time their owner uses them.
 //!
-//! Kernel dependency: `sock:sock_send_length` / `sock:sock_recv_length`
-//! (include/trace/events/sock.h, since 6.3), fired from sock_sendmsg() and
-//! sock_recvmsg() in the calling process's context; raw args
-//! `(struct sock *sk, int ret, int flags)`.
+//! Kernel dependencies, in order of preference:
+//! - `sock:sock_send_length` / `sock:sock_recv_length`
+//!   (include/trace/events/sock.h, since 6.3), fired from sock_sendmsg() and
+//!   sock_recvmsg() in the calling process's context; raw args
+//!   `(struct sock *sk, int ret, int flags)`.
+//! - Before 6.3: `tcp_sendmsg(struct sock *sk, ...)` and
+//!   `tcp_recvmsg(struct sock *sk, ...)` (net/ipv4/tcp.c) through fentry or
+//!   kprobe at entry, called by the sending/receiving process on the socket
+//!   it owns (first argument on every kernel since 4.x).
 
 use aya_ebpf::{
-    macros::{btf_tracepoint, raw_tracepoint},
-    programs::{BtfTracePointContext, RawTracePointContext},
+    macros::{btf_tracepoint, fentry, kprobe, raw_tracepoint},
+    programs::{BtfTracePointContext, FEntryContext, ProbeContext, RawTracePointContext},
 };
 
 use crate::{
@@ -35,6 +40,25 @@ pub fn sock_recv_btf(ctx: BtfTracePointContext) -> i32 {
 #[raw_tracepoint]
 pub fn sock_io_raw(ctx: RawTracePointContext) -> i32 {
     on_io(ctx.arg(0));
+    0
+}
+
+#[fentry]
+pub fn tcp_sendmsg_fentry(ctx: FEntryContext) -> i32 {
+    on_io(ctx.arg(0));
+    0
+}
+
+#[fentry]
+pub fn tcp_recvmsg_fentry(ctx: FEntryContext) -> i32 {
+    on_io(ctx.arg(0));
+    0
+}
+
+/// One kprobe program, attached to tcp_sendmsg or tcp_recvmsg (or both).
+#[kprobe]
+pub fn tcp_msg_kprobe(ctx: ProbeContext) -> i32 {
+    on_io(ctx.arg(0).unwrap_or(0));
     0
 }
 

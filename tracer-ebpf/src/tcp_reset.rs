@@ -151,7 +151,7 @@ fn on_receive_reset(sk: u64) {
 /// Reserves the record in the ring buffer and fills it in place (the BPF
 /// stack is 512 bytes); `fill_sock` describes the socket.
 #[inline(always)]
-fn emit(record_kind: u16, reason: u32, fill_sock: impl FnOnce(&mut SockInfo)) {
+pub(crate) fn emit(record_kind: u16, reason: u32, fill_sock: impl FnOnce(&mut SockInfo)) {
     let Some(mut entry) = EVENTS.reserve::<RstRecord>(0) else {
         count_drop();
         return;

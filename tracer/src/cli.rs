@@ -3,6 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 
 use crate::output::Format;
+use crate::probes::table::Kind;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -51,6 +52,11 @@ pub struct CommonArgs {
     /// Ring buffer size in KiB (a power of two, at least 4).
     #[arg(long, value_name = "KIB", default_value_t = DEFAULT_RING_KIB, value_parser = ring_kib)]
     pub ring_buffer_kib: u32,
+    /// Never use this attach mechanism (repeatable: tp_btf, raw_tracepoint,
+    /// tracepoint, fentry, fexit, kprobe, kretprobe), e.g. to step around a
+    /// kernel bug; each hook falls back to its next rung.
+    #[arg(long, value_name = "KIND", value_parser = mechanism_kind)]
+    pub no_mechanism: Vec<Kind>,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -78,6 +84,13 @@ pub struct ProbesArgs {
     /// Output format [default: text on a terminal, json otherwise].
     #[arg(long, value_enum)]
     pub format: Option<Format>,
+    /// Never use this attach mechanism (repeatable), as for `watch`.
+    #[arg(long, value_name = "KIND", value_parser = mechanism_kind)]
+    pub no_mechanism: Vec<Kind>,
+    /// Text: print the kernel's whole answer (e.g. the verifier log) under
+    /// each refusal, not only its last meaningful line.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 /// Default ring buffer size (KiB).
@@ -93,6 +106,7 @@ impl Default for CommonArgs {
             port: Vec::new(),
             comm: None,
             ring_buffer_kib: DEFAULT_RING_KIB,
+            no_mechanism: Vec::new(),
         }
     }
 }
@@ -102,6 +116,14 @@ fn ring_kib(s: &str) -> Result<u32, String> {
     let kib: u32 = s.parse().map_err(|e| format!("{e}"))?;
     crate::session::ring_bytes(kib).map_err(|e| e.to_string())?;
     Ok(kib)
+}
+
+/// `--no-mechanism`: one of the kinds `tracer probes` prints.
+fn mechanism_kind(s: &str) -> Result<Kind, String> {
+    Kind::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        format!("unknown mechanism `{s}`; one of {}", names.join(", "))
+    })
 }
 
 fn positive_secs(s: &str) -> Result<f64, String> {

@@ -1,6 +1,6 @@
 //! Records + attribution -> interface events.
 
-use tracer_common::{REASON_NONE, RstRecord, SockInfo, StateRecord};
+use tracer_common::{REASON_NONE, RstRecord, SockInfo, StateRecord, sock_flags};
 
 use crate::attribute::{Attributor, keys, procs::ProcSource};
 use crate::clock::Clock;
@@ -54,7 +54,10 @@ impl Enricher<'_> {
         self.socket_fields(&mut e, &rec.sock);
         if sent {
             e.reason = Some(if rec.reason == REASON_NONE {
-                None
+                let inferred =
+                    infer_reason(rec.sock.flags, e.state.as_ref().and_then(|s| s.as_deref()));
+                e.reason_inferred = inferred.is_some().then_some(true);
+                inferred.map(str::to_string)
             } else {
                 Some(
                     self.names
@@ -78,5 +81,38 @@ impl Enricher<'_> {
         e.old_state = self.state_name(rec.old_state);
         e.new_state = self.state_name(rec.new_state);
         e
+    }
+}
+
+/// The reason a kernel without RST reasons (before 6.10) would have given,
+/// from what it did tell: a reset with no socket at all answers a packet for
+/// which no socket exists (`NO_SOCKET`); one from a TIME_WAIT socket is
+/// `TCP_TIMEWAIT_SOCKET` (the names of `enum sk_rst_reason`, 6.10+). Other
+/// resets have no reason one could tell without the kernel's word.
+pub fn infer_reason(flags: u8, state: Option<&str>) -> Option<&'static str> {
+    if flags & sock_flags::HAS_SK == 0 && flags & sock_flags::FROM_SKB != 0 {
+        return Some("NO_SOCKET");
+    }
+    match state {
+        Some("TIME_WAIT") => Some("TCP_TIMEWAIT_SOCKET"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::infer_reason;
+    use tracer_common::sock_flags::{FROM_SKB, HAS_SK};
+
+    #[test]
+    fn reasons_are_inferred_only_from_what_the_kernel_said() {
+        assert_eq!(infer_reason(FROM_SKB, None), Some("NO_SOCKET"));
+        assert_eq!(
+            infer_reason(FROM_SKB | HAS_SK, Some("TIME_WAIT")),
+            Some("TCP_TIMEWAIT_SOCKET")
+        );
+        assert_eq!(infer_reason(FROM_SKB | HAS_SK, Some("NEW_SYN_RECV")), None);
+        assert_eq!(infer_reason(HAS_SK, Some("CLOSE")), None);
+        assert_eq!(infer_reason(HAS_SK, Some("ESTABLISHED")), None);
     }
 }

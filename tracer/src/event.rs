@@ -75,6 +75,11 @@ pub struct Event {
     /// rst_sent: the kernel's reason name, `null` where the kernel gives none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<Option<String>>,
+    /// rst_sent: `true` when `reason` was inferred by tracer from what the
+    /// kernel told (no socket, TIME_WAIT) because the kernel gives no reasons
+    /// (before 6.10); absent when the kernel named the reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason_inferred: Option<bool>,
     /// state_change.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub old_state: Option<String>,
@@ -127,6 +132,7 @@ impl Event {
             remote_port: None,
             state: None,
             reason: None,
+            reason_inferred: None,
             old_state: None,
             new_state: None,
             errno: None,

@@ -12,7 +12,7 @@ pub fn run(args: ProbesArgs) -> anyhow::Result<()> {
     // Attaching for real is the only way to know what the kernel accepts
     // (fexit may be refused at load); the session is dropped right after,
     // which detaches everything.
-    let session = Session::start(&KernelFilter::default(), 4096 * 1024)?;
+    let session = Session::start(&KernelFilter::default(), 4096 * 1024, &args.no_mechanism)?;
     let mut out = std::io::stdout().lock();
     match format {
         Format::Json => {
@@ -26,10 +26,11 @@ pub fn run(args: ProbesArgs) -> anyhow::Result<()> {
         Format::Text => {
             writeln!(out, "kernel {}", session.caps.release)?;
             for h in &session.hooks {
-                let chosen = match &h.chosen {
-                    Some(c) => format!("{} ({})", c.mechanism, c.targets.join(", ")),
-                    None if h.required => "NOT ATTACHED (required)".into(),
-                    None => "not attached".into(),
+                let chosen = match (&h.chosen, &h.not_needed) {
+                    (Some(c), _) => format!("{} ({})", c.mechanism, c.targets.join(", ")),
+                    (None, Some(why)) => why.clone(),
+                    (None, None) if h.required => "NOT ATTACHED (required)".into(),
+                    (None, None) => "not attached".into(),
                 };
                 writeln!(out, "{:<20} {chosen}", h.hook)?;
                 writeln!(out, "{:<20}   for: {}", "", h.purpose)?;
@@ -39,6 +40,11 @@ pub fn run(args: ProbesArgs) -> anyhow::Result<()> {
                         "{:<20}   refused {} ({}): {}",
                         "", r.mechanism, r.program, r.why
                     )?;
+                    if let Some(detail) = r.detail.as_deref().filter(|_| args.verbose) {
+                        for line in detail.lines() {
+                            writeln!(out, "{:<20}     | {line}", "")?;
+                        }
+                    }
                 }
             }
         }

@@ -95,7 +95,12 @@ pub fn ring_bytes(kib: u32) -> anyhow::Result<u32> {
 impl Session {
     /// Reads the kernel, loads the object with its globals and attaches the
     /// planned hooks. Fails when a required hook cannot be attached.
-    pub fn start(filter: &KernelFilter, ring_buffer_bytes: u32) -> anyhow::Result<Session> {
+    /// `denied`: mechanism kinds never to use (`--no-mechanism`).
+    pub fn start(
+        filter: &KernelFilter,
+        ring_buffer_bytes: u32,
+        denied: &[probes::table::Kind],
+    ) -> anyhow::Result<Session> {
         if EBPF_OBJECT.is_empty() {
             bail!(
                 "this tracer binary was built without its kernel programs (AYA_BUILD_SKIP); rebuild with `cargo xtask run`"
@@ -112,7 +117,7 @@ impl Session {
                 caps.release
             );
         }
-        let plans = probes::plan(probes::HOOKS, &caps);
+        let plans = probes::plan_without(probes::HOOKS, &caps, denied);
         // The loader parses BTF its own way; don't hold both at once.
         kernel.forget_btf();
         let impossible = probes::unsatisfiable(&plans);

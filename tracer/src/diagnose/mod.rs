@@ -40,7 +40,7 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
         comm: args.common.comm.clone(),
         all_states: false,
     };
-    let mut session = Session::start(&kfilter, ring)?;
+    let mut session = Session::start(&kfilter, ring, &args.common.no_mechanism)?;
     let window = Rc::new(RefCell::new(Window::default()));
     let ufilter = UserFilter {
         pids: args.common.pid.clone(),

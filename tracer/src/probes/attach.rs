@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use aya::{
     Btf, Ebpf,
-    programs::{BtfTracePoint, FExit, KProbe, Program, RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, RawTracePoint, TracePoint},
 };
 
 use super::select::HookPlan;
@@ -20,6 +20,9 @@ pub struct HookReport {
     /// `kind/program` chosen, `None` when nothing attached.
     pub chosen: Option<Chosen>,
     pub refused: Vec<Refused>,
+    /// Set when the hook is not wanted on this kernel (nothing was tried).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_needed: Option<String>,
     pub purpose: &'static str,
     pub kernel: &'static str,
 }
@@ -35,7 +38,25 @@ pub struct Chosen {
 pub struct Refused {
     pub mechanism: &'static str,
     pub program: &'static str,
+    /// One line: the kernel's answer (for a verifier refusal, its last
+    /// meaningful line).
     pub why: String,
+    /// The whole answer (e.g. the verifier log) when it is longer than `why`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Refused {
+    fn new(mech: &Mechanism, answer: String) -> Refused {
+        let why = super::verifier::summarize(&answer);
+        let detail = (why != answer).then_some(answer);
+        Refused {
+            mechanism: mech.kind.name(),
+            program: mech.program,
+            why,
+            detail,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,12 +90,9 @@ fn attach_hook(
         refused: plan
             .refused
             .iter()
-            .map(|(m, why)| Refused {
-                mechanism: m.kind.name(),
-                program: m.program,
-                why: why.clone(),
-            })
+            .map(|(m, why)| Refused::new(m, why.clone()))
             .collect(),
+        not_needed: plan.not_needed.clone(),
         purpose: hook.purpose,
         kernel: hook.kernel,
     };
@@ -90,11 +108,7 @@ fn attach_hook(
             }
             Err(e) => {
                 log::debug!("{}: {} refused: {e}", hook.name, mech.kind.name());
-                report.refused.push(Refused {
-                    mechanism: mech.kind.name(),
-                    program: mech.program,
-                    why: e.to_string(),
-                });
+                report.refused.push(Refused::new(mech, e.to_string()));
             }
         }
     }
@@ -154,6 +168,14 @@ fn attach_one(
                 p.attach(cat, name).map(|_| ()).map_err(kernel_err)
             })
         }
+        Kind::Fentry => {
+            let p: &mut FEntry = program.try_into().map_err(kernel_err)?;
+            let target = mech.targets.first().copied().unwrap_or_default();
+            if first {
+                p.load(target, btf).map_err(kernel_err)?;
+            }
+            p.attach().map(|_| vec![target]).map_err(kernel_err)
+        }
         Kind::Fexit => {
             let p: &mut FExit = program.try_into().map_err(kernel_err)?;
             let target = mech.targets.first().copied().unwrap_or_default();
@@ -162,7 +184,7 @@ fn attach_one(
             }
             p.attach().map(|_| vec![target]).map_err(kernel_err)
         }
-        Kind::Kretprobe => {
+        Kind::Kprobe | Kind::Kretprobe => {
             let p: &mut KProbe = program.try_into().map_err(kernel_err)?;
             let target = mech.targets.first().copied().unwrap_or_default();
             if first {

@@ -42,7 +42,7 @@ pub fn probe(info: &KernelInfo) -> KernelCaps {
                             caps.tracepoints.insert((*target).to_string(), fields);
                         }
                     }
-                    Kind::Fexit | Kind::Kretprobe => {
+                    Kind::Fentry | Kind::Fexit | Kind::Kprobe | Kind::Kretprobe => {
                         if info.has_function(target) {
                             caps.functions.insert((*target).to_string());
                         }

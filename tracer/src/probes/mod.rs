@@ -5,7 +5,8 @@ pub mod attach;
 pub mod caps;
 pub mod select;
 pub mod table;
+pub mod verifier;
 
 pub use attach::{HookReport, attach_all};
-pub use select::{KernelCaps, plan, unsatisfiable};
+pub use select::{KernelCaps, plan_without, unsatisfiable};
 pub use table::HOOKS;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::table::{Hook, Kind, Mechanism};
+use super::table::{Hook, Kind, Mechanism, Need};
 
 /// What a kernel offers, as far as the choice of mechanisms goes.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +40,9 @@ pub struct HookPlan {
     pub hook: &'static Hook,
     pub candidates: Vec<&'static Mechanism>,
     pub refused: Vec<(&'static Mechanism, String)>,
+    /// Why the hook is not wanted on this kernel at all (then it has no
+    /// candidates and nothing is refused).
+    pub not_needed: Option<String>,
 }
 
 /// Why `mech` cannot work on a kernel with `caps`, or `None` if it may.
@@ -93,7 +96,7 @@ pub fn refusal(mech: &Mechanism, caps: &KernelCaps) -> Option<String> {
                 None
             }
         }
-        Kind::Fexit => {
+        Kind::Fentry | Kind::Fexit => {
             if !caps.btf {
                 Some("no kernel BTF".into())
             } else if !all_functions(mech, caps) {
@@ -102,7 +105,7 @@ pub fn refusal(mech: &Mechanism, caps: &KernelCaps) -> Option<String> {
                 None
             }
         }
-        Kind::Kretprobe => {
+        Kind::Kprobe | Kind::Kretprobe => {
             if !caps.kprobes {
                 Some("kprobes are not enabled in this kernel (CONFIG_KPROBES)".into())
             } else if caps.btf && !all_functions(mech, caps) {
@@ -118,23 +121,64 @@ fn all_functions(mech: &Mechanism, caps: &KernelCaps) -> bool {
     mech.targets.iter().all(|t| caps.functions.contains(*t))
 }
 
+/// Whether `tcp:tcp_send_reset` reports resets sent with no full socket.
+/// Before 6.10 the event (class `tcp_event_sk_skb`: `sport`, `dport`,
+/// `family`, 4- and 16-byte addresses) reads everything from the socket, so
+/// the kernel fires it only for full sockets; since 6.10 it has its own
+/// layout (28-byte sockaddrs taken from the packet when there is no socket)
+/// and a `reason` argument. The format file decides; without tracefs, the
+/// reason argument (4 BTF parameters) does.
+pub fn send_reset_reports_no_socket(caps: &KernelCaps) -> bool {
+    match caps.tracepoints.get("tcp/tcp_send_reset") {
+        Some(fields) => !fields.contains("sport"),
+        None => caps.btf_tracepoints.get("tcp_send_reset") == Some(&4),
+    }
+}
+
+/// Why `hook` is not wanted on a kernel with `caps`, or `None` if it is.
+fn not_needed(hook: &Hook, caps: &KernelCaps) -> Option<String> {
+    match hook.need {
+        Need::Always => None,
+        Need::SendResetMissesNoSocket => send_reset_reports_no_socket(caps).then(|| {
+            "not needed: tcp:tcp_send_reset reports resets with no full socket on this kernel"
+                .to_string()
+        }),
+    }
+}
+
 /// Plans every hook of `table` for a kernel.
+#[cfg(test)]
 pub fn plan(table: &'static [Hook], caps: &KernelCaps) -> Vec<HookPlan> {
+    plan_without(table, caps, &[])
+}
+
+/// Plans every hook of `table`, refusing the mechanism kinds in `denied`
+/// (`--no-mechanism`) as if the kernel lacked them.
+pub fn plan_without(table: &'static [Hook], caps: &KernelCaps, denied: &[Kind]) -> Vec<HookPlan> {
     table
         .iter()
         .map(|hook| {
             let mut candidates = Vec::new();
             let mut refused = Vec::new();
-            for mech in hook.mechanisms {
-                match refusal(mech, caps) {
-                    None => candidates.push(mech),
-                    Some(why) => refused.push((mech, why)),
+            let not_needed = not_needed(hook, caps);
+            if not_needed.is_none() {
+                for mech in hook.mechanisms {
+                    let why = if denied.contains(&mech.kind) {
+                        Some(format!("refused by --no-mechanism {}", mech.kind.name()))
+                    } else {
+                        refusal(mech, caps)
+                    };
+                    match why {
+                        None => candidates.push(mech),
+                        Some(why) => refused.push((mech, why)),
+                    }
                 }
             }
             HookPlan {
                 hook,
                 candidates,
                 refused,
+                not_needed,
             }
         })
         .collect()

@@ -99,6 +99,8 @@ fn linux_6_18_without_kprobes() {
         first_choices(&p),
         vec![
             ("tcp_send_reset", Some("tcp_send_reset_btf")),
+            ("tcp_v4_send_reset", None),
+            ("tcp_v6_send_reset", None),
             ("tcp_receive_reset", Some("tcp_receive_reset_btf")),
             ("inet_sock_set_state", Some("inet_sock_set_state_btf")),
             ("tcp_destroy_sock", Some("tcp_destroy_sock_btf")),
@@ -146,35 +148,60 @@ fn linux_6_18_without_kprobes() {
         candidates(&p, "sock_send_length"),
         vec![
             ("tp_btf", "sock_send_btf"),
-            ("raw_tracepoint", "sock_io_raw")
+            ("raw_tracepoint", "sock_io_raw"),
+            ("fentry", "tcp_sendmsg_fentry"),
         ]
     );
+    for h in ["sock_send_length", "sock_recv_length"] {
+        assert_eq!(
+            refused(&p, h),
+            vec![(
+                "tcp_msg_kprobe",
+                s("kprobes are not enabled in this kernel (CONFIG_KPROBES)")
+            )],
+            "{h}"
+        );
+    }
     for h in [
         "tcp_receive_reset",
         "inet_sock_set_state",
         "tcp_destroy_sock",
-        "sock_send_length",
-        "sock_recv_length",
         "accept_enter",
         "accept_exit",
     ] {
         assert_eq!(refused(&p, h), vec![], "{h}");
     }
+    // The tracepoint reports resets with no socket (6.10 layout): the
+    // function hooks are not wanted and nothing is tried or refused.
+    for h in ["tcp_v4_send_reset", "tcp_v6_send_reset"] {
+        let plan = hook(&p, h);
+        assert!(plan.candidates.is_empty() && plan.refused.is_empty(), "{h}");
+        assert!(
+            plan.not_needed
+                .as_deref()
+                .is_some_and(|w| w.starts_with("not needed")),
+            "{h}"
+        );
+    }
     assert_eq!(unsatisfiable(&p), Vec::<String>::new());
 }
 
-/// 5.15 and 6.1 choose alike: tcp_send_reset has no reason argument yet
-/// (6.10), sock_send_length/sock_recv_length do not exist (6.3).
+/// 5.15 and 6.1 choose alike: tcp_send_reset has no reason argument and
+/// misses resets with no full socket (both 6.10), so tcp_v4/v6_send_reset
+/// are hooked; sock_send_length/sock_recv_length do not exist (6.3), so
+/// owners are learned in tcp_sendmsg/tcp_recvmsg.
 fn assert_pre_6_3_with_btf(p: &[HookPlan]) {
     assert_eq!(
-        first_choices(p)[..9],
+        first_choices(p)[..11],
         [
             ("tcp_send_reset", Some("tcp_send_reset_btf_noreason")),
+            ("tcp_v4_send_reset", Some("tcp_v4_send_reset_fentry")),
+            ("tcp_v6_send_reset", Some("tcp_v6_send_reset_fentry")),
             ("tcp_receive_reset", Some("tcp_receive_reset_btf")),
             ("inet_sock_set_state", Some("inet_sock_set_state_btf")),
             ("tcp_destroy_sock", Some("tcp_destroy_sock_btf")),
-            ("sock_send_length", None),
-            ("sock_recv_length", None),
+            ("sock_send_length", Some("tcp_sendmsg_fentry")),
+            ("sock_recv_length", Some("tcp_recvmsg_fentry")),
             ("inet_csk_accept", Some("inet_csk_accept_fexit")),
             ("accept_enter", Some("sys_enter_accept_tp")),
             ("accept_exit", Some("sys_exit_accept_tp")),
@@ -230,6 +257,20 @@ fn assert_pre_6_3_with_btf(p: &[HookPlan]) {
         ]
     );
     assert_eq!(
+        candidates(p, "tcp_v6_send_reset"),
+        vec![
+            ("fentry", "tcp_v6_send_reset_fentry"),
+            ("kprobe", "tcp_send_reset_kprobe")
+        ]
+    );
+    assert_eq!(
+        candidates(p, "sock_recv_length"),
+        vec![
+            ("fentry", "tcp_recvmsg_fentry"),
+            ("kprobe", "tcp_msg_kprobe")
+        ]
+    );
+    assert_eq!(
         candidates(p, "tcp_receive_reset"),
         vec![
             ("tp_btf", "tcp_receive_reset_btf"),
@@ -246,7 +287,7 @@ fn linux_5_15() {
     let p = plan_for(CAPS_515);
     assert_pre_6_3_with_btf(&p);
     // io_uring_complete had no `req` field before 5.19.
-    assert_eq!(first_choices(&p)[9], ("io_uring_accept", None));
+    assert_eq!(first_choices(&p)[11], ("io_uring_accept", None));
     assert_eq!(
         refused(&p, "io_uring_accept"),
         vec![(
@@ -261,7 +302,7 @@ fn linux_6_1() {
     let p = plan_for(CAPS_61);
     assert_pre_6_3_with_btf(&p);
     assert_eq!(
-        first_choices(&p)[9],
+        first_choices(&p)[11],
         ("io_uring_accept", Some("io_uring_complete_tp"))
     );
 }
@@ -273,11 +314,13 @@ fn linux_5_4_without_btf() {
         first_choices(&p),
         vec![
             ("tcp_send_reset", Some("tcp_send_reset_tp")),
+            ("tcp_v4_send_reset", Some("tcp_send_reset_kprobe")),
+            ("tcp_v6_send_reset", Some("tcp_send_reset_kprobe")),
             ("tcp_receive_reset", Some("tcp_receive_reset_tp")),
             ("inet_sock_set_state", Some("inet_sock_set_state_tp")),
             ("tcp_destroy_sock", Some("tcp_destroy_sock_tp")),
-            ("sock_send_length", None),
-            ("sock_recv_length", None),
+            ("sock_send_length", Some("tcp_msg_kprobe")),
+            ("sock_recv_length", Some("tcp_msg_kprobe")),
             ("inet_csk_accept", Some("inet_csk_accept_kretprobe")),
             ("accept_enter", Some("sys_enter_accept_tp")),
             ("accept_exit", Some("sys_exit_accept_tp")),
@@ -346,14 +389,20 @@ fn no_tracefs_and_no_btf_is_unsatisfiable() {
             why("inet_sock_set_state"),
         ]
     );
-    // The optional hooks have no candidates either, except the kretprobe,
-    // which needs neither BTF nor tracefs.
+    // The optional hooks have no candidates either, except the kprobes,
+    // which need neither BTF nor tracefs.
     assert_eq!(
         first_choices(&p)
             .into_iter()
             .filter_map(|(h, c)| c.map(|c| (h, c)))
             .collect::<Vec<_>>(),
-        vec![("inet_csk_accept", "inet_csk_accept_kretprobe")]
+        vec![
+            ("tcp_v4_send_reset", "tcp_send_reset_kprobe"),
+            ("tcp_v6_send_reset", "tcp_send_reset_kprobe"),
+            ("sock_send_length", "tcp_msg_kprobe"),
+            ("sock_recv_length", "tcp_msg_kprobe"),
+            ("inet_csk_accept", "inet_csk_accept_kretprobe"),
+        ]
     );
 }
 
@@ -475,5 +524,46 @@ fn refusal_of_single_mechanisms() {
     assert_eq!(
         refusal(&send.mechanisms[4], &no_tracefs),
         Some(s("tracefs is not mounted and could not be mounted"))
+    );
+}
+
+#[test]
+fn no_socket_resets_need_the_function_hooks_only_on_the_old_layout() {
+    assert!(send_reset_reports_no_socket(&caps(CAPS_618)));
+    for old in [CAPS_54, CAPS_515, CAPS_61] {
+        assert!(!send_reset_reports_no_socket(&caps(old)));
+    }
+    // Without tracefs, BTF's reason argument (6.10) decides.
+    let mut c = caps(CAPS_618);
+    c.tracepoints.clear();
+    assert!(send_reset_reports_no_socket(&c));
+    let mut c = caps(CAPS_61);
+    c.tracepoints.clear();
+    assert!(!send_reset_reports_no_socket(&c));
+}
+
+#[test]
+fn denied_kinds_are_refused_and_the_next_rung_chosen() {
+    let c = caps(CAPS_61);
+    let p = plan_without(HOOKS, &c, &[Kind::TpBtf, Kind::RawTracepoint, Kind::Fentry]);
+    assert_eq!(
+        candidates(&p, "tcp_send_reset"),
+        vec![("tracepoint", "tcp_send_reset_tp")]
+    );
+    assert_eq!(
+        candidates(&p, "tcp_v4_send_reset"),
+        vec![("kprobe", "tcp_send_reset_kprobe")]
+    );
+    assert_eq!(
+        refused(&p, "tcp_v4_send_reset"),
+        vec![(
+            "tcp_v4_send_reset_fentry",
+            s("refused by --no-mechanism fentry")
+        )]
+    );
+    let p = plan_without(HOOKS, &c, &[Kind::Fexit]);
+    assert_eq!(
+        candidates(&p, "inet_csk_accept"),
+        vec![("kretprobe", "inet_csk_accept_kretprobe")]
     );
 }

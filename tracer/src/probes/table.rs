@@ -12,8 +12,12 @@ pub enum Kind {
     RawTracepoint,
     /// Classic tracepoint: fields at offsets from its tracefs format file.
     Tracepoint,
+    /// BPF trampoline on function entry: needs BTF and trampoline support.
+    Fentry,
     /// BPF trampoline on function exit: needs BTF and trampoline support.
     Fexit,
+    /// Probe at function entry: needs CONFIG_KPROBES.
+    Kprobe,
     /// Return probe: needs CONFIG_KPROBES.
     Kretprobe,
 }
@@ -24,10 +28,36 @@ impl Kind {
             Kind::TpBtf => "tp_btf",
             Kind::RawTracepoint => "raw_tracepoint",
             Kind::Tracepoint => "tracepoint",
+            Kind::Fentry => "fentry",
             Kind::Fexit => "fexit",
+            Kind::Kprobe => "kprobe",
             Kind::Kretprobe => "kretprobe",
         }
     }
+
+    pub const ALL: [Kind; 7] = [
+        Kind::TpBtf,
+        Kind::RawTracepoint,
+        Kind::Tracepoint,
+        Kind::Fentry,
+        Kind::Fexit,
+        Kind::Kprobe,
+        Kind::Kretprobe,
+    ];
+
+    /// The kind named `name` (as printed by [`Kind::name`]).
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// When a hook is wanted at all (beyond the mechanisms existing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    Always,
+    /// Only where `tcp:tcp_send_reset` misses resets sent with no full socket
+    /// (before 6.10 it fires only `if (sk && sk_fullsock(sk))`).
+    SendResetMissesNoSocket,
 }
 
 /// One way of implementing a hook.
@@ -57,6 +87,7 @@ pub struct Hook {
     pub min_kernel: &'static str,
     /// `tracer` refuses to run without a required hook.
     pub required: bool,
+    pub need: Need,
     pub mechanisms: &'static [Mechanism],
 }
 
@@ -85,6 +116,7 @@ pub static HOOKS: &[Hook] = &[
         purpose: "rst_sent events",
         min_kernel: "4.15 (reason since 6.10)",
         required: true,
+        need: Need::Always,
         mechanisms: &[
             m(
                 TpBtf,
@@ -124,11 +156,60 @@ pub static HOOKS: &[Hook] = &[
         ],
     },
     Hook {
+        name: "tcp_v4_send_reset",
+        kernel: "function tcp_v4_send_reset (net/ipv4/tcp_ipv4.c), entry",
+        purpose: "rst_sent for IPv4 resets with no full socket (closed port, TIME_WAIT, request sock), which tcp:tcp_send_reset misses before 6.10",
+        min_kernel: "any (needed before 6.10)",
+        required: false,
+        need: Need::SendResetMissesNoSocket,
+        mechanisms: &[
+            m(
+                Fentry,
+                "tcp_v4_send_reset_fentry",
+                &["tcp_v4_send_reset"],
+                None,
+                None,
+            ),
+            m(
+                Kprobe,
+                "tcp_send_reset_kprobe",
+                &["tcp_v4_send_reset"],
+                None,
+                None,
+            ),
+        ],
+    },
+    Hook {
+        name: "tcp_v6_send_reset",
+        kernel: "function tcp_v6_send_reset (net/ipv6/tcp_ipv6.c), entry",
+        purpose: "rst_sent for IPv6 resets with no full socket, which tcp:tcp_send_reset misses before 6.10",
+        min_kernel: "any (needed before 6.10)",
+        required: false,
+        need: Need::SendResetMissesNoSocket,
+        mechanisms: &[
+            m(
+                Fentry,
+                "tcp_v6_send_reset_fentry",
+                &["tcp_v6_send_reset"],
+                None,
+                None,
+            ),
+            m(
+                Kprobe,
+                "tcp_send_reset_kprobe",
+                &["tcp_v6_send_reset"],
+                None,
+                None,
+            ),
+        ],
+    },
+    Hook {
         name: "tcp_receive_reset",
         kernel: "tracepoint tcp:tcp_receive_reset (tcp_reset() in net/ipv4/tcp_input.c)",
         purpose: "rst_received events",
         min_kernel: "4.15",
         required: true,
+        need: Need::Always,
         mechanisms: &[
             m(
                 TpBtf,
@@ -159,6 +240,7 @@ pub static HOOKS: &[Hook] = &[
         purpose: "owners learned at connect/listen/close, CLOSE_WAIT tracking, tombstones, state_change events",
         min_kernel: "4.16",
         required: true,
+        need: Need::Always,
         mechanisms: &[
             m(
                 TpBtf,
@@ -189,6 +271,7 @@ pub static HOOKS: &[Hook] = &[
         purpose: "owner-map entries leave when their socket is destroyed (else the LRU evicts them)",
         min_kernel: "4.15",
         required: false,
+        need: Need::Always,
         mechanisms: &[
             m(
                 TpBtf,
@@ -215,10 +298,11 @@ pub static HOOKS: &[Hook] = &[
     },
     Hook {
         name: "sock_send_length",
-        kernel: "tracepoint sock:sock_send_length (sock_sendmsg in net/socket.c)",
+        kernel: "tracepoint sock:sock_send_length (sock_sendmsg in net/socket.c); before 6.3 function tcp_sendmsg (net/ipv4/tcp.c)",
         purpose: "owners of sockets that existed before tracer attached, learned at their next send",
-        min_kernel: "6.3",
+        min_kernel: "6.3 (tracepoint) / any (tcp_sendmsg)",
         required: false,
+        need: Need::Always,
         mechanisms: &[
             m(TpBtf, "sock_send_btf", &["sock_send_length"], Some(4), None),
             m(
@@ -228,14 +312,17 @@ pub static HOOKS: &[Hook] = &[
                 Some(4),
                 None,
             ),
+            m(Fentry, "tcp_sendmsg_fentry", &["tcp_sendmsg"], None, None),
+            m(Kprobe, "tcp_msg_kprobe", &["tcp_sendmsg"], None, None),
         ],
     },
     Hook {
         name: "sock_recv_length",
-        kernel: "tracepoint sock:sock_recv_length (sock_recvmsg in net/socket.c)",
+        kernel: "tracepoint sock:sock_recv_length (sock_recvmsg in net/socket.c); before 6.3 function tcp_recvmsg (net/ipv4/tcp.c)",
         purpose: "owners of sockets that existed before tracer attached, learned at their next receive",
-        min_kernel: "6.3",
+        min_kernel: "6.3 (tracepoint) / any (tcp_recvmsg)",
         required: false,
+        need: Need::Always,
         mechanisms: &[
             m(TpBtf, "sock_recv_btf", &["sock_recv_length"], Some(4), None),
             m(
@@ -245,6 +332,8 @@ pub static HOOKS: &[Hook] = &[
                 Some(4),
                 None,
             ),
+            m(Fentry, "tcp_recvmsg_fentry", &["tcp_recvmsg"], None, None),
+            m(Kprobe, "tcp_msg_kprobe", &["tcp_recvmsg"], None, None),
         ],
     },
     Hook {
@@ -253,6 +342,7 @@ pub static HOOKS: &[Hook] = &[
         purpose: "owners of accepted sockets at the accept itself (else learned at the accept syscall's exit)",
         min_kernel: "5.5 (fexit) / any (kretprobe)",
         required: false,
+        need: Need::Always,
         mechanisms: &[
             m(
                 Fexit,
@@ -276,6 +366,7 @@ pub static HOOKS: &[Hook] = &[
         purpose: "the listening fd of each accept() call",
         min_kernel: "any with CONFIG_FTRACE_SYSCALLS",
         required: false,
+        need: Need::Always,
         mechanisms: &[m(
             Tracepoint,
             "sys_enter_accept_tp",
@@ -290,6 +381,7 @@ pub static HOOKS: &[Hook] = &[
         purpose: "accept_failed events (EMFILE, ENFILE, ...) and owners of accepted sockets",
         min_kernel: "any with CONFIG_FTRACE_SYSCALLS",
         required: false,
+        need: Need::Always,
         mechanisms: &[m(
             Tracepoint,
             "sys_exit_accept_tp",
@@ -304,6 +396,7 @@ pub static HOOKS: &[Hook] = &[
         purpose: "accept_failed events for io_uring accepts (IORING_OP_ACCEPT)",
         min_kernel: "5.5",
         required: false,
+        need: Need::Always,
         mechanisms: &[m(
             Tracepoint,
             "io_uring_complete_tp",

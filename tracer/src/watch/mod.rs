@@ -88,7 +88,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<End> {
         comm: args.common.comm.clone(),
         all_states: args.states,
     };
-    let mut session = Session::start(&kfilter, ring)?;
+    let mut session = Session::start(&kfilter, ring, &args.common.no_mechanism)?;
     let ufilter = UserFilter {
         pids: args.common.pid.clone(),
         ports: args.common.port.clone(),
