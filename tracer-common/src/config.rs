@@ -121,10 +121,13 @@ pub struct SendResetLayout {
     pub state: u32,
     /// `OFFSET_NONE` before 6.10 (no reason field).
     pub reason: u32,
-    /// `__u8 saddr[28]` / `daddr[28]`: a `struct sockaddr_in6` (or `_in`).
+    /// `__u8 saddr[28]` / `daddr[28]`: a `struct sockaddr_in6` (or `_in`),
+    /// 6.10+; `OFFSET_NONE` on the older `tcp_event_sk_skb` layout, whose
+    /// socket is always a full one (read from `skaddr` instead).
     pub saddr: u32,
     pub daddr: u32,
-    pub _pad: u32,
+    /// `skbaddr` (both layouts): the packet answered, for resets with no socket.
+    pub skbaddr: u32,
 }
 
 /// Field offsets of `tcp:tcp_receive_reset` and `sock:inet_sock_set_state`
@@ -171,7 +174,7 @@ impl TracepointLayouts {
             reason: OFFSET_NONE,
             saddr: OFFSET_NONE,
             daddr: OFFSET_NONE,
-            _pad: 0,
+            skbaddr: OFFSET_NONE,
         },
         receive_reset: SockEventLayout::EMPTY,
         set_state: SockEventLayout::EMPTY,

@@ -70,19 +70,24 @@ pub fn tcp_receive_reset_raw(ctx: RawTracePointContext) -> i32 {
 pub fn tcp_send_reset_tp(ctx: TracePointContext) -> i32 {
     let l = &layouts().send_reset;
     let sk: u64 = tp_read(&ctx, l.skaddr).unwrap_or(0);
+    let skb: u64 = tp_read(&ctx, l.skbaddr).unwrap_or(0);
     let reason = if l.reason == OFFSET_NONE {
         REASON_NONE
     } else {
         tp_read::<u32>(&ctx, l.reason).unwrap_or(REASON_NONE)
     };
     emit(kind::RST_SENT, reason, |info| {
+        // The old layout (before 6.10) fires only for full sockets; the new
+        // one also without a socket, when the packet tells the namespace.
         if sk != 0 {
             fill_sock_info(sk, info);
+        } else if skb != 0 {
+            fill_skb_info(skb, info);
         } else {
             *info = SockInfo::default();
             info.flags = sock_flags::FROM_SKB;
         }
-        // The format's addresses are `struct sockaddr_in`/`_in6` already
+        // The 6.10 format's addresses are `struct sockaddr_in`/`_in6` already
         // turned to this host's point of view (saddr local).
         let family: u16 = tp_read(&ctx, l.saddr).unwrap_or(0);
         if family == AF_INET || family == AF_INET6 {

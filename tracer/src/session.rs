@@ -167,9 +167,13 @@ impl Session {
         if !failed.is_empty() {
             bail!("the kernel refused required hooks: {}", failed.join("; "));
         }
-        for h in hooks.iter().filter(|h| h.chosen.is_none()) {
+        for h in hooks
+            .iter()
+            .filter(|h| h.chosen.is_none() && h.not_needed.is_none())
+        {
             log::info!("optional hook {} not attached: {}", h.hook, h.purpose);
         }
+        log::info!("hooks: {}", chosen_summary(&hooks));
         drop(btf);
         release_freed_memory();
         Ok(Session {
@@ -179,6 +183,19 @@ impl Session {
             hooks,
         })
     }
+}
+
+/// `hook=mechanism` for every hook, `-` where none is attached (one line on
+/// stderr at start, the way `tracer probes` would say it).
+pub fn chosen_summary(hooks: &[HookReport]) -> String {
+    hooks
+        .iter()
+        .map(|h| {
+            let mech = h.chosen.as_ref().map_or("-", |c| c.mechanism);
+            format!("{}={mech}", h.hook)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Hands the memory start-up freed (parsed BTF, some 20 MiB) back to the

@@ -72,8 +72,10 @@ fn kernel_layouts_618() {
     assert_eq!((l.io_complete_req, l.io_complete_res), (16, 32));
     let sr = l.send_reset;
     assert_eq!(
-        (sr.skaddr, sr.state, sr.reason, sr.saddr, sr.daddr),
-        (16, 24, 28, 32, 60)
+        (
+            sr.skbaddr, sr.skaddr, sr.state, sr.reason, sr.saddr, sr.daddr
+        ),
+        (8, 16, 24, 28, 32, 60)
     );
     let rr = l.receive_reset;
     assert_eq!((rr.skaddr, rr.sport, rr.dport, rr.family), (8, 16, 18, 20));
@@ -109,7 +111,14 @@ fn kernel_layouts_61_has_no_reason() {
         send_reset: Some(f),
         ..Formats::default()
     });
-    assert_eq!((l.send_reset.skaddr, l.send_reset.state), (16, 24));
+    assert_eq!(
+        (
+            l.send_reset.skbaddr,
+            l.send_reset.skaddr,
+            l.send_reset.state
+        ),
+        (8, 16, 24)
+    );
     assert_eq!(l.send_reset.reason, OFFSET_NONE);
     // 4-byte raw addresses, not the 28-byte sockaddr the layout describes.
     assert_eq!(

@@ -265,6 +265,7 @@ pub fn read_format(root: &Path, system: &str, event: &str) -> Option<Format> {
 pub fn send_reset_layout(fmt: &Format) -> SendResetLayout {
     let mut l = TracepointLayouts::EMPTY.send_reset;
     l.skaddr = fmt.offset_sized("skaddr", 8);
+    l.skbaddr = fmt.offset_sized("skbaddr", 8);
     l.state = fmt.offset_sized("state", 4);
     l.reason = fmt.offset_sized("reason", 4);
     for (slot, name) in [(&mut l.saddr, "saddr"), (&mut l.daddr, "daddr")] {

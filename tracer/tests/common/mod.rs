@@ -457,6 +457,20 @@ impl Tracer {
         self.child.as_ref().expect("running").id()
     }
 
+    /// The mechanism chosen for each hook, from the `hooks: a=tp_btf b=-`
+    /// line tracer logs at start (`-`: none attached).
+    pub fn hooks(&self) -> HashMap<String, String> {
+        let text = self.stderr_text();
+        let line = text
+            .lines()
+            .find_map(|l| l.split_once("hooks: ").map(|(_, rest)| rest.to_string()))
+            .unwrap_or_else(|| panic!("no `hooks:` line on tracer's stderr:\n{text}"));
+        line.split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     pub fn stderr_text(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
     }
