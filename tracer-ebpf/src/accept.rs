@@ -124,11 +124,20 @@ fn count_accept_failed(key: &AcceptFailKey, listener: impl FnOnce() -> u64) {
 }
 
 /// `struct sock *inet_csk_accept(struct sock *sk, ...)`: the returned child
-/// belongs to the accepting process. (Its second argument changed in 6.10;
-/// only the first and the return value are used.)
+/// belongs to the accepting process. An fexit program finds the return value
+/// in its context right after the parameters, read directly rather than with
+/// bpf_get_func_ret (5.17+): 2 parameters since 6.10
+/// (`struct proto_accept_arg *`), 4 before (`int flags, int *err, bool kern`).
 #[fexit]
 pub fn inet_csk_accept_fexit(ctx: FExitContext) -> i32 {
-    let child: u64 = ctx.ret().unwrap_or(0);
+    let child: u64 = ctx.arg(2);
+    owner::learn_current(child);
+    0
+}
+
+#[fexit]
+pub fn inet_csk_accept_fexit4(ctx: FExitContext) -> i32 {
+    let child: u64 = ctx.arg(4);
     owner::learn_current(child);
     0
 }

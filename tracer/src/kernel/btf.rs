@@ -314,6 +314,19 @@ pub fn has_function(btf: &Btf, name: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Parameter count of the function `name` in BTF (fentry/fexit targets: an
+/// fexit program finds the return value right after the parameters).
+pub fn function_param_count(btf: &Btf, name: &str) -> Option<usize> {
+    let types = btf.resolve_types_by_name(name).ok()?;
+    types.into_iter().find_map(|ty| {
+        let Type::Func(func) = ty else { return None };
+        match peel(btf, btf.resolve_chained_type(&func).ok()?).ok()? {
+            Type::FuncProto(proto) => Some(proto.parameters.len()),
+            _ => None,
+        }
+    })
+}
+
 fn enum_members(btf: &Btf, ty: &Type) -> Option<Vec<(String, i64)>> {
     match ty {
         Type::Enum(e) => Some(

@@ -16,7 +16,9 @@ use std::path::PathBuf;
 
 use tracer_common::{KernelOffsets, TracepointLayouts};
 
-pub use btf::{has_function, kernel_offsets, load_vmlinux, tracepoint_arg_count};
+pub use btf::{
+    function_param_count, has_function, kernel_offsets, load_vmlinux, tracepoint_arg_count,
+};
 pub use names::KernelNames;
 pub use tracefs::{ensure_tracefs, layouts};
 
@@ -109,6 +111,13 @@ impl KernelInfo {
     /// Whether the kernel has a function of this name in BTF.
     pub fn has_function(&self, name: &str) -> bool {
         self.btf.as_ref().is_some_and(|b| has_function(b, name))
+    }
+
+    /// Parameter count of the kernel function `name`, from BTF.
+    pub fn function_param_count(&self, name: &str) -> Option<usize> {
+        self.btf
+            .as_ref()
+            .and_then(|b| function_param_count(b, name))
     }
 
     /// Parameter count of the BTF tracepoint `tp`, including the leading

@@ -20,6 +20,7 @@ pub fn probe(info: &KernelInfo) -> KernelCaps {
         btf_tracepoints: BTreeMap::new(),
         tracepoints: BTreeMap::new(),
         functions: BTreeSet::new(),
+        function_params: BTreeMap::new(),
     };
     for hook in HOOKS {
         for mech in hook.mechanisms {
@@ -45,6 +46,9 @@ pub fn probe(info: &KernelInfo) -> KernelCaps {
                     Kind::Fentry | Kind::Fexit | Kind::Kprobe | Kind::Kretprobe => {
                         if info.has_function(target) {
                             caps.functions.insert((*target).to_string());
+                        }
+                        if let Some(n) = info.function_param_count(target) {
+                            caps.function_params.insert((*target).to_string(), n);
                         }
                     }
                 }

@@ -31,6 +31,9 @@ pub struct KernelCaps {
     /// Kernel functions found in BTF (only those the table names).
     #[serde(default)]
     pub functions: BTreeSet<String>,
+    /// Their parameter counts, from BTF (where it describes them).
+    #[serde(default)]
+    pub function_params: BTreeMap<String, usize>,
 }
 
 /// The choice for one hook: candidates to try at attach, in order, and the
@@ -98,12 +101,21 @@ pub fn refusal(mech: &Mechanism, caps: &KernelCaps) -> Option<String> {
         }
         Kind::Fentry | Kind::Fexit => {
             if !caps.btf {
-                Some("no kernel BTF".into())
-            } else if !all_functions(mech, caps) {
-                Some(format!("function {} not in BTF", mech.targets.join(", ")))
-            } else {
-                None
+                return Some("no kernel BTF".into());
             }
+            if !all_functions(mech, caps) {
+                return Some(format!("function {} not in BTF", mech.targets.join(", ")));
+            }
+            for target in mech.targets {
+                if let (Some(want), Some(&have)) = (mech.params, caps.function_params.get(*target))
+                    && want != have
+                {
+                    return Some(format!(
+                        "{target} has {have} parameters here, this program was written for {want}"
+                    ));
+                }
+            }
+            None
         }
         Kind::Kprobe | Kind::Kretprobe => {
             if !caps.kprobes {

@@ -134,15 +134,16 @@ fn linux_6_18_without_kprobes() {
     );
     assert_eq!(
         refused(&p, "inet_csk_accept"),
-        vec![(
-            "inet_csk_accept_kretprobe",
-            s("kprobes are not enabled in this kernel (CONFIG_KPROBES)")
-        )]
-    );
-    assert!(
-        refused(&p, "inet_csk_accept")[0]
-            .1
-            .contains("CONFIG_KPROBES")
+        vec![
+            (
+                "inet_csk_accept_fexit4",
+                s("inet_csk_accept has 2 parameters here, this program was written for 4")
+            ),
+            (
+                "inet_csk_accept_kretprobe",
+                s("kprobes are not enabled in this kernel (CONFIG_KPROBES)")
+            )
+        ]
     );
     assert_eq!(
         candidates(&p, "sock_send_length"),
@@ -202,10 +203,17 @@ fn assert_pre_6_3_with_btf(p: &[HookPlan]) {
             ("tcp_destroy_sock", Some("tcp_destroy_sock_btf")),
             ("sock_send_length", Some("tcp_sendmsg_fentry")),
             ("sock_recv_length", Some("tcp_recvmsg_fentry")),
-            ("inet_csk_accept", Some("inet_csk_accept_fexit")),
+            ("inet_csk_accept", Some("inet_csk_accept_fexit4")),
             ("accept_enter", Some("sys_enter_accept_tp")),
             ("accept_exit", Some("sys_exit_accept_tp")),
         ]
+    );
+    assert_eq!(
+        refused(p, "inet_csk_accept"),
+        vec![(
+            "inet_csk_accept_fexit",
+            s("inet_csk_accept has 4 parameters here, this program was written for 2")
+        )]
     );
     assert_eq!(
         candidates(p, "tcp_send_reset"),
@@ -252,7 +260,7 @@ fn assert_pre_6_3_with_btf(p: &[HookPlan]) {
     assert_eq!(
         candidates(p, "inet_csk_accept"),
         vec![
-            ("fexit", "inet_csk_accept_fexit"),
+            ("fexit", "inet_csk_accept_fexit4"),
             ("kretprobe", "inet_csk_accept_kretprobe")
         ]
     );
@@ -353,7 +361,10 @@ fn linux_5_4_without_btf() {
     );
     assert_eq!(
         refused(&p, "inet_csk_accept"),
-        vec![("inet_csk_accept_fexit", s("no kernel BTF"))]
+        vec![
+            ("inet_csk_accept_fexit", s("no kernel BTF")),
+            ("inet_csk_accept_fexit4", s("no kernel BTF"))
+        ]
     );
     assert_eq!(
         candidates(&p, "inet_csk_accept"),
@@ -490,6 +501,10 @@ fn kretprobe_checks_function_only_with_btf() {
         vec![
             (
                 "inet_csk_accept_fexit",
+                s("function inet_csk_accept not in BTF")
+            ),
+            (
+                "inet_csk_accept_fexit4",
                 s("function inet_csk_accept not in BTF")
             ),
             (

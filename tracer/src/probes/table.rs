@@ -70,7 +70,9 @@ pub struct Mechanism {
     /// or kernel function; several for one program attached many times.
     pub targets: &'static [&'static str],
     /// For tp_btf/raw tracepoints: the exact BTF parameter count the program
-    /// was written for (the leading `void *` context included).
+    /// was written for (the leading `void *` context included); for
+    /// fentry/fexit: the function's parameter count (an fexit program reads
+    /// the return value right after them).
     pub params: Option<usize>,
     /// For classic tracepoints: a field the format must have.
     pub field: Option<&'static str>,
@@ -344,11 +346,20 @@ pub static HOOKS: &[Hook] = &[
         required: false,
         need: Need::Always,
         mechanisms: &[
+            // 6.10+: `(struct sock *sk, struct proto_accept_arg *arg)`.
             m(
                 Fexit,
                 "inet_csk_accept_fexit",
                 &["inet_csk_accept"],
+                Some(2),
                 None,
+            ),
+            // Before 6.10: `(struct sock *sk, int flags, int *err, bool kern)`.
+            m(
+                Fexit,
+                "inet_csk_accept_fexit4",
+                &["inet_csk_accept"],
+                Some(4),
                 None,
             ),
             m(
