@@ -62,7 +62,9 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
     let end = tokio::task::spawn_blocking(|| snapshot::take_snapshot(&SnapshotOptions::default()))
         .await
         .map_err(|e| anyhow::anyhow!("final snapshot task: {e}"))?
-        .map_err(|e| anyhow::anyhow!("final snapshot: {e}"))?;
+        .map_err(|e| {
+            anyhow::anyhow!("final snapshot of the host's sockets: {e}; {}", e.advice())
+        })?;
     let w = window.borrow();
     let rep = verdict_scoped(
         &w,

@@ -60,3 +60,51 @@ impl SnapshotError {
         }
     }
 }
+
+/// What a failed start-up snapshot costs the operator.
+pub const SNAPSHOT_COST: &str = "owners, CLOSE_WAIT ages and listener queues of sockets older than tracer stay unknown until those sockets act";
+
+impl SnapshotError {
+    /// What to do about it, in a few words.
+    pub fn advice(&self) -> &'static str {
+        use nix::errno::Errno;
+        let module_missing = |e: &std::io::Error| {
+            matches!(
+                e.raw_os_error().map(Errno::from_raw),
+                Some(Errno::ENOENT | Errno::EOPNOTSUPP | Errno::EPROTONOSUPPORT | Errno::EINVAL)
+            )
+        };
+        match self {
+            Self::NothingInspected { first, .. } => first.advice(),
+            _ if self.is_permission() => {
+                "run tracer as root, or with CAP_SYS_ADMIN and CAP_SYS_PTRACE (deploy/tracer.service)"
+            }
+            Self::Kernel(e) | Self::Netlink(e) if module_missing(e) => {
+                "load the sock_diag modules (`modprobe tcp_diag inet_diag`; /lib/modules/$(uname -r) must match the running kernel)"
+            }
+            _ => "run with RUST_LOG=debug for details",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SnapshotError;
+
+    #[test]
+    fn missing_modules_and_privileges_get_their_advice() {
+        let enoent = SnapshotError::Kernel(std::io::Error::from_raw_os_error(2));
+        assert!(enoent.advice().contains("modprobe tcp_diag"));
+        let nested = SnapshotError::NothingInspected {
+            failed: 2,
+            first: Box::new(SnapshotError::Kernel(std::io::Error::from_raw_os_error(
+                libc::EOPNOTSUPP,
+            ))),
+        };
+        assert!(nested.advice().contains("modprobe"));
+        let eperm = SnapshotError::Netlink(std::io::Error::from_raw_os_error(libc::EACCES));
+        assert!(eperm.advice().contains("root"));
+        let other = SnapshotError::Decode("short".into());
+        assert!(other.advice().contains("RUST_LOG"));
+    }
+}

@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-pub use error::SnapshotError;
+pub use error::{SNAPSHOT_COST, SnapshotError};
 pub use netns::{NetnsRef, find_netns, list_netns, netns_of, self_netns};
 pub use proc::{
     parse_cgroup_v2, parse_nofile_soft, parse_socket_link, process_info, socket_inodes_of,

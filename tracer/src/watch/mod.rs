@@ -139,7 +139,9 @@ pub async fn take_snapshot_blocking() -> Option<Snapshot> {
         }
         Ok(Err(e)) => {
             log::warn!(
-                "snapshot of existing sockets failed: {e}; owners of older sockets may be unknown"
+                "snapshot of existing sockets failed: {e}; {}; {}",
+                snapshot::SNAPSHOT_COST,
+                e.advice()
             );
             None
         }
