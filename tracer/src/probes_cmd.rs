@@ -16,10 +16,13 @@ pub fn run(args: ProbesArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match format {
         Format::Json => {
+            // `caps`: what the kernel offers, as the selection saw it (the
+            // fixtures of the selection tests are recorded from it).
             let doc = serde_json::json!({
                 "v": crate::event::SCHEMA_VERSION,
                 "kernel": session.caps.release,
                 "hooks": session.hooks,
+                "caps": session.caps,
             });
             writeln!(out, "{doc}")?;
         }

@@ -216,3 +216,7 @@ pub fn unsatisfiable(plans: &[HookPlan]) -> Vec<String> {
 #[cfg(test)]
 #[path = "select_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "kernels_table_tests.rs"]
+mod kernels_table_tests;
