@@ -246,8 +246,22 @@ fn make_resets(ns: &Netns) -> Counts {
     }
 }
 
-fn port(e: &Value, side: &str) -> u64 {
-    e[side].as_u64().unwrap_or(0)
+/// The events whose `side` (local_port / remote_port) is `port`, which
+/// must be exactly `n`.
+fn exactly<'a>(
+    test: &str,
+    what: &str,
+    events: &'a [Value],
+    side: &str,
+    port: u16,
+    n: usize,
+) -> Vec<&'a Value> {
+    let found: Vec<&Value> = events
+        .iter()
+        .filter(|e| e[side].as_u64() == Some(u64::from(port)))
+        .collect();
+    assert_eq!(found.len(), n, "{test}: {what}:\n{}", dump(events));
+    found
 }
 
 /// One run with `denied` mechanisms: every RST seen once, attributed.
@@ -293,15 +307,13 @@ fn every_reset_once(test: &str, denied: &[&str]) -> Option<HashMap<String, Strin
     );
 
     let inferred = reasons_inferred();
-    let closed: Vec<&Value> = sent
-        .iter()
-        .filter(|e| port(e, "local_port") == CLOSED_PORT as u64)
-        .collect();
-    assert_eq!(
-        closed.len(),
+    let closed = exactly(
+        test,
+        "closed-port resets",
+        &sent,
+        "local_port",
+        CLOSED_PORT,
         2 * CLOSED,
-        "{test}: closed-port resets:\n{}",
-        dump(&sent)
     );
     for family in ["inet", "inet6"] {
         let n = closed.iter().filter(|e| e["family"] == family).count();
@@ -312,63 +324,42 @@ fn every_reset_once(test: &str, denied: &[&str]) -> Option<HashMap<String, Strin
         assert_eq!(e.get("reason_inferred").is_some(), inferred, "{test}: {e}");
         assert!(e["pid"].is_null(), "{test}: nobody owns a closed port: {e}");
     }
-
-    let tw: Vec<&Value> = sent
-        .iter()
-        .filter(|e| port(e, "remote_port") == TW_PORT as u64)
-        .collect();
-    assert_eq!(tw.len(), TW, "{test}: TIME_WAIT resets:\n{}", dump(&sent));
-    for e in &tw {
+    for e in exactly(test, "TIME_WAIT resets", &sent, "remote_port", TW_PORT, TW) {
         assert_eq!(e["state"], "TIME_WAIT", "{test}: {e}");
         assert_eq!(e["reason"], "TCP_TIMEWAIT_SOCKET", "{test}: {e}");
         assert_eq!(e.get("reason_inferred").is_some(), inferred, "{test}: {e}");
         assert_eq!(e["local_addr"], "127.0.0.1", "{test}: {e}");
     }
-
-    let aborts: Vec<&Value> = sent
-        .iter()
-        .filter(|e| port(e, "local_port") == ABORT_PORT as u64)
-        .collect();
-    assert_eq!(aborts.len(), ABORTS, "{test}: aborts:\n{}", dump(&sent));
-    for e in &aborts {
+    for e in exactly(test, "aborts", &sent, "local_port", ABORT_PORT, ABORTS) {
         assert_eq!(e["pid"], c.server_pid, "{test}: the server aborted: {e}");
     }
-    let aborted: Vec<&Value> = received
-        .iter()
-        .filter(|e| port(e, "remote_port") == ABORT_PORT as u64)
-        .collect();
-    assert_eq!(
-        aborted.len(),
+    for e in exactly(
+        test,
+        "aborts received",
+        &received,
+        "remote_port",
+        ABORT_PORT,
         ABORTS,
-        "{test}: aborts received:\n{}",
-        dump(&received)
-    );
-    for e in &aborted {
+    ) {
         assert_eq!(e["pid"], c.client_pid, "{test}: the client's socket: {e}");
     }
-
-    let drops: Vec<&Value> = sent
-        .iter()
-        .filter(|e| port(e, "remote_port") == HOLD_PORT as u64)
-        .collect();
-    assert_eq!(
-        drops.len(),
+    for e in exactly(
+        test,
+        "client aborts",
+        &sent,
+        "remote_port",
+        HOLD_PORT,
         HOLDS,
-        "{test}: client aborts:\n{}",
-        dump(&sent)
-    );
-    for e in &drops {
+    ) {
         assert_eq!(e["pid"], c.client_pid, "{test}: the client aborted: {e}");
     }
-    let held: Vec<&Value> = received
-        .iter()
-        .filter(|e| port(e, "local_port") == HOLD_PORT as u64)
-        .collect();
-    assert_eq!(
-        held.len(),
+    let held = exactly(
+        test,
+        "held sockets reset",
+        &received,
+        "local_port",
+        HOLD_PORT,
         HOLDS,
-        "{test}: held sockets reset:\n{}",
-        dump(&received)
     );
     for e in &held {
         // Never used by the server since accept(): only what was learned

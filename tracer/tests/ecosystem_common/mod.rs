@@ -17,16 +17,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 /// How long a tracer may take to attach (times [`time_scale`]).
-pub const READY: Duration = Duration::from_secs(15);
+pub const READY: Duration = Duration::from_secs(20);
 
-/// `TRACER_TEST_TIME_SCALE`, as in `common::time_scale` (1 by default).
-pub fn time_scale() -> u32 {
-    std::env::var("TRACER_TEST_TIME_SCALE")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-        .filter(|&n| n >= 1)
-        .unwrap_or(1)
-}
+#[path = "../shared/time_scale.rs"]
+mod time_scale;
+pub use time_scale::time_scale;
 
 /// A traffic generator driven line by line on stdin. Prints its pid first,
 /// then answers each command with one line. PORT, when given, is the
