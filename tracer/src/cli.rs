@@ -30,6 +30,10 @@ pub enum Command {
 pub struct DiagnoseArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Also write the window as a self-contained HTML incident report
+    /// (verdict, per-second timeline of each blamed process, evidence).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -21,6 +21,8 @@ const REQUIRED: &[(&str, &str)] = &[
     // `promtool check metrics` validates the --metrics-addr body
     // (tests/ecosystem_metrics.rs); Debian ships it only with the server.
     ("promtool", "prometheus"),
+    // Headless rendering of `diagnose --report` (tests/report_html.rs).
+    ("chromium", "chromium"),
 ];
 
 /// Installed when the distribution has it (not every release packages it).

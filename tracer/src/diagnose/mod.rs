@@ -2,15 +2,23 @@
 //! the end, then one verdict: findings ordered most likely root cause first,
 //! told as a person would tell them.
 
+pub mod collect;
 pub mod findings;
+pub mod html;
 pub mod model;
 pub mod report;
+pub mod sparkline;
+pub mod svg;
+pub mod timeline;
 pub mod window;
 pub mod words;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::rc::Rc;
+
+use anyhow::Context as _;
 
 use crate::attribute::keys::ConnKey;
 use crate::cli::DiagnoseArgs;
@@ -20,8 +28,10 @@ use crate::output;
 use crate::session::{KernelFilter, Session, ring_bytes};
 use crate::snapshot::{self, Snapshot, SnapshotOptions, TCP_CLOSE_WAIT};
 use crate::watch::{Loop, Signals, UserFilter, take_snapshot_blocking};
+use collect::DiagnoseSink;
 use findings::{HostView, ListenerView, ProcView};
-use window::{Window, WindowSink};
+use timeline::Timeline;
+use window::Window;
 
 /// Default observation window.
 pub const DEFAULT_WINDOW_S: f64 = 30.0;
@@ -40,6 +50,15 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
         comm: args.common.comm.clone(),
         all_states: false,
     };
+    // An unwritable report path fails now, not after the window.
+    let mut report_file = args
+        .report
+        .as_deref()
+        .map(|path| {
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create the report file {}", path.display()))
+        })
+        .transpose()?;
     let mut session = Session::start(&kfilter, ring, &args.common.no_mechanism)?;
     let window = Rc::new(RefCell::new(Window::default()));
     let ufilter = UserFilter {
@@ -48,13 +67,17 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
         comm: args.common.comm.clone(),
     };
     let started = Clock::boot_now();
-    let mut lp = Loop::new(
-        &mut session,
-        Box::new(WindowSink(window.clone())),
-        ufilter,
-        false,
-    )?;
+    let timeline = Rc::new(RefCell::new(Timeline::new(started)));
+    let sink = DiagnoseSink {
+        window: window.clone(),
+        timeline: timeline.clone(),
+    };
+    let kernel = session.caps.release.clone();
+    let mut lp = Loop::new(&mut session, Box::new(sink), ufilter, false)?;
     let snap = take_snapshot_blocking().await;
+    if let Some(s) = &snap {
+        collect::seed(&mut timeline.borrow_mut(), s);
+    }
     lp.seed(snap);
     log::info!("attached; observing for {window_s} s");
     lp.run(Some(window_s), &mut signals).await?;
@@ -66,16 +89,90 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
             anyhow::anyhow!("final snapshot of the host's sockets: {e}; {}", e.advice())
         })?;
     let w = window.borrow();
-    let rep = verdict_scoped(
-        &w,
-        &end,
-        &lp.attr,
-        started,
-        elapsed_s,
+    let ages = close_wait_ages(&lp.attr);
+    let host = host_view(&end, &ages, started);
+    let found = findings::scope(
+        findings::findings(&w, &host),
         &args.common.pid,
         &args.common.port,
+        &host,
     );
-    report::print(&rep, format)
+    let rep = report::Report::new(elapsed_s, &w.counters, found);
+    let mut t = timeline.borrow_mut();
+    t.finish((elapsed_s.round() as usize).max(1));
+    report::print(&rep, format)?;
+    if format == output::Format::Text {
+        print_sparklines(&rep, &t)?;
+    }
+    if let (Some(file), Some(path)) = (report_file.as_mut(), args.report.as_deref()) {
+        let meta = html::Meta {
+            host: nix::sys::utsname::uname()
+                .map(|u| u.nodename().to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            kernel,
+            version: env!("CARGO_PKG_VERSION"),
+            command: command_line(),
+            started: Clock::new().rfc3339(started),
+        };
+        let page = html::render(&rep, &t, &host, &meta);
+        file.write_all(page.as_bytes())
+            .and_then(|()| file.flush())
+            .with_context(|| format!("writing the report file {}", path.display()))?;
+        log::info!("report written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// The timeline under the text verdict: one sparkline per series of each
+/// blamed process, one block per second.
+fn print_sparklines(r: &report::Report, t: &Timeline) -> anyhow::Result<()> {
+    let mut text = String::new();
+    for (pid, comm) in html::blamed(r) {
+        let Some(p) = t.procs.get(&pid) else { continue };
+        let lines = sparkline::lines(p);
+        if lines.is_empty() {
+            continue;
+        }
+        if text.is_empty() {
+            let unit = if t.step_s == 1 {
+                "second".to_string()
+            } else {
+                format!("{} s", t.step_s)
+            };
+            text.push_str(&format!("\nTimeline (one block per {unit}):\n"));
+        }
+        match comm {
+            Some(c) => text.push_str(&format!("  pid {pid} ({c})\n")),
+            None => text.push_str(&format!("  pid {pid}\n")),
+        }
+        for l in lines {
+            text.push_str(&l);
+            text.push('\n');
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if output::is_closed_pipe(&e) => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// How tracer was started, each argument shell-quoted where it needs it.
+fn command_line() -> String {
+    std::env::args_os()
+        .map(|a| {
+            let a = a.to_string_lossy().into_owned();
+            let plain = !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b));
+            if plain {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The verdict for a window, given the end snapshot, limited to `--pid` and

@@ -1,16 +1,12 @@
 //! A window of enriched events, aggregated for the verdict. Fed through the
-//! same `Sink` interface the outputs use, so diagnose sees exactly what watch
-//! would print.
+//! same `Sink` interface the outputs use (diagnose's `collect::DiagnoseSink`),
+//! so diagnose sees exactly what watch would print.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::io;
-use std::rc::Rc;
 
 use serde::Serialize;
 
 use crate::event::{Event, EventKind};
-use crate::output::Sink;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Counters {
@@ -115,19 +111,5 @@ impl Window {
             EventKind::Lost => self.counters.lost += e.count.unwrap_or(0),
             EventKind::StateChange => {}
         }
-    }
-}
-
-/// A `Sink` that adds every event to a shared window.
-pub struct WindowSink(pub Rc<RefCell<Window>>);
-
-impl Sink for WindowSink {
-    fn event(&mut self, e: &Event) -> io::Result<()> {
-        self.0.borrow_mut().add(e);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }

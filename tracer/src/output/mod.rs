@@ -6,6 +6,7 @@ pub mod file;
 pub mod json;
 pub mod text;
 
+use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 
@@ -32,8 +33,18 @@ impl Format {
     }
 }
 
+/// What sinks that chart the window get once a second.
+pub struct Second<'a> {
+    pub now_ns: u64,
+    /// The attributor's sockets in CLOSE_WAIT per owner: (count, earliest
+    /// entry in boot ns, some already there at start).
+    pub close_wait_by_pid: &'a HashMap<Option<u32>, (u64, Option<u64>, bool)>,
+}
+
 pub trait Sink {
     fn event(&mut self, e: &Event) -> io::Result<()>;
+    /// Once a second (diagnose's timeline samples its gauges).
+    fn second(&mut self, _s: &Second<'_>) {}
     fn flush(&mut self) -> io::Result<()>;
     /// A periodic verdict (`watch --summary-every`).
     fn summary(&mut self, _ts: &str, _r: &crate::diagnose::report::Report) -> io::Result<()> {

@@ -65,8 +65,13 @@ impl Loop<'_> {
     }
 
     pub(super) async fn on_tick(&mut self) -> anyhow::Result<()> {
+        let close_wait = self.attr.close_wait_by_pid();
+        self.sink.second(&crate::output::Second {
+            now_ns: Clock::boot_now(),
+            close_wait_by_pid: &close_wait,
+        });
         if let Some(m) = &self.metrics {
-            m.refresh_processes(self.attr.close_wait_by_pid());
+            m.refresh_processes(close_wait);
         }
         self.flush_periodic()?;
         self.maybe_summarize().await?;
