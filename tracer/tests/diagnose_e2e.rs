@@ -79,22 +79,7 @@ fn start_server(ns: &Netns, ready: &TempFile) -> (Proc, u32) {
             ],
         ),
     );
-    let deadline = Instant::now() + SERVER_READY;
-    let pid: u32 = loop {
-        if let Some(pid) = std::fs::read_to_string(&ready.0)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
-            break pid;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server wrote no pid to {} within {SERVER_READY:?}; stderr: {}",
-            ready.0.display(),
-            server.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let pid = server.pid_from_file(&ready.0, SERVER_READY);
     assert_eq!(
         pid,
         server.id(),

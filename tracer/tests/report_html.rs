@@ -12,7 +12,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Netns, Proc, Tracer, require_root, run_bounded};
 
@@ -141,21 +141,7 @@ fn diagnose_report_renders_the_incident() {
             &[SCRIPT, "server", &PORT.to_string(), FD_LIMIT, ready_s],
         ),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let pid: u32 = loop {
-        if let Some(pid) = std::fs::read_to_string(&ready)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
-            break pid;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server not ready: {}",
-            server.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let pid = server.pid_from_file(&ready, Duration::from_secs(10));
 
     let window = WINDOW_S.to_string();
     let report_s = report.to_str().expect("utf-8 path");

@@ -365,6 +365,28 @@ impl Proc {
             .unwrap_or_else(|e| panic!("{}: write {line:?}: {e}", self.label));
     }
 
+    /// The pid this process writes into `path` once it is ready (bounded
+    /// by `timeout`, scaled).
+    pub fn pid_from_file(&self, path: &std::path::Path, timeout: Duration) -> u32 {
+        let deadline = Instant::now() + scaled(timeout);
+        loop {
+            if let Some(pid) = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                return pid;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: wrote no pid to {} within {timeout:?}; stderr: {}",
+                self.label,
+                path.display(),
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn close_stdin(&mut self) {
         self.stdin = None;
     }
