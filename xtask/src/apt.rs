@@ -21,6 +21,15 @@ const REQUIRED: &[(&str, &str)] = &[
     // `promtool check metrics` validates the --metrics-addr body
     // (tests/ecosystem_metrics.rs); Debian ships it only with the server.
     ("promtool", "prometheus"),
+    // `cargo xtask vm` and the kernel matrix of `cargo xtask test`.
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("busybox", "busybox-static"),
+    ("modprobe", "kmod"),
+    ("depmod", "kmod"),
+    ("cpio", "cpio"),
+    ("xz", "xz-utils"),
+    ("zstd", "zstd"),
+    ("dpkg-deb", "dpkg"),
 ];
 
 /// Installed when the distribution has it (not every release packages it).
