@@ -136,7 +136,6 @@ pub fn names() -> Vec<&'static str> {
 
 /// Parses a `--kernels` / `TRACER_VM_KERNELS` value: `all`, `none` (or an
 /// empty string) or a comma-separated list of names or releases.
-#[allow(dead_code)] // read by the kernel matrix of `cargo xtask test` (next)
 pub fn parse_list(value: &str) -> Result<Vec<Kernel>> {
     let value = value.trim();
     match value {

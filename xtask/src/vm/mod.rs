@@ -9,6 +9,7 @@
 //! - `initramfs`: busybox, the 9p/overlay modules and the guest's `/init`.
 //! - `guest`: the per-run script, environment and kernel command line.
 //! - `qemu`: the machine, its serial ports, bounded waiting.
+//! - `matrix`, `results`: the root integration tests run in each kernel.
 
 use std::env;
 use std::fs;
@@ -24,7 +25,9 @@ pub mod guest;
 pub mod image;
 pub mod initramfs;
 pub mod kernels;
+pub mod matrix;
 pub mod qemu;
+pub mod results;
 
 /// The whole-VM timeout when none is given.
 pub const DEFAULT_TIMEOUT: &str = "40m";

@@ -120,7 +120,6 @@ pub fn parse_status(text: &str) -> Status {
 pub struct Outcome {
     pub code: i32,
     /// The command's stdout, when captured.
-    #[allow(dead_code)] // read by the kernel matrix of `cargo xtask test` (next)
     pub stdout: Vec<u8>,
 }
 
