@@ -23,6 +23,15 @@ const REQUIRED: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     // Headless rendering of `diagnose --report` (tests/report_html.rs).
     ("chromium", "chromium"),
+    // `cargo xtask vm` and the kernel matrix of `cargo xtask test`.
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("busybox", "busybox-static"),
+    ("modprobe", "kmod"),
+    ("depmod", "kmod"),
+    ("cpio", "cpio"),
+    ("xz", "xz-utils"),
+    ("zstd", "zstd"),
+    ("dpkg-deb", "dpkg"),
 ];
 
 /// Installed when the distribution has it (not every release packages it).

@@ -13,6 +13,7 @@ mod run;
 mod setup;
 mod test;
 mod util;
+mod vm;
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +41,10 @@ enum Command {
     Test(test::Args),
     /// Benchmarks: RST storms and EMFILE bursts with no tracer, tracer and bpftrace, side by side (docs/benchmarks.md).
     Bench(bench::Args),
+    /// Run a command as root in another Debian kernel under qemu (TCG), with
+    /// the host's / read-only below a tmpfs overlay, in the current directory
+    /// (`cargo xtask vm 6.1 -- uname -r`; kernels: 5.10, 6.1, 6.12 or a release).
+    Vm(vm::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +54,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Test(args) => test::test(args),
         Command::Bench(args) => Ok(bench::bench(args)),
+        Command::Vm(args) => vm::vm(args),
     };
     match result {
         Ok(code) => code,

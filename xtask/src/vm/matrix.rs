@@ -1,0 +1,326 @@
+//! The kernel matrix of `cargo xtask test`: a named subset of the root
+//! integration tests, run in one VM per kernel, each test on its own with
+//! `--test-threads=1`, and reported per kernel.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::guest::{self, quote};
+use super::kernels::Kernel;
+use super::results::{self, BEGIN, END, Outcome, Verdict};
+use crate::util::{self, workspace_root};
+
+/// The subset: (test target in tracer/tests, exact test names). No names:
+/// every test of the binary.
+pub const SUBSET: &[(&str, &[&str])] = &[
+    (
+        "rst_closed_port",
+        &["closed_port_rsts_counted_and_attributed"],
+    ),
+    (
+        "attribution_rst",
+        &[
+            "a_linger0_abort_by_server",
+            "b_close_with_unread_data",
+            "c_linger0_abort_ipv6",
+            "d_connection_established_before_tracer",
+        ],
+    ),
+    (
+        "starving_signals",
+        &[
+            "emfile_accept_failures_name_pid_limit_and_port",
+            "full_accept_queue_is_a_listen_overflow_of_its_owner",
+            "close_wait_counts_are_exact",
+        ],
+    ),
+    ("diagnose_e2e", &["diagnose_tells_the_production_story"]),
+    ("io_uring_accept", &["io_uring_accept_emfile_is_reported"]),
+    ("kernels", &[]),
+];
+
+/// The whole-VM bound of one kernel's run when none is given.
+pub const DEFAULT_VM_TIMEOUT: &str = "25m";
+
+/// One entry of the subset, resolved against the build.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub target: String,
+    pub names: Vec<String>,
+    /// The built test executable, if the build has this target.
+    pub exe: Option<PathBuf>,
+    /// tracer/tests/<target>.rs (or <target>/main.rs) exists in this tree.
+    pub in_tree: bool,
+}
+
+/// The tracer integration test executables of a `cargo test --no-run
+/// --message-format=json` run: target name → executable.
+pub fn parse_executables(json_lines: &str, tests_dir: &Path) -> BTreeMap<String, PathBuf> {
+    let mut out = BTreeMap::new();
+    for line in json_lines.lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact" || msg["profile"]["test"] != true {
+            continue;
+        }
+        let (Some(name), Some(src), Some(exe)) = (
+            msg["target"]["name"].as_str(),
+            msg["target"]["src_path"].as_str(),
+            msg["executable"].as_str(),
+        ) else {
+            continue;
+        };
+        let is_test = msg["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "test"));
+        if is_test && Path::new(src).starts_with(tests_dir) {
+            out.insert(name.to_owned(), PathBuf::from(exe));
+        }
+    }
+    out
+}
+
+/// Finds the built test executables with the host run's cargo flags (the
+/// part of ARGS before `--`) and environment, so nothing is rebuilt.
+pub fn executables(cargo_args: &[String], bin: &Path) -> Result<BTreeMap<String, PathBuf>> {
+    let mut cmd = util::cargo();
+    cmd.args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "tracer-ebpf",
+        "--no-fail-fast",
+    ])
+    .args(["--no-run", "--message-format=json"])
+    .args(cargo_args)
+    .env("TRACER_BIN", bin)
+    .stderr(Stdio::inherit());
+    crate::setup::use_bpf_linker(&mut cmd)?;
+    let json = util::output(&mut cmd).context("listing the built test executables failed")?;
+    Ok(parse_executables(&json, &tests_dir()))
+}
+
+fn tests_dir() -> PathBuf {
+    workspace_root().join("tracer").join("tests")
+}
+
+/// The subset, resolved against the built executables.
+pub fn plan(built: &BTreeMap<String, PathBuf>, tests_dir: &Path) -> Vec<Entry> {
+    SUBSET
+        .iter()
+        .map(|(target, names)| Entry {
+            target: (*target).to_owned(),
+            names: names.iter().map(|n| (*n).to_owned()).collect(),
+            exe: built.get(*target).cloned(),
+            in_tree: tests_dir.join(format!("{target}.rs")).is_file()
+                || tests_dir.join(target).join("main.rs").is_file(),
+        })
+        .collect()
+}
+
+/// The guest's shell script: each test on its own, between markers that
+/// carry its exit status and wall time in ms.
+pub fn guest_script(plan: &[Entry]) -> String {
+    let mut s = String::from("now() { date +%s%3N; }\n");
+    for entry in plan {
+        let Some(exe) = &entry.exe else { continue };
+        let filters: Vec<&str> = if entry.names.is_empty() {
+            vec![""]
+        } else {
+            entry.names.iter().map(String::as_str).collect()
+        };
+        for filter in filters {
+            let args = if filter.is_empty() {
+                String::new()
+            } else {
+                format!(" --exact {}", quote(filter))
+            };
+            let _ = writeln!(
+                s,
+                "echo {}; t=$(now); {} --test-threads=1 --color=never{args}; rc=$?; echo; echo {} $rc $(( $(now) - t ))",
+                quote(&format!("{BEGIN}{} {filter}", entry.target)),
+                quote(&exe.display().to_string()),
+                quote(&format!("{END}{}", entry.target)),
+            );
+        }
+    }
+    s
+}
+
+/// One kernel's run of the subset.
+pub struct Report {
+    pub release: String,
+    pub outcomes: Vec<Outcome>,
+    pub time: Duration,
+    /// Set when the VM could not be prepared, booted or did not finish.
+    pub error: Option<String>,
+}
+
+impl Report {
+    /// Passed, failed, skipped; a VM that failed counts one failure more.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        let (p, f, s) = results::count(&self.outcomes);
+        (p, f + u64::from(self.error.is_some()), s)
+    }
+}
+
+/// Boots `kernel` once and runs the planned tests in it.
+pub fn run_kernel(kernel: &Kernel, plan: &[Entry], bin: &Path, timeout: Duration) -> Report {
+    let start = Instant::now();
+    let mut report = Report {
+        release: kernel.release.clone(),
+        outcomes: Vec::new(),
+        time: Duration::ZERO,
+        error: None,
+    };
+    let extra = [("TRACER_BIN".to_owned(), bin.display().to_string())];
+    let env = guest::environment(|name| std::env::var(name).ok(), &extra);
+    let command = ["sh".to_owned(), "-c".to_owned(), guest_script(plan)];
+    let cwd = workspace_root().join("tracer");
+    println!("xtask test: kernel {}: booting", kernel.release);
+    let stdout = match super::run(kernel, &cwd, &env, &command, timeout, true) {
+        Ok(outcome) => outcome.stdout,
+        Err(err) => {
+            report.error = Some(format!("{err:#}"));
+            Vec::new()
+        }
+    };
+    let sections = results::sections(&String::from_utf8_lossy(&stdout));
+    for entry in plan {
+        if entry.exe.is_none() {
+            if entry.in_tree {
+                report.outcomes.push(Outcome {
+                    target: entry.target.clone(),
+                    name: "(binary)".to_owned(),
+                    verdict: Verdict::NotBuilt,
+                    time: None,
+                });
+            }
+            continue;
+        }
+        report
+            .outcomes
+            .extend(results::judge(&entry.target, &entry.names, &sections));
+    }
+    report.time = start.elapsed();
+    report
+}
+
+/// Prints what each test did and the per-kernel line.
+pub fn print(report: &Report, plan: &[Entry]) {
+    for entry in plan.iter().filter(|e| e.exe.is_none()) {
+        let note = if entry.in_tree {
+            "NOT BUILT although tracer/tests has it: a failure"
+        } else {
+            "not built (no such file in tracer/tests of this tree)"
+        };
+        println!(
+            "xtask test: kernel {}: {} {note}",
+            report.release, entry.target
+        );
+    }
+    for o in &report.outcomes {
+        let time = o
+            .time
+            .map_or(String::new(), |t| format!(" ({:.1} s)", t.as_secs_f64()));
+        println!(
+            "xtask test: kernel {}: {:<11} {}::{}{time}",
+            report.release,
+            o.verdict.word(),
+            o.target,
+            o.name
+        );
+    }
+    if let Some(err) = &report.error {
+        println!("xtask test: kernel {}: VM FAILED: {err}", report.release);
+    }
+    let (p, f, s) = report.counts();
+    println!(
+        "kernel {}: {p} passed, {f} failed, {s} skipped in {:.0} s",
+        report.release,
+        report.time.as_secs_f64()
+    );
+}
+
+/// Refuses an empty plan: nothing of the subset was built.
+pub fn check_plan(plan: &[Entry]) -> Result<()> {
+    if plan.iter().all(|e| e.exe.is_none()) {
+        bail!(
+            "none of the kernel matrix's test targets was built; \
+             drop the cargo flags that exclude them, or use --kernels none"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executables_are_the_tracer_test_targets() {
+        let json = r#"{"reason":"compiler-artifact","profile":{"test":true},"target":{"name":"rst_closed_port","kind":["test"],"src_path":"/w/tracer/tests/rst_closed_port.rs"},"executable":"/w/target/debug/deps/rst_closed_port-1"}
+{"reason":"compiler-artifact","profile":{"test":true},"target":{"name":"tracer","kind":["bin"],"src_path":"/w/tracer/src/main.rs"},"executable":"/w/target/debug/deps/tracer-2"}
+{"reason":"compiler-artifact","profile":{"test":false},"target":{"name":"x","kind":["test"],"src_path":"/w/tracer/tests/x.rs"},"executable":null}
+{"reason":"build-finished","success":true}
+not json"#;
+        let got = parse_executables(json, Path::new("/w/tracer/tests"));
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got["rst_closed_port"],
+            PathBuf::from("/w/target/debug/deps/rst_closed_port-1")
+        );
+    }
+
+    #[test]
+    fn the_subset_names_real_targets_and_kernels_is_reported_when_absent() {
+        let built: BTreeMap<String, PathBuf> =
+            [("rst_closed_port".to_owned(), PathBuf::from("/x/rst"))].into();
+        let plan = plan(&built, &tests_dir());
+        assert_eq!(plan.len(), SUBSET.len());
+        assert_eq!(plan[0].exe, Some(PathBuf::from("/x/rst")));
+        for entry in plan.iter().filter(|e| e.target != "kernels") {
+            assert!(entry.in_tree, "{} is not in tracer/tests", entry.target);
+        }
+        let kernels = plan.iter().find(|e| e.target == "kernels").unwrap();
+        assert!(kernels.exe.is_none());
+        assert_eq!(kernels.in_tree, tests_dir().join("kernels.rs").is_file());
+    }
+
+    #[test]
+    fn the_guest_script_runs_each_test_alone_between_markers() {
+        let plan = vec![
+            Entry {
+                target: "a".into(),
+                names: vec!["t1".into(), "t2".into()],
+                exe: Some("/e/a-1".into()),
+                in_tree: true,
+            },
+            Entry {
+                target: "b".into(),
+                names: vec![],
+                exe: None,
+                in_tree: true,
+            },
+            Entry {
+                target: "c".into(),
+                names: vec![],
+                exe: Some("/e/c".into()),
+                in_tree: true,
+            },
+        ];
+        let script = guest_script(&plan);
+        assert!(script.contains("echo 'xtask-matrix: begin a t1'; t=$(now); '/e/a-1' --test-threads=1 --color=never --exact 't1'; rc=$?; echo; echo 'xtask-matrix: end a' $rc"));
+        assert!(script.contains("'/e/a-1' --test-threads=1 --color=never --exact 't2'"));
+        assert!(!script.contains("begin b"));
+        assert!(script.contains(
+            "echo 'xtask-matrix: begin c '; t=$(now); '/e/c' --test-threads=1 --color=never; rc=$?"
+        ));
+    }
+}
