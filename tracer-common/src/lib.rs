@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod config;
+pub mod errno;
 pub mod record;
 
 pub use config::*;

@@ -16,7 +16,8 @@ use aya_ebpf::{
     programs::{FExitContext, RetProbeContext, TracePointContext},
 };
 use tracer_common::{
-    AcceptFailKey, AcceptFailedRecord, OFFSET_NONE, RECORD_VERSION, RecordHeader, SockInfo, kind,
+    AcceptFailKey, AcceptFailedRecord, OFFSET_NONE, RECORD_VERSION, RecordHeader, SockInfo, errno,
+    kind,
 };
 
 use crate::{
@@ -26,8 +27,6 @@ use crate::{
     maps::{ACCEPT_ARGS, ACCEPT_FAILS, ACCEPT_SCRATCH, count_drop, layouts, offsets},
     owner,
 };
-
-const EAGAIN: i32 = 11;
 
 #[tracepoint]
 pub fn sys_enter_accept_tp(ctx: TracePointContext) -> i32 {
@@ -60,8 +59,8 @@ pub fn sys_exit_accept_tp(ctx: TracePointContext) -> i32 {
         return 0;
     }
     let errno = (-ret) as i32;
-    // EAGAIN is how non-blocking servers learn the queue is empty.
-    if errno == EAGAIN {
+    // EAGAIN (an empty queue), a signal's interruption: not failures.
+    if !errno::accept_failed(errno) {
         return 0;
     }
     let key = AcceptFailKey {
@@ -165,7 +164,7 @@ pub fn io_uring_complete_tp(ctx: TracePointContext) -> i32 {
     }
     // SAFETY: bpf_probe_read of the tracepoint record at its format offset.
     let res: i32 = unsafe { ctx.read_at(l.io_complete_res as usize) }.unwrap_or(0);
-    if res >= 0 || -res == EAGAIN {
+    if res >= 0 || !errno::accept_failed(-res) {
         return 0;
     }
     // SAFETY: as above.

@@ -32,7 +32,9 @@ impl AcceptAggregator {
 
     /// Adds `n` failures like `rec`.
     pub fn add_n(&mut self, rec: &AcceptFailedRecord, n: u64) {
-        if n == 0 {
+        // The kernel side drops interruptions already; an older object
+        // might not.
+        if n == 0 || !tracer_common::errno::accept_failed(rec.errno) {
             return;
         }
         let key = AcceptKey {
@@ -196,5 +198,16 @@ mod tests {
         );
         assert!(a.is_empty());
         assert!(a.drain().is_empty());
+    }
+
+    #[test]
+    fn interrupted_accepts_are_not_lines() {
+        let mut a = AcceptAggregator::default();
+        for errno in [libc::EINTR, libc::EAGAIN, 512, 513, 514, 516] {
+            a.add(&rec(1, 80, errno));
+        }
+        assert!(a.is_empty());
+        a.add(&rec(1, 80, libc::ECONNABORTED));
+        assert_eq!(a.drain().len(), 1);
     }
 }

@@ -1,0 +1,120 @@
+//! Needs root. Real server shapes that once made tracer print something
+//! false (issue 13), each with real processes in a private namespace:
+//! a blocking accept() interrupted by signals, a burst of EMFILE lines over
+//! several seconds, a process whose threads have their own names.
+//!
+//! Run: `cargo xtask test -- --test real_servers` (as root).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Netns, Tracer, dump, require_root, select};
+
+fn fields(line: &str) -> Vec<u64> {
+    line.split_whitespace()
+        .map(|f| f.parse().expect("number"))
+        .collect()
+}
+
+/// A blocking accept() server (the shape of socketserver, prefork Apache)
+/// that gets SIGALRM every 50 ms while it serves argv[2] connections from a
+/// forked client, one every 150 ms. argv[1] `timeo` sets SO_RCVTIMEO on the
+/// listener, so an interrupted accept returns EINTR itself instead of
+/// ERESTARTSYS. Then, as a control that the pipeline is live, it fails
+/// argv[3] accepts with EMFILE. Prints "pid port signals served emfile".
+const SIGNALLED_SERVER: &str = r#"
+import os, resource, signal, socket, struct, sys, time
+mode, n, tries = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+hits = [0]
+def on_alarm(*_):
+    hits[0] += 1
+signal.signal(signal.SIGALRM, on_alarm)
+ls = socket.socket(); ls.bind(("127.0.0.1", 0)); ls.listen(16)
+if mode == "timeo":
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 30, 0))
+port = ls.getsockname()[1]
+child = os.fork()
+if child == 0:
+    for _ in range(n):
+        time.sleep(0.15)
+        socket.create_connection(("127.0.0.1", port)).close()
+    os._exit(0)
+signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)
+served = 0
+while served < n:
+    a, _ = ls.accept()
+    a.close()
+    served += 1
+signal.setitimer(signal.ITIMER_REAL, 0, 0)
+os.waitpid(child, 0)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+c = socket.create_connection(("127.0.0.1", port))
+fill = []
+try:
+    while True:
+        fill.append(open("/dev/null"))
+except OSError:
+    pass
+failed = 0
+for _ in range(tries):
+    try:
+        ls.accept()
+    except OSError as e:
+        failed += e.errno == 24
+del fill[:]
+print(os.getpid(), port, hits[0], served, failed, flush=True)
+sys.stdin.readline()
+"#;
+
+/// Signals interrupt a blocking accept(): the syscall exit sees
+/// -ERESTARTSYS (or -EINTR with SO_RCVTIMEO) and the call is retried.
+/// Nothing failed, so the only `accept_failed` lines of the server are the
+/// control's EMFILE ones.
+#[test]
+fn signal_interrupted_accepts_are_not_failures() {
+    if !require_root("signal_interrupted_accepts_are_not_failures") {
+        return;
+    }
+    let ns = Netns::new();
+    let netns = ns.inode();
+    let tracer = Tracer::watch_json(&[]);
+    let mut servers = Vec::new();
+    for mode in ["plain", "timeo"] {
+        let server = ns.python("signalled-server", SIGNALLED_SERVER, &[mode, "10", "3"]);
+        let f = fields(&server.line_within(Duration::from_secs(20)));
+        let (pid, port, signals, served, failed) = (f[0], f[1], f[2], f[3], f[4]);
+        assert!(signals >= 20, "{mode}: only {signals} signals arrived");
+        assert_eq!(served, 10, "{mode}: every connection was served");
+        assert_eq!(failed, 3, "{mode}: the control accepts fail with EMFILE");
+        servers.push((server, pid, port));
+    }
+    let done = tracer.wait_for(Duration::from_secs(10), |ev| {
+        servers.iter().all(|(_, pid, _)| {
+            select(ev, netns, "accept_failed")
+                .iter()
+                .filter(|e| e["pid"] == *pid)
+                .map(|e| e["count"].as_u64().unwrap_or(0))
+                .sum::<u64>()
+                >= 3
+        })
+    });
+    for (s, _, _) in &mut servers {
+        s.send("done");
+    }
+    let events = tracer.stop().events();
+    let lines = select(&events, netns, "accept_failed");
+    assert!(done, "{}", dump(&lines));
+    for (_, pid, port) in &servers {
+        let mine: Vec<_> = events
+            .iter()
+            .filter(|e| e["event"] == "accept_failed" && e["pid"] == *pid)
+            .collect();
+        let total: u64 = mine.iter().map(|e| e["count"].as_u64().unwrap_or(0)).sum();
+        assert_eq!(total, 3, "{}", dump(&lines));
+        for e in mine {
+            assert_eq!(e["errno"], 24, "{e}");
+            assert_eq!(e["local_port"], *port, "{e}");
+        }
+    }
+}
