@@ -9,6 +9,7 @@
 pub mod config;
 pub mod errno;
 pub mod record;
+pub mod socket_id;
 
 pub use config::*;
 pub use record::*;

@@ -8,7 +8,6 @@
 //! else none. See docs/attribution.md.
 
 pub mod cgroups;
-pub mod keys;
 pub mod procs;
 pub mod tombstones;
 
@@ -16,11 +15,11 @@ use std::collections::HashMap;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use tracer_common::socket_id::ConnKey;
 use tracer_common::{RstRecord, SockInfo, StateRecord, TaskInfo, owner_source};
 
 use crate::event::{AttributedBy, Owner};
 use crate::snapshot::Snapshot;
-use keys::ConnKey;
 use procs::{ProcSource, Procs};
 use tombstones::Tombstones;
 
@@ -80,11 +79,7 @@ impl Attributor {
         self.tuple_inodes.clear();
         let mut in_close_wait = std::collections::HashSet::new();
         for s in &snap.sockets {
-            let key = ConnKey {
-                netns: s.netns,
-                local: (s.local.ip(), s.local.port()),
-                remote: (s.remote.ip(), s.remote.port()),
-            };
+            let key = s.conn_key();
             if s.inode != 0 {
                 self.tuple_inodes.insert(key, s.inode);
             }

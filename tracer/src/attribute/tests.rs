@@ -77,7 +77,7 @@ fn sock(local: ([u8; 4], u16), remote: ([u8; 4], u16), skaddr: u64, ino: u64) ->
         skaddr,
         ino,
         netns: NETNS,
-        family: keys::AF_INET,
+        family: tracer_common::socket_id::AF_INET,
         lport: local.1,
         rport: remote.1,
         state: TCP_ESTABLISHED,

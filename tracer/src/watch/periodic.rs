@@ -9,6 +9,7 @@ use crate::enrich::Enricher;
 use crate::event::{AttributedBy, Event, EventKind, comm_string, errno_name};
 use crate::overflow::Overflow;
 use crate::snapshot::{self, SnapshotOptions};
+use tracer_common::socket_id;
 
 use super::{Loop, REFRESH_EVERY};
 
@@ -125,7 +126,7 @@ impl Loop<'_> {
             .attr
             .listener_owner(l.netns, l.local.port(), l.inode, &LiveProc);
         e.set_owner(owner.as_ref(), by);
-        e.family = crate::attribute::keys::family_name(l.family);
+        e.family = socket_id::family_name(l.family);
         e.local_addr = Some(l.local.ip().to_string());
         e.local_port = Some(l.local.port());
         e.state = Some(Some("LISTEN".into()));
