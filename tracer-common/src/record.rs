@@ -150,12 +150,14 @@ pub struct AcceptFailKey {
     pub file: u64,
 }
 
-/// Per-CPU value of that aggregation: how many failures, and the first
-/// one's details (process, listener, fd limit).
+/// Per-CPU value of that aggregation: how many failures, when the last one
+/// happened, and the first one's details (process, listener, fd limit).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AcceptFailAgg {
     pub count: u64,
+    /// `bpf_ktime_get_boot_ns()` of the latest failure counted.
+    pub last_ns: u64,
     pub first: AcceptFailedRecord,
 }
 
@@ -177,7 +179,7 @@ const _: () = {
     assert!(core::mem::size_of::<AcceptFailedRecord>() == 128);
     assert!(core::mem::size_of::<OwnerEntry>() == 40);
     assert!(core::mem::size_of::<AcceptFailKey>() == 24);
-    assert!(core::mem::size_of::<AcceptFailAgg>() == 136);
+    assert!(core::mem::size_of::<AcceptFailAgg>() == 144);
 };
 
 #[cfg(feature = "user")]

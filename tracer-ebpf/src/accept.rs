@@ -84,10 +84,12 @@ fn count_accept_failed(key: &AcceptFailKey, listener: impl FnOnce() -> u64) {
     if let Some(existing) = ACCEPT_FAILS.get_ptr_mut(key) {
         // SAFETY: this CPU's value of the entry (per-CPU map; BPF programs
         // do not preempt each other on a CPU). An entry created on another
-        // CPU starts zeroed here and is filled below.
+        // CPU starts zeroed here and is filled below. The time helper takes
+        // no arguments.
         unsafe {
             if (*existing).count != 0 {
                 (*existing).count += 1;
+                (*existing).last_ns = bpf_ktime_get_boot_ns();
                 return;
             }
         }
@@ -106,17 +108,19 @@ fn count_accept_failed(key: &AcceptFailKey, listener: impl FnOnce() -> u64) {
         rec.listener = SockInfo::default();
     }
     let wanted = owner::passes(rec.listener.lport, 0, &rec.task);
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
     rec.header = RecordHeader {
         kind: if wanted { kind::ACCEPT_FAILED } else { 0 },
         version: RECORD_VERSION,
         len: core::mem::size_of::<AcceptFailedRecord>() as u32,
-        // SAFETY: helper without arguments.
-        ts_boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+        ts_boot_ns: now,
     };
     rec.listen_fd = key.fd;
     rec.errno = key.errno;
     rec.fd_limit = current_nofile_limit();
     agg.count = 1;
+    agg.last_ns = now;
     if ACCEPT_FAILS.insert(key, &*agg, 0).is_err() {
         count_drop();
     }

@@ -118,3 +118,99 @@ fn signal_interrupted_accepts_are_not_failures() {
         }
     }
 }
+
+/// A server out of fds (RLIMIT_NOFILE 64) failing accept() with EMFILE
+/// every 10 ms for argv[1] seconds. Prints "pid port failed".
+const EMFILE_BURST: &str = r#"
+import os, resource, socket, sys, time
+secs = float(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+ls = socket.socket(); ls.bind(("127.0.0.1", 0)); ls.listen(16)
+port = ls.getsockname()[1]
+c = socket.create_connection(("127.0.0.1", port))
+fill = []
+try:
+    while True:
+        fill.append(open("/dev/null"))
+except OSError:
+    pass
+failed = 0
+end = time.monotonic() + secs
+while time.monotonic() < end:
+    try:
+        ls.accept()
+    except OSError as e:
+        failed += e.errno == 24
+    time.sleep(0.01)
+del fill[:]
+print(os.getpid(), port, failed, flush=True)
+sys.stdin.readline()
+"#;
+
+/// Seconds since the epoch of an RFC 3339 `ts` as tracer writes it
+/// (`YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`), for differences within a month.
+fn ts_secs(ts: &str) -> f64 {
+    let day: f64 = ts[8..10].parse().expect("day");
+    let h: f64 = ts[11..13].parse().expect("hour");
+    let m: f64 = ts[14..16].parse().expect("minute");
+    let s: f64 = ts[17..ts.len() - 1].parse().expect("seconds");
+    ((day * 24.0 + h) * 60.0 + m) * 60.0 + s
+}
+
+/// During a 4 s EMFILE burst the one cause gives a line a second, each
+/// stamped with its own interval's last failure: strictly increasing
+/// timestamps about a second apart, the counts adding up to the failures.
+#[test]
+fn interval_lines_carry_their_own_time() {
+    if !require_root("interval_lines_carry_their_own_time") {
+        return;
+    }
+    let ns = Netns::new();
+    let netns = ns.inode();
+    let tracer = Tracer::watch_json(&[]);
+    let mut server = ns.python("emfile-burst", EMFILE_BURST, &["4"]);
+    let f = fields(&server.line_within(Duration::from_secs(20)));
+    let (pid, port, failed) = (f[0], f[1], f[2]);
+    assert!(failed >= 200, "only {failed} EMFILE failures");
+    let mine = |ev: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        select(ev, netns, "accept_failed")
+            .into_iter()
+            .filter(|e| e["pid"] == pid)
+            .collect()
+    };
+    let total = |lines: &[serde_json::Value]| -> u64 {
+        lines.iter().map(|e| e["count"].as_u64().unwrap_or(0)).sum()
+    };
+    let done = tracer.wait_for(Duration::from_secs(10), |ev| total(&mine(ev)) >= failed);
+    server.send("done");
+    let lines = mine(&tracer.stop().events());
+    assert!(done, "{}", dump(&lines));
+    assert_eq!(total(&lines), failed, "{}", dump(&lines));
+    assert!(lines.len() >= 4, "a line per second: {}", dump(&lines));
+    for e in &lines {
+        assert_eq!(e["errno"], 24, "{e}");
+        assert_eq!(e["local_port"], port, "{e}");
+        assert!(e["count"].as_u64().unwrap_or(0) > 0, "{e}");
+    }
+    let ts: Vec<f64> = lines
+        .iter()
+        .map(|e| ts_secs(e["ts"].as_str().expect("ts")))
+        .collect();
+    // The last line's interval may be cut short by the end of the burst.
+    for (i, w) in ts.windows(2).enumerate() {
+        let gap = w[1] - w[0];
+        let last = i + 2 == ts.len();
+        assert!(
+            gap > 0.0 && gap < 1.5 && (last || gap > 0.5),
+            "lines {i} and {}: {gap:.3} s apart\n{}",
+            i + 1,
+            dump(&lines)
+        );
+    }
+    let span = ts[ts.len() - 1] - ts[0];
+    assert!(
+        (2.5..4.5).contains(&span),
+        "a 4 s burst spans {span:.3} s of lines\n{}",
+        dump(&lines)
+    );
+}

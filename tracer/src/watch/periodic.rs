@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use crate::aggregate::Interval;
 use crate::attribute::procs::LiveProc;
 use crate::clock::Clock;
 use crate::enrich::Enricher;
@@ -157,12 +158,12 @@ impl Loop<'_> {
                 .filter_map(Result::ok)
                 .map(|(k, v)| (k, v.iter().copied().collect::<Vec<_>>()))
                 .collect();
-            for (rec, n) in self.accept_totals.increments(now) {
-                self.accepts.add_n(&rec, n);
+            for i in self.accept_totals.increments(now) {
+                self.accepts.add_n(&i.first, i.count, i.last_ns);
             }
         }
-        for (rec, count) in self.accepts.drain() {
-            let e = self.accept_event(&rec, count);
+        for i in self.accepts.drain() {
+            let e = self.accept_event(&i);
             if self.filter.passes(&e) {
                 self.emit(&e)?;
             }
@@ -170,11 +171,10 @@ impl Loop<'_> {
         self.sink.flush()
     }
 
-    pub(super) fn accept_event(
-        &mut self,
-        rec: &tracer_common::AcceptFailedRecord,
-        count: u64,
-    ) -> Event {
+    /// One interval's `accept_failed` line: the first failure's details,
+    /// the count, and the time of the last failure it counts.
+    pub(super) fn accept_event(&mut self, interval: &Interval) -> Event {
+        let (rec, count) = (&interval.first, interval.count);
         let enricher = Enricher {
             clock: self.clock,
             names: &self.session.kernel.names,
@@ -182,7 +182,7 @@ impl Loop<'_> {
         };
         let mut e = Event::new(
             EventKind::AcceptFailed,
-            self.clock.rfc3339(rec.header.ts_boot_ns),
+            self.clock.rfc3339(interval.last_ns),
         );
         let owner = self.attr.procs.owner_of_task(&rec.task, &LiveProc);
         e.set_owner(Some(&owner), AttributedBy::CurrentTask);
