@@ -214,3 +214,97 @@ fn interval_lines_carry_their_own_time() {
         dump(&lines)
     );
 }
+
+/// A process named `crt-main` (PR_SET_NAME in its main thread) whose worker
+/// thread, named `crt-worker`, accepts argv[1] connections and aborts each
+/// (SO_LINGER 0: one RST each). Prints "pid port", waits for a line, runs,
+/// prints "done".
+const NAMED_THREADS: &str = r#"
+import ctypes, os, socket, struct, sys, threading, time
+libc = ctypes.CDLL(None, use_errno=True)
+def name(n):
+    assert libc.prctl(15, n, 0, 0, 0) == 0
+name(b"crt-main")
+n = int(sys.argv[1])
+ls = socket.socket(); ls.bind(("127.0.0.1", 0)); ls.listen(n)
+port = ls.getsockname()[1]
+def worker():
+    name(b"crt-worker")
+    for _ in range(n):
+        a, _ = ls.accept()
+        a.recv(1)
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        a.close()
+print(os.getpid(), port, flush=True)
+sys.stdin.readline()
+t = threading.Thread(target=worker)
+t.start()
+cs = []
+for _ in range(n):
+    c = socket.create_connection(("127.0.0.1", port))
+    c.send(b"x")
+    cs.append(c)
+t.join()
+time.sleep(0.2)
+print("done", flush=True)
+sys.stdin.readline()
+"#;
+
+/// `comm` is the process's name and `thread` the acting thread's; `--comm`
+/// matches the process's name (in the kernel), not the thread's.
+#[test]
+fn thread_names_are_threads_not_processes() {
+    if !require_root("thread_names_are_threads_not_processes") {
+        return;
+    }
+    let ns = Netns::new();
+    let netns = ns.inode();
+    let mut server = ns.python("named-threads", NAMED_THREADS, &["6"]);
+    let f = fields(&server.line());
+    let (pid, port) = (f[0], f[1]);
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).expect("comm"),
+        "crt-main\n"
+    );
+    let all = Tracer::watch_json(&[]);
+    let by_process = Tracer::watch_json(&["--comm", "crt-main"]);
+    let by_thread = Tracer::watch_json(&["--comm", "crt-worker"]);
+    let rsts_before = ns.tcp_out_rsts();
+    server.send("go");
+    server.expect_line("done");
+    let sent = ns.tcp_out_rsts() - rsts_before;
+    assert_eq!(sent, 6, "one RST per aborted connection");
+    let aborts = |ev: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        select(ev, netns, "rst_sent")
+            .into_iter()
+            .filter(|e| e["local_port"] == port)
+            .collect()
+    };
+    for t in [&all, &by_process] {
+        let done = t.wait_for(Duration::from_secs(10), |ev| {
+            aborts(ev).len() as u64 >= sent
+        });
+        assert!(done, "{}", dump(&aborts(&t.events())));
+    }
+    server.send("end");
+    let thread_events = by_thread.stop().events();
+    for (what, t) in [("no filter", all), ("--comm crt-main", by_process)] {
+        let lines = aborts(&t.stop().events());
+        assert_eq!(lines.len() as u64, sent, "{what}: {}", dump(&lines));
+        for e in &lines {
+            assert_eq!(e["pid"], pid, "{what}: {e}");
+            assert_eq!(e["comm"], "crt-main", "{what}: {e}");
+            assert_eq!(e["thread"], "crt-worker", "{what}: {e}");
+        }
+    }
+    let mine: Vec<_> = thread_events
+        .iter()
+        .filter(|e| e["pid"] == pid)
+        .cloned()
+        .collect();
+    assert!(
+        mine.is_empty(),
+        "--comm crt-worker names no process: {}",
+        dump(&mine)
+    );
+}

@@ -68,6 +68,7 @@ fn task(tgid: u32, comm: &[u8], cgroup_id: u64) -> TaskInfo {
         pid: tgid + 1,
         cgroup_id,
         comm: c,
+        thread: c,
     }
 }
 

@@ -85,6 +85,7 @@ mod tests {
         Owner {
             pid,
             comm: b"srv".to_vec(),
+            thread: Vec::new(),
             cgroup: None,
         }
     }

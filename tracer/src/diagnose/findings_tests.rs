@@ -17,6 +17,7 @@ fn owned(kind: EventKind, pid: Option<u32>, comm: &str) -> Event {
     let owner = pid.map(|pid| Owner {
         pid,
         comm: comm.as_bytes().to_vec(),
+        thread: Vec::new(),
         cgroup: None,
     });
     e.set_owner(owner.as_ref(), AttributedBy::SocketOwner);
