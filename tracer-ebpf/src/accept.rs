@@ -22,7 +22,8 @@ use tracer_common::{
 
 use crate::{
     kread::{
-        current_fd_file, current_nofile_limit, file_sock, fill_current, fill_sock_info, read_at,
+        current_fd_file, current_nofile_limit, file_sock, fill_current, fill_sock_info, is_tcp,
+        read_at,
     },
     maps::{ACCEPT_ARGS, ACCEPT_FAILS, ACCEPT_SCRATCH, count_drop, layouts, offsets},
     owner,
@@ -53,9 +54,13 @@ pub fn sys_exit_accept_tp(ctx: TracePointContext) -> i32 {
     // SAFETY: bpf_probe_read of the tracepoint record at its format offset.
     let ret: i64 = unsafe { ctx.read_at(off as usize) }.unwrap_or(0);
     if ret >= 0 {
-        // A connection handed to this process: it owns the new socket.
+        // A connection handed to this process: it owns the new socket, and
+        // it is the one draining the listener's queue.
         let sk = file_sock(current_fd_file(ret as i32));
-        owner::learn_current(sk);
+        if is_tcp(sk) {
+            owner::learn_current(sk);
+            owner::learn_listener(file_sock(current_fd_file(listen_fd)));
+        }
         return 0;
     }
     let errno = (-ret) as i32;
@@ -102,7 +107,8 @@ fn count_accept_failed(key: &AcceptFailKey, listener: impl FnOnce() -> u64) {
     let rec = &mut agg.first;
     fill_current(&mut rec.task);
     let listener_sk = listener();
-    if listener_sk != 0 {
+    // An AF_UNIX (or other non-TCP) listener has no TCP address or port.
+    if listener_sk != 0 && is_tcp(listener_sk) {
         fill_sock_info(listener_sk, &mut rec.listener);
     } else {
         rec.listener = SockInfo::default();

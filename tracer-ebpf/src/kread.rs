@@ -85,6 +85,26 @@ pub fn sock_owned_by_user(sk: u64) -> bool {
     read_at::<i32>(sk, offsets().sk_lock_owned).unwrap_or(0) != 0
 }
 
+/// `IPPROTO_TCP` in `sk_protocol`.
+pub const IPPROTO_TCP: u16 = 6;
+
+/// Whether `sk` is a TCP socket: family AF_INET/AF_INET6 and, where this
+/// kernel's `sk_protocol` is readable, protocol TCP. accept() also serves
+/// AF_UNIX (and SCTP, MPTCP) sockets, which must not reach the TCP owner
+/// maps or describe a listener's address and port.
+#[inline(always)]
+pub fn is_tcp(sk: u64) -> bool {
+    let o = offsets();
+    let family: u16 = read_at(sk, o.skc_family).unwrap_or(0);
+    if family != AF_INET && family != AF_INET6 {
+        return false;
+    }
+    match read_at::<u16>(sk, o.sk_protocol) {
+        Some(proto) => proto == IPPROTO_TCP,
+        None => o.sk_protocol == OFFSET_NONE,
+    }
+}
+
 /// Inode number of the socket's file (`sk->sk_socket->file->f_inode->i_ino`).
 #[inline(always)]
 pub fn sock_ino(sk: u64) -> u64 {

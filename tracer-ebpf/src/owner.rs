@@ -5,8 +5,8 @@ use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
 use tracer_common::{OwnerEntry, TaskInfo, owner_source};
 
 use crate::{
-    kread::{TCP_LISTEN, fill_current, is_fullsock, sock_owned_by_user},
-    maps::{OWNERS, filter},
+    kread::{TCP_LISTEN, fill_current, is_fullsock, sock_ino, sock_owned_by_user},
+    maps::{LISTEN_OWNERS, OWNERS, filter},
 };
 
 /// Records `task` as the owner of `sk` unless it already is.
@@ -36,6 +36,30 @@ fn learn_entry(sk: u64, entry: &mut OwnerEntry) {
     // SAFETY: helper without arguments.
     entry.learned_ns = unsafe { bpf_ktime_get_boot_ns() };
     let _ = OWNERS.insert(sk, &*entry, 0);
+}
+
+/// Records the current task as the process accepting from listener `sk`
+/// (keyed by the listener's inode) unless it already is.
+#[inline(always)]
+pub fn learn_listener(sk: u64) {
+    if sk == 0 {
+        return;
+    }
+    let ino = sock_ino(sk);
+    if ino == 0 {
+        return;
+    }
+    let mut entry = OwnerEntry::default();
+    fill_current(&mut entry.task);
+    // SAFETY: the value is read before the map can change under us.
+    if let Some(known) = unsafe { LISTEN_OWNERS.get(ino) } {
+        if known.task.tgid == entry.task.tgid {
+            return;
+        }
+    }
+    // SAFETY: helper without arguments.
+    entry.learned_ns = unsafe { bpf_ktime_get_boot_ns() };
+    let _ = LISTEN_OWNERS.insert(ino, &entry, 0);
 }
 
 /// Forgets a destroyed socket.

@@ -123,9 +123,19 @@ impl Loop<'_> {
             EventKind::ListenOverflow,
             self.clock.rfc3339(Clock::boot_now()),
         );
-        let (owner, by) = self
-            .attr
-            .listener_owner(l.netns, l.local.port(), l.inode, &LiveProc);
+        // One lookup by inode; a missing entry is no evidence.
+        let accepting = self
+            .listen_owners
+            .as_ref()
+            .and_then(|m| m.get(&l.inode, 0).ok())
+            .map(|e| e.task);
+        let (owner, by) = self.attr.listener_owner(
+            l.netns,
+            l.local.port(),
+            l.inode,
+            accepting.as_ref(),
+            &LiveProc,
+        );
         e.set_owner(owner.as_ref(), by);
         e.family = socket_id::family_name(l.family);
         e.local_addr = Some(l.local.ip().to_string());
