@@ -67,6 +67,8 @@ impl Loop<'_> {
     }
 
     pub(super) async fn on_tick(&mut self) -> anyhow::Result<()> {
+        // Follow steps and slewing of the wall clock.
+        self.clock.resample();
         let close_wait = self.attr.close_wait_by_pid();
         self.sink.second(&crate::output::Second {
             now_ns: Clock::boot_now(),
