@@ -312,6 +312,17 @@ impl Attributor {
         (owner, by)
     }
 
+    /// Forgets the CLOSE_WAIT sockets a listener poll no longer shows in the
+    /// namespaces it dumped (their transition out was missed), unless they
+    /// entered the state after the poll began.
+    pub fn reconcile_close_wait(&mut self, seen: &crate::overflow::CloseWaitSeen) {
+        self.close_wait.retain(|k, cw| {
+            !seen.netns.contains(&k.netns)
+                || seen.keys.contains(k)
+                || cw.since_ns.is_some_and(|t| t >= seen.taken_ns)
+        });
+    }
+
     /// CLOSE_WAIT sockets per owning pid: (count, oldest entry time; `None`
     /// in the second field means some were there before tracer started).
     pub fn close_wait_by_pid(&self) -> HashMap<Option<u32>, (u64, Option<u64>, bool)> {

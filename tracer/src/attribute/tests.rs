@@ -874,3 +874,37 @@ fn refresh_reconciles_close_wait() {
     ports.sort_unstable();
     assert_eq!(ports, vec![40002, 40003]);
 }
+
+/// A listener poll that listed CLOSE_WAIT sockets mends the set between
+/// snapshots: in the namespaces it dumped, entries it no longer shows go
+/// (their way out was missed), unless they entered after the poll began;
+/// other namespaces are left alone.
+#[test]
+fn listener_poll_reconciles_close_wait() {
+    let mut a = Attributor::default();
+    let p = procs();
+    let srv = task(7, b"srv", 1);
+    let mut other_ns = conn(40009, 0);
+    other_ns.netns = NETNS + 1;
+    for (s, t) in [
+        (conn(40001, 0), 100u64),
+        (conn(40002, 0), 200),
+        (conn(40003, 0), 900),
+        (other_ns, 100),
+    ] {
+        a.on_state(
+            &state(s, 1, TCP_CLOSE_WAIT, srv, owner_source::SOCKET_MAP, t),
+            &p,
+        );
+    }
+    let key = |s: &SockInfo| tracer_common::socket_id::ConnKey::of(s).expect("inet");
+    let seen = crate::overflow::CloseWaitSeen {
+        taken_ns: 500,
+        netns: vec![NETNS],
+        keys: [key(&conn(40002, 0))].into_iter().collect(),
+    };
+    a.reconcile_close_wait(&seen);
+    let mut ports: Vec<u16> = a.close_wait.keys().map(|k| k.remote.1).collect();
+    ports.sort_unstable();
+    assert_eq!(ports, vec![40002, 40003, 40009]);
+}

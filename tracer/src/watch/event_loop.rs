@@ -18,7 +18,7 @@ use crate::enrich::Enricher;
 use crate::event::Event;
 use crate::metrics::Metrics;
 use crate::output::{self, Sink, is_closed_pipe};
-use crate::overflow::{ListenerMonitor, Overflow};
+use crate::overflow::{ListenerMonitor, Poll};
 use crate::session::Session;
 use crate::snapshot::Snapshot;
 
@@ -56,7 +56,7 @@ pub struct Loop<'s> {
     pub(super) refresh: Option<tokio::task::JoinHandle<Option<Snapshot>>>,
     /// The listener poller: here between polls, in `poll` during one.
     pub(super) monitor: Option<ListenerMonitor>,
-    pub(super) poll: Option<tokio::task::JoinHandle<(ListenerMonitor, Vec<Overflow>)>>,
+    pub(super) poll: Option<tokio::task::JoinHandle<(ListenerMonitor, Poll)>>,
     pub(super) last_refresh: Instant,
     /// `--summary-every`: the window being aggregated.
     pub summary: Option<Summary>,

@@ -93,9 +93,12 @@ impl Loop<'_> {
             }
             if let Some(h) = self.poll.take() {
                 match h.await {
-                    Ok((monitor, overflows)) => {
+                    Ok((monitor, poll)) => {
                         self.monitor = Some(monitor);
-                        for o in overflows {
+                        if let Some(seen) = &poll.close_wait {
+                            self.attr.reconcile_close_wait(seen);
+                        }
+                        for o in poll.overflows {
                             let e = self.overflow_event(&o);
                             if self.filter.passes(&e) {
                                 self.emit(&e)?;
@@ -111,6 +114,7 @@ impl Loop<'_> {
             for ns in self.attr.seen_netns.drain() {
                 monitor.watch_netns(ns);
             }
+            monitor.close_wait_wanted = !self.attr.close_wait.is_empty();
             self.poll = Some(tokio::task::spawn_blocking(move || {
                 let out = monitor.poll();
                 (monitor, out)
