@@ -12,13 +12,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::{Netns, Tracer, dump, require_root, select};
-
-fn fields(line: &str) -> Vec<u64> {
-    line.split_whitespace()
-        .map(|f| f.parse().expect("number"))
-        .collect()
-}
+use common::{
+    Netns, Tracer, dump, numbers, of_pid, one_at_a_time, require_root, select, sum_count,
+    with_exhaust_fds,
+};
 
 /// The creator: a TCP listener (backlog 2) it hands over an abstract unix
 /// socket (argv[1]) to whoever connects, keeping its own copy, as systemd
@@ -74,15 +71,16 @@ fn a_handed_over_listener_belongs_to_its_acceptor() {
     if !require_root("a_handed_over_listener_belongs_to_its_acceptor") {
         return;
     }
+    let _serial = one_at_a_time();
     let ns = Netns::new();
     let netns = ns.inode();
     let tracer = Tracer::watch_json(&[]);
     let name = format!("tracer-handoff-{}", std::process::id());
     let mut creator = ns.python("creator", CREATOR, &[&name]);
-    let f = fields(&creator.line());
+    let f = numbers(&creator.line());
     let (creator_pid, port, inode) = (f[0], f[1], f[2]);
     let mut receiver = ns.python("receiver", RECEIVER, &[&name, "2", "12"]);
-    let receiver_pid = fields(&receiver.line())[0];
+    let receiver_pid = numbers(&receiver.line())[0];
     assert!(creator_pid < receiver_pid, "the creator has the lower pid");
     let done = tracer.wait_for(Duration::from_secs(10), |ev| {
         !overflows_of(ev, netns, port).is_empty()
@@ -96,7 +94,7 @@ fn a_handed_over_listener_belongs_to_its_acceptor() {
         assert_eq!(e["socket_inode"], inode, "{e}");
         assert_eq!(e["attributed_by"], "socket_owner", "{e}");
     }
-    let drops: u64 = lines.iter().map(|e| e["count"].as_u64().unwrap_or(0)).sum();
+    let drops = sum_count(&lines);
     assert!(drops >= 9, "12 connects, 3 queued: {}", dump(&lines));
 }
 
@@ -141,15 +139,16 @@ fn reuseport_blames_the_stalled_member() {
     if !require_root("reuseport_blames_the_stalled_member") {
         return;
     }
+    let _serial = one_at_a_time();
     let ns = Netns::new();
     let netns = ns.inode();
     let tracer = Tracer::watch_json(&[]);
     let mut stalled = ns.python("stalled", REUSEPORT_MEMBER, &["0", "2", "stall"]);
-    let f = fields(&stalled.line());
+    let f = numbers(&stalled.line());
     let (stalled_pid, port, stalled_inode) = (f[0], f[1], f[2]);
     let port_s = port.to_string();
     let mut busy = ns.python("busy", REUSEPORT_MEMBER, &[&port_s, "512", "accept"]);
-    let busy_pid = fields(&busy.line())[0];
+    let busy_pid = numbers(&busy.line())[0];
     let mut clients = ns.python("clients", CONNECTS, &[&port_s, "60"]);
     clients.expect_line("done");
     let done = tracer.wait_for(Duration::from_secs(10), |ev| {
@@ -173,16 +172,10 @@ fn reuseport_blames_the_stalled_member() {
 /// A server out of fds failing accept() on an AF_UNIX listener (abstract
 /// argv[1]) argv[2] times. Prints "pid failed".
 const UNIX_EMFILE: &str = r#"
-import os, resource, socket, sys
-resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+import os, socket, sys
 u = socket.socket(socket.AF_UNIX); u.bind("\0" + sys.argv[1]); u.listen(8)
 c = socket.socket(socket.AF_UNIX); c.connect("\0" + sys.argv[1])
-fill = []
-try:
-    while True:
-        fill.append(open("/dev/null"))
-except OSError:
-    pass
+fill = exhaust_fds(64)
 failed = 0
 for _ in range(int(sys.argv[2])):
     try:
@@ -201,25 +194,21 @@ fn unix_listener_failures_have_no_tcp_fields() {
     if !require_root("unix_listener_failures_have_no_tcp_fields") {
         return;
     }
+    let _serial = one_at_a_time();
     let ns = Netns::new();
     let tracer = Tracer::watch_json(&[]);
     let name = format!("tracer-unix-{}", std::process::id());
-    let mut server = ns.python("unix-emfile", UNIX_EMFILE, &[&name, "4"]);
-    let f = fields(&server.line());
+    let mut server = ns.python("unix-emfile", &with_exhaust_fds(UNIX_EMFILE), &[&name, "4"]);
+    let f = numbers(&server.line());
     let (pid, failed) = (f[0], f[1]);
     assert_eq!(failed, 4);
-    let mine = |ev: &[Value]| -> Vec<Value> {
-        ev.iter()
-            .filter(|e| e["event"] == "accept_failed" && e["pid"] == pid)
-            .cloned()
-            .collect()
-    };
-    let total = |l: &[Value]| -> u64 { l.iter().map(|e| e["count"].as_u64().unwrap_or(0)).sum() };
-    let done = tracer.wait_for(Duration::from_secs(10), |ev| total(&mine(ev)) >= failed);
+    let done = tracer.wait_for(Duration::from_secs(10), |ev| {
+        sum_count(&of_pid(ev, "accept_failed", pid)) >= failed
+    });
     server.send("done");
-    let lines = mine(&tracer.stop().events());
+    let lines = of_pid(&tracer.stop().events(), "accept_failed", pid);
     assert!(done, "{}", dump(&lines));
-    assert_eq!(total(&lines), failed, "{}", dump(&lines));
+    assert_eq!(sum_count(&lines), failed, "{}", dump(&lines));
     for e in &lines {
         assert_eq!(e["errno"], 24, "{e}");
         for field in [

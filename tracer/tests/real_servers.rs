@@ -9,13 +9,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Netns, Tracer, dump, require_root, select};
-
-fn fields(line: &str) -> Vec<u64> {
-    line.split_whitespace()
-        .map(|f| f.parse().expect("number"))
-        .collect()
-}
+use common::{
+    Netns, Tracer, dump, numbers, of_pid, one_at_a_time, require_root, select, sum_count,
+    with_exhaust_fds,
+};
 
 /// A blocking accept() server (the shape of socketserver, prefork Apache)
 /// that gets SIGALRM every 50 ms while it serves argv[2] connections from a
@@ -24,7 +21,7 @@ fn fields(line: &str) -> Vec<u64> {
 /// ERESTARTSYS. Then, as a control that the pipeline is live, it fails
 /// argv[3] accepts with EMFILE. Prints "pid port signals served emfile".
 const SIGNALLED_SERVER: &str = r#"
-import os, resource, signal, socket, struct, sys, time
+import os, signal, socket, struct, sys, time
 mode, n, tries = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 hits = [0]
 def on_alarm(*_):
@@ -48,14 +45,8 @@ while served < n:
     served += 1
 signal.setitimer(signal.ITIMER_REAL, 0, 0)
 os.waitpid(child, 0)
-resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 c = socket.create_connection(("127.0.0.1", port))
-fill = []
-try:
-    while True:
-        fill.append(open("/dev/null"))
-except OSError:
-    pass
+fill = exhaust_fds(64)
 failed = 0
 for _ in range(tries):
     try:
@@ -76,13 +67,18 @@ fn signal_interrupted_accepts_are_not_failures() {
     if !require_root("signal_interrupted_accepts_are_not_failures") {
         return;
     }
+    let _serial = one_at_a_time();
     let ns = Netns::new();
     let netns = ns.inode();
     let tracer = Tracer::watch_json(&[]);
     let mut servers = Vec::new();
     for mode in ["plain", "timeo"] {
-        let server = ns.python("signalled-server", SIGNALLED_SERVER, &[mode, "10", "3"]);
-        let f = fields(&server.line_within(Duration::from_secs(20)));
+        let server = ns.python(
+            "signalled-server",
+            &with_exhaust_fds(SIGNALLED_SERVER),
+            &[mode, "10", "3"],
+        );
+        let f = numbers(&server.line_within(Duration::from_secs(20)));
         let (pid, port, signals, served, failed) = (f[0], f[1], f[2], f[3], f[4]);
         assert!(signals >= 20, "{mode}: only {signals} signals arrived");
         assert_eq!(served, 10, "{mode}: every connection was served");
@@ -90,14 +86,9 @@ fn signal_interrupted_accepts_are_not_failures() {
         servers.push((server, pid, port));
     }
     let done = tracer.wait_for(Duration::from_secs(10), |ev| {
-        servers.iter().all(|(_, pid, _)| {
-            select(ev, netns, "accept_failed")
-                .iter()
-                .filter(|e| e["pid"] == *pid)
-                .map(|e| e["count"].as_u64().unwrap_or(0))
-                .sum::<u64>()
-                >= 3
-        })
+        servers
+            .iter()
+            .all(|(_, pid, _)| sum_count(&of_pid(ev, "accept_failed", *pid)) >= 3)
     });
     for (s, _, _) in &mut servers {
         s.send("done");
@@ -106,13 +97,9 @@ fn signal_interrupted_accepts_are_not_failures() {
     let lines = select(&events, netns, "accept_failed");
     assert!(done, "{}", dump(&lines));
     for (_, pid, port) in &servers {
-        let mine: Vec<_> = events
-            .iter()
-            .filter(|e| e["event"] == "accept_failed" && e["pid"] == *pid)
-            .collect();
-        let total: u64 = mine.iter().map(|e| e["count"].as_u64().unwrap_or(0)).sum();
-        assert_eq!(total, 3, "{}", dump(&lines));
-        for e in mine {
+        let mine = of_pid(&events, "accept_failed", *pid);
+        assert_eq!(sum_count(&mine), 3, "{}", dump(&lines));
+        for e in &mine {
             assert_eq!(e["errno"], 24, "{e}");
             assert_eq!(e["local_port"], *port, "{e}");
         }
@@ -122,18 +109,12 @@ fn signal_interrupted_accepts_are_not_failures() {
 /// A server out of fds (RLIMIT_NOFILE 64) failing accept() with EMFILE
 /// every 10 ms for argv[1] seconds. Prints "pid port failed".
 const EMFILE_BURST: &str = r#"
-import os, resource, socket, sys, time
+import os, socket, sys, time
 secs = float(sys.argv[1])
-resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 ls = socket.socket(); ls.bind(("127.0.0.1", 0)); ls.listen(16)
 port = ls.getsockname()[1]
 c = socket.create_connection(("127.0.0.1", port))
-fill = []
-try:
-    while True:
-        fill.append(open("/dev/null"))
-except OSError:
-    pass
+fill = exhaust_fds(64)
 failed = 0
 end = time.monotonic() + secs
 while time.monotonic() < end:
@@ -165,27 +146,22 @@ fn interval_lines_carry_their_own_time() {
     if !require_root("interval_lines_carry_their_own_time") {
         return;
     }
+    let _serial = one_at_a_time();
     let ns = Netns::new();
     let netns = ns.inode();
     let tracer = Tracer::watch_json(&[]);
-    let mut server = ns.python("emfile-burst", EMFILE_BURST, &["4"]);
-    let f = fields(&server.line_within(Duration::from_secs(20)));
+    let mut server = ns.python("emfile-burst", &with_exhaust_fds(EMFILE_BURST), &["4"]);
+    let f = numbers(&server.line_within(Duration::from_secs(20)));
     let (pid, port, failed) = (f[0], f[1], f[2]);
     assert!(failed >= 200, "only {failed} EMFILE failures");
-    let mine = |ev: &[serde_json::Value]| -> Vec<serde_json::Value> {
-        select(ev, netns, "accept_failed")
-            .into_iter()
-            .filter(|e| e["pid"] == pid)
-            .collect()
+    let mine = |ev: &[serde_json::Value]| {
+        of_pid(&select(ev, netns, "accept_failed"), "accept_failed", pid)
     };
-    let total = |lines: &[serde_json::Value]| -> u64 {
-        lines.iter().map(|e| e["count"].as_u64().unwrap_or(0)).sum()
-    };
-    let done = tracer.wait_for(Duration::from_secs(10), |ev| total(&mine(ev)) >= failed);
+    let done = tracer.wait_for(Duration::from_secs(10), |ev| sum_count(&mine(ev)) >= failed);
     server.send("done");
     let lines = mine(&tracer.stop().events());
     assert!(done, "{}", dump(&lines));
-    assert_eq!(total(&lines), failed, "{}", dump(&lines));
+    assert_eq!(sum_count(&lines), failed, "{}", dump(&lines));
     assert!(lines.len() >= 4, "a line per second: {}", dump(&lines));
     for e in &lines {
         assert_eq!(e["errno"], 24, "{e}");
@@ -257,10 +233,11 @@ fn thread_names_are_threads_not_processes() {
     if !require_root("thread_names_are_threads_not_processes") {
         return;
     }
+    let _serial = one_at_a_time();
     let ns = Netns::new();
     let netns = ns.inode();
     let mut server = ns.python("named-threads", NAMED_THREADS, &["6"]);
-    let f = fields(&server.line());
+    let f = numbers(&server.line());
     let (pid, port) = (f[0], f[1]);
     assert_eq!(
         std::fs::read_to_string(format!("/proc/{pid}/comm")).expect("comm"),
