@@ -76,7 +76,7 @@ impl ListenerMonitor {
     /// gone are dropped from the list.
     pub fn poll(&mut self) -> Poll {
         self.polls += 1;
-        let with_close_wait = self.close_wait_wanted && self.polls % CLOSE_WAIT_EVERY == 0;
+        let with_close_wait = self.close_wait_wanted && self.polls.is_multiple_of(CLOSE_WAIT_EVERY);
         let mut states = 1 << TCP_LISTEN;
         if with_close_wait {
             states |= 1 << TCP_CLOSE_WAIT;
