@@ -66,6 +66,10 @@ pub struct KernelOffsets {
     /// The value of `IORING_OP_ACCEPT` in `enum io_uring_op` (a value, not
     /// an offset; `OFFSET_NONE` without io_uring).
     pub io_op_accept: u32,
+    /// `task_struct.group_leader` and `task_struct.comm`: the process's
+    /// name is its thread-group leader's comm.
+    pub task_group_leader: u32,
+    pub task_comm: u32,
     /// Non-zero once userspace filled the struct.
     pub valid: u32,
 }
@@ -108,6 +112,8 @@ impl KernelOffsets {
         io_kiocb_opcode: OFFSET_NONE,
         io_kiocb_file: OFFSET_NONE,
         io_op_accept: OFFSET_NONE,
+        task_group_leader: OFFSET_NONE,
+        task_comm: OFFSET_NONE,
         valid: 0,
     };
 }
@@ -238,7 +244,7 @@ impl Filter {
 }
 
 const _: () = {
-    assert!(core::mem::size_of::<KernelOffsets>() == 37 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 39 * 4);
     assert!(core::mem::size_of::<SendResetLayout>() == 24);
     assert!(core::mem::size_of::<SockEventLayout>() == 48);
     assert!(core::mem::size_of::<Filter>() == 16 + 8 + 32 + 8 + 16);

@@ -7,7 +7,9 @@
 #![no_std]
 
 pub mod config;
+pub mod errno;
 pub mod record;
+pub mod socket_id;
 
 pub use config::*;
 pub use record::*;

@@ -1,7 +1,7 @@
 //! Records written into the ring buffer, one per kernel event.
 
 /// Bumped whenever a record layout changes.
-pub const RECORD_VERSION: u16 = 1;
+pub const RECORD_VERSION: u16 = 2;
 
 /// `RecordHeader::kind` values.
 pub mod kind {
@@ -55,8 +55,12 @@ pub struct TaskInfo {
     pub pid: u32,
     /// cgroup v2 id (inode of the cgroup directory).
     pub cgroup_id: u64,
-    /// `task->comm`, NUL padded, any bytes.
+    /// The process's name: the thread-group leader's `comm`, NUL padded,
+    /// any bytes.
     pub comm: [u8; 16],
+    /// The acting thread's own `comm` (equal to `comm` in a single-threaded
+    /// process; worker threads often name themselves).
+    pub thread: [u8; 16],
 }
 
 /// A TCP socket's identity and addresses, from this host's point of view.
@@ -150,12 +154,14 @@ pub struct AcceptFailKey {
     pub file: u64,
 }
 
-/// Per-CPU value of that aggregation: how many failures, and the first
-/// one's details (process, listener, fd limit).
+/// Per-CPU value of that aggregation: how many failures, when the last one
+/// happened, and the first one's details (process, listener, fd limit).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AcceptFailAgg {
     pub count: u64,
+    /// `bpf_ktime_get_boot_ns()` of the latest failure counted.
+    pub last_ns: u64,
     pub first: AcceptFailedRecord,
 }
 
@@ -170,14 +176,14 @@ pub struct OwnerEntry {
 
 const _: () = {
     assert!(core::mem::size_of::<RecordHeader>() == 16);
-    assert!(core::mem::size_of::<TaskInfo>() == 32);
+    assert!(core::mem::size_of::<TaskInfo>() == 48);
     assert!(core::mem::size_of::<SockInfo>() == 64);
-    assert!(core::mem::size_of::<RstRecord>() == 152);
-    assert!(core::mem::size_of::<StateRecord>() == 152);
-    assert!(core::mem::size_of::<AcceptFailedRecord>() == 128);
-    assert!(core::mem::size_of::<OwnerEntry>() == 40);
+    assert!(core::mem::size_of::<RstRecord>() == 184);
+    assert!(core::mem::size_of::<StateRecord>() == 184);
+    assert!(core::mem::size_of::<AcceptFailedRecord>() == 144);
+    assert!(core::mem::size_of::<OwnerEntry>() == 56);
     assert!(core::mem::size_of::<AcceptFailKey>() == 24);
-    assert!(core::mem::size_of::<AcceptFailAgg>() == 136);
+    assert!(core::mem::size_of::<AcceptFailAgg>() == 160);
 };
 
 #[cfg(feature = "user")]

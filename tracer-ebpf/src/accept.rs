@@ -16,18 +16,18 @@ use aya_ebpf::{
     programs::{FExitContext, RetProbeContext, TracePointContext},
 };
 use tracer_common::{
-    AcceptFailKey, AcceptFailedRecord, OFFSET_NONE, RECORD_VERSION, RecordHeader, SockInfo, kind,
+    AcceptFailKey, AcceptFailedRecord, OFFSET_NONE, RECORD_VERSION, RecordHeader, SockInfo, errno,
+    kind,
 };
 
 use crate::{
     kread::{
-        current_fd_file, current_nofile_limit, file_sock, fill_current, fill_sock_info, read_at,
+        current_fd_file, current_nofile_limit, file_sock, fill_current, fill_sock_info, is_tcp,
+        read_at,
     },
     maps::{ACCEPT_ARGS, ACCEPT_FAILS, ACCEPT_SCRATCH, count_drop, layouts, offsets},
     owner,
 };
-
-const EAGAIN: i32 = 11;
 
 #[tracepoint]
 pub fn sys_enter_accept_tp(ctx: TracePointContext) -> i32 {
@@ -54,14 +54,18 @@ pub fn sys_exit_accept_tp(ctx: TracePointContext) -> i32 {
     // SAFETY: bpf_probe_read of the tracepoint record at its format offset.
     let ret: i64 = unsafe { ctx.read_at(off as usize) }.unwrap_or(0);
     if ret >= 0 {
-        // A connection handed to this process: it owns the new socket.
+        // A connection handed to this process: it owns the new socket, and
+        // it is the one draining the listener's queue.
         let sk = file_sock(current_fd_file(ret as i32));
-        owner::learn_current(sk);
+        if is_tcp(sk) {
+            owner::learn_current(sk);
+            owner::learn_listener(file_sock(current_fd_file(listen_fd)));
+        }
         return 0;
     }
     let errno = (-ret) as i32;
-    // EAGAIN is how non-blocking servers learn the queue is empty.
-    if errno == EAGAIN {
+    // EAGAIN (an empty queue), a signal's interruption: not failures.
+    if !errno::accept_failed(errno) {
         return 0;
     }
     let key = AcceptFailKey {
@@ -85,10 +89,12 @@ fn count_accept_failed(key: &AcceptFailKey, listener: impl FnOnce() -> u64) {
     if let Some(existing) = ACCEPT_FAILS.get_ptr_mut(key) {
         // SAFETY: this CPU's value of the entry (per-CPU map; BPF programs
         // do not preempt each other on a CPU). An entry created on another
-        // CPU starts zeroed here and is filled below.
+        // CPU starts zeroed here and is filled below. The time helper takes
+        // no arguments.
         unsafe {
             if (*existing).count != 0 {
                 (*existing).count += 1;
+                (*existing).last_ns = bpf_ktime_get_boot_ns();
                 return;
             }
         }
@@ -101,23 +107,26 @@ fn count_accept_failed(key: &AcceptFailKey, listener: impl FnOnce() -> u64) {
     let rec = &mut agg.first;
     fill_current(&mut rec.task);
     let listener_sk = listener();
-    if listener_sk != 0 {
+    // An AF_UNIX (or other non-TCP) listener has no TCP address or port.
+    if listener_sk != 0 && is_tcp(listener_sk) {
         fill_sock_info(listener_sk, &mut rec.listener);
     } else {
         rec.listener = SockInfo::default();
     }
     let wanted = owner::passes(rec.listener.lport, 0, &rec.task);
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
     rec.header = RecordHeader {
         kind: if wanted { kind::ACCEPT_FAILED } else { 0 },
         version: RECORD_VERSION,
         len: core::mem::size_of::<AcceptFailedRecord>() as u32,
-        // SAFETY: helper without arguments.
-        ts_boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+        ts_boot_ns: now,
     };
     rec.listen_fd = key.fd;
     rec.errno = key.errno;
     rec.fd_limit = current_nofile_limit();
     agg.count = 1;
+    agg.last_ns = now;
     if ACCEPT_FAILS.insert(key, &*agg, 0).is_err() {
         count_drop();
     }
@@ -165,7 +174,7 @@ pub fn io_uring_complete_tp(ctx: TracePointContext) -> i32 {
     }
     // SAFETY: bpf_probe_read of the tracepoint record at its format offset.
     let res: i32 = unsafe { ctx.read_at(l.io_complete_res as usize) }.unwrap_or(0);
-    if res >= 0 || -res == EAGAIN {
+    if res >= 0 || !errno::accept_failed(-res) {
         return 0;
     }
     // SAFETY: as above.

@@ -34,24 +34,34 @@ pub fn read_at<T>(base: u64, off: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
 }
 
-/// The task running now.
-#[inline(always)]
-pub fn current_task() -> TaskInfo {
-    let mut t = TaskInfo::default();
-    fill_current(&mut t);
-    t
-}
-
 /// Writes the current task into `t` (in place: records live in the ring
-/// buffer, the BPF stack is 512 bytes).
+/// buffer, the BPF stack is 512 bytes): `comm` is the process's name (the
+/// thread-group leader's, `current->group_leader->comm`), `thread` the
+/// acting thread's. Where BTF gave no offsets, both are the thread's.
 #[inline(always)]
 pub fn fill_current(t: &mut TaskInfo) {
+    let o = offsets();
     let pid_tgid = bpf_get_current_pid_tgid();
     t.tgid = (pid_tgid >> 32) as u32;
     t.pid = pid_tgid as u32;
     // SAFETY: helper without arguments, allowed in tracing programs.
     t.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    t.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    t.thread = bpf_get_current_comm().unwrap_or([0; 16]);
+    t.comm = t.thread;
+    if t.tgid != t.pid && o.task_comm != OFFSET_NONE {
+        let leader: u64 = read_at(current_task_ptr(), o.task_group_leader).unwrap_or(0);
+        if leader != 0 {
+            // SAFETY: bpf_probe_read_kernel_buf copies from any kernel
+            // address straight into the record, returning an error instead
+            // of faulting (then the thread's name stands).
+            let read = unsafe {
+                bpf_probe_read_kernel_buf((leader + o.task_comm as u64) as *const u8, &mut t.comm)
+            };
+            if read.is_err() {
+                t.comm = t.thread;
+            }
+        }
+    }
 }
 
 /// `struct task_struct *` of the current task.
@@ -73,6 +83,26 @@ pub fn is_fullsock(state: u8) -> bool {
 #[inline(always)]
 pub fn sock_owned_by_user(sk: u64) -> bool {
     read_at::<i32>(sk, offsets().sk_lock_owned).unwrap_or(0) != 0
+}
+
+/// `IPPROTO_TCP` in `sk_protocol`.
+pub const IPPROTO_TCP: u16 = 6;
+
+/// Whether `sk` is a TCP socket: family AF_INET/AF_INET6 and, where this
+/// kernel's `sk_protocol` is readable, protocol TCP. accept() also serves
+/// AF_UNIX (and SCTP, MPTCP) sockets, which must not reach the TCP owner
+/// maps or describe a listener's address and port.
+#[inline(always)]
+pub fn is_tcp(sk: u64) -> bool {
+    let o = offsets();
+    let family: u16 = read_at(sk, o.skc_family).unwrap_or(0);
+    if family != AF_INET && family != AF_INET6 {
+        return false;
+    }
+    match read_at::<u16>(sk, o.sk_protocol) {
+        Some(proto) => proto == IPPROTO_TCP,
+        None => o.sk_protocol == OFFSET_NONE,
+    }
 }
 
 /// Inode number of the socket's file (`sk->sk_socket->file->f_inode->i_ino`).

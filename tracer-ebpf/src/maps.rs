@@ -23,6 +23,14 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static OWNERS: LruHashMap<u64, OwnerEntry> = LruHashMap::with_max_entries(65536, 0);
 
+/// Listening socket inode -> the process that last accepted a connection
+/// from it: the one draining its queue. A listener's creator is not always
+/// that process (a socket passed over a unix socket, systemd socket
+/// activation, a pre-fork master). Userspace looks it up by the inode a
+/// listener poll reports. Bounded (LRU).
+#[map]
+pub static LISTEN_OWNERS: LruHashMap<u64, OwnerEntry> = LruHashMap::with_max_entries(16384, 0);
+
 /// pid_tgid -> fd passed to accept()/accept4(), between syscall entry and exit.
 #[map]
 pub static ACCEPT_ARGS: HashMap<u64, i32> = HashMap::with_max_entries(16384, 0);

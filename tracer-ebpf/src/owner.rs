@@ -5,28 +5,61 @@ use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
 use tracer_common::{OwnerEntry, TaskInfo, owner_source};
 
 use crate::{
-    kread::{TCP_LISTEN, current_task, is_fullsock, sock_owned_by_user},
-    maps::{OWNERS, filter},
+    kread::{TCP_LISTEN, fill_current, is_fullsock, sock_ino, sock_owned_by_user},
+    maps::{LISTEN_OWNERS, OWNERS, filter},
 };
 
 /// Records `task` as the owner of `sk` unless it already is.
 #[inline(always)]
 pub fn learn(sk: u64, task: &TaskInfo) {
-    if sk == 0 || task.tgid == 0 {
+    let mut entry = OwnerEntry {
+        task: *task,
+        learned_ns: 0,
+    };
+    learn_entry(sk, &mut entry);
+}
+
+/// Inserts `entry` (its task filled in) for `sk` unless that task already
+/// owns it. The entry is built by the caller in place: the BPF stack is
+/// 512 bytes.
+#[inline(always)]
+fn learn_entry(sk: u64, entry: &mut OwnerEntry) {
+    if sk == 0 || entry.task.tgid == 0 {
         return;
     }
-    // SAFETY: the value is copied out before the map can change under us.
-    if let Some(entry) = unsafe { OWNERS.get(sk) } {
-        if entry.task.tgid == task.tgid {
+    // SAFETY: the value is read before the map can change under us.
+    if let Some(known) = unsafe { OWNERS.get(sk) } {
+        if known.task.tgid == entry.task.tgid {
             return;
         }
     }
-    let entry = OwnerEntry {
-        task: *task,
-        // SAFETY: helper without arguments.
-        learned_ns: unsafe { bpf_ktime_get_boot_ns() },
-    };
-    let _ = OWNERS.insert(sk, entry, 0);
+    // SAFETY: helper without arguments.
+    entry.learned_ns = unsafe { bpf_ktime_get_boot_ns() };
+    let _ = OWNERS.insert(sk, &*entry, 0);
+}
+
+/// Records the current task as the process accepting from listener `sk`
+/// (keyed by the listener's inode) unless it already is.
+#[inline(always)]
+pub fn learn_listener(sk: u64) {
+    if sk == 0 {
+        return;
+    }
+    let ino = sock_ino(sk);
+    if ino == 0 {
+        return;
+    }
+    let mut entry = OwnerEntry::default();
+    fill_current(&mut entry.task);
+    // SAFETY: the value is read before the map can change under us.
+    if let Some(known) = unsafe { LISTEN_OWNERS.get(ino) } {
+        if known.task.tgid == entry.task.tgid {
+            return;
+        }
+    }
+    // SAFETY: helper without arguments.
+    entry.learned_ns = unsafe { bpf_ktime_get_boot_ns() };
+    let _ = LISTEN_OWNERS.insert(ino, &entry, 0);
 }
 
 /// Forgets a destroyed socket.
@@ -100,6 +133,10 @@ pub fn passes(lport: u16, rport: u16, owner: &TaskInfo) -> bool {
 /// context (send, receive, connect, listen, accept): learn it.
 #[inline(always)]
 pub fn learn_current(sk: u64) {
-    let task = current_task();
-    learn(sk, &task);
+    if sk == 0 {
+        return;
+    }
+    let mut entry = OwnerEntry::default();
+    fill_current(&mut entry.task);
+    learn_entry(sk, &mut entry);
 }

@@ -50,7 +50,8 @@ pub struct CommonArgs {
     /// Only events where either end uses this port (repeatable).
     #[arg(long, value_name = "PORT")]
     pub port: Vec<u16>,
-    /// Only events of processes with this name.
+    /// Only events of processes with this name (the process's name, as in
+    /// /proc/PID/comm, not a thread's).
     #[arg(long, value_name = "NAME")]
     pub comm: Option<String>,
     /// Ring buffer size in KiB (a power of two, at least 4).

@@ -4,7 +4,9 @@
 /// Converts CLOCK_BOOTTIME nanoseconds to Unix-epoch nanoseconds.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
-    /// realtime - boottime, in nanoseconds, sampled at start.
+    /// realtime - boottime, in nanoseconds, as last sampled: at start and
+    /// then once a second ([`Clock::resample`]), so a step of the wall
+    /// clock (settimeofday, an NTP step) or NTP's slewing is followed.
     offset_ns: i128,
 }
 
@@ -26,6 +28,11 @@ impl Clock {
         Clock {
             offset_ns: real - boot,
         }
+    }
+
+    /// Samples the offset again (the event loop does it once a second).
+    pub fn resample(&mut self) {
+        *self = Clock::new();
     }
 
     /// A clock for tests: wall = boot + offset.
@@ -129,6 +136,18 @@ mod tests {
         assert_eq!(rfc3339(t + 1_000_000_000), "2026-11-25T20:31:03.000000000Z");
         assert_eq!(rfc3339(t - 1), "2026-11-25T20:31:01.999999999Z");
         assert_eq!(rfc3339(t), "2026-11-25T20:31:02.000000000Z");
+    }
+
+    /// A clock whose offset is wrong (as after a step of the wall clock)
+    /// tells the wall time again once resampled.
+    #[test]
+    fn resample_follows_the_wall_clock() {
+        let real = now_ns(libc::CLOCK_REALTIME);
+        let mut c = Clock::with_offset(-3_600_000_000_000);
+        let off_by = |c: &Clock| (c.wall_ns(Clock::boot_now()) - real).abs();
+        assert!(off_by(&c) > 3_000_000_000_000);
+        c.resample();
+        assert!(off_by(&c) < 1_000_000_000, "{}", off_by(&c));
     }
 
     #[test]

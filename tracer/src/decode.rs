@@ -83,6 +83,7 @@ impl<'a> Reader<'a> {
             pid: self.u32(),
             cgroup_id: self.u64(),
             comm: self.bytes(),
+            thread: self.bytes(),
         }
     }
     fn sock(&mut self) -> SockInfo {

@@ -50,6 +50,7 @@ impl Enc {
         self.u32(t.pid);
         self.u64(t.cgroup_id);
         self.bytes(&t.comm);
+        self.bytes(&t.thread);
     }
     fn sock(&mut self, s: &SockInfo) {
         self.u64(s.skaddr);
@@ -75,7 +76,7 @@ fn enc_rst(r: &RstRecord, pad: u8) -> Vec<u8> {
     e.u32(r.reason);
     e.u8(r.owner_source);
     e.padding(3);
-    assert_eq!(e.out.len(), 152);
+    assert_eq!(e.out.len(), 184);
     e.out
 }
 
@@ -89,7 +90,7 @@ fn enc_state(r: &StateRecord, pad: u8) -> Vec<u8> {
     e.u8(r.new_state);
     e.u8(r.owner_source);
     e.padding(5);
-    assert_eq!(e.out.len(), 152);
+    assert_eq!(e.out.len(), 184);
     e.out
 }
 
@@ -101,7 +102,7 @@ fn enc_accept(r: &AcceptFailedRecord, pad: u8) -> Vec<u8> {
     e.i32(r.listen_fd);
     e.i32(r.errno);
     e.u64(r.fd_limit);
-    assert_eq!(e.out.len(), 128);
+    assert_eq!(e.out.len(), 144);
     e.out
 }
 
@@ -158,6 +159,7 @@ fn sample_task(tgid: u32, pid: u32, cg: u64, name: &[u8]) -> TaskInfo {
         pid,
         cgroup_id: cg,
         comm: comm(name),
+        thread: comm(name),
     }
 }
 
@@ -166,7 +168,10 @@ fn sample_rst(kind: u16) -> RstRecord {
         header: header(kind, size_of::<RstRecord>(), 0x0102_0304_0506_0708),
         sock: sample_sock(),
         current: sample_task(1111, 1112, 0x77, b"ksoftirqd/3"),
-        owner: sample_task(2222, 2223, 0x88, b"nginx: worker"),
+        owner: TaskInfo {
+            thread: comm(b"worker-3"),
+            ..sample_task(2222, 2223, 0x88, b"nginx")
+        },
         reason: 0xdead_beef,
         owner_source: owner_source::SOCKET_MAP,
         _pad: [0; 3],
@@ -265,8 +270,8 @@ fn fields_land_at_their_offsets() {
     // SockInfo.rport is at 16 (header) + 8 + 8 + 4 + 2 + 2 = 40.
     bytes[40..42].copy_from_slice(&443u16.to_le_bytes());
     rec.sock.rport = 443;
-    // StateRecord.new_state is at 16 + 64 + 32 + 32 + 1 = 145.
-    bytes[145] = 10;
+    // StateRecord.new_state is at 16 + 64 + 48 + 48 + 1 = 177.
+    bytes[177] = 10;
     rec.new_state = 10;
     assert_eq!(decode(&bytes), Ok(Record::State(rec)));
 }
@@ -312,17 +317,17 @@ fn short_body_of_each_kind() {
         Err(DecodeError::Short {
             what: "rst record",
             len: 100,
-            need: 152
+            need: 184
         })
     );
     let mut st = sample_state();
-    st.header.len = 151;
+    st.header.len = 183;
     assert_eq!(
-        decode(&enc_state(&st, 0)[..151]),
+        decode(&enc_state(&st, 0)[..183]),
         Err(DecodeError::Short {
             what: "state record",
-            len: 151,
-            need: 152
+            len: 183,
+            need: 184
         })
     );
     let mut acc = sample_accept();
@@ -332,7 +337,7 @@ fn short_body_of_each_kind() {
         Err(DecodeError::Short {
             what: "accept record",
             len: 16,
-            need: 128
+            need: 144
         })
     );
 }
@@ -340,8 +345,8 @@ fn short_body_of_each_kind() {
 #[test]
 fn wrong_version() {
     let mut rec = sample_rst(kind::RST_SENT);
-    rec.header.version = 2;
-    assert_eq!(decode(&enc_rst(&rec, 0)), Err(DecodeError::Version(2)));
+    rec.header.version = 1;
+    assert_eq!(decode(&enc_rst(&rec, 0)), Err(DecodeError::Version(1)));
     rec.header.version = 0;
     assert_eq!(decode(&enc_rst(&rec, 0)), Err(DecodeError::Version(0)));
     // Checked before the kind: a future version may have new kinds.
@@ -371,7 +376,7 @@ fn header_len_larger_than_buffer() {
         decode(&enc_rst(&rec, 0)),
         Err(DecodeError::Length {
             said: 200,
-            len: 152
+            len: 184
         })
     );
     let mut acc = sample_accept();
@@ -380,7 +385,7 @@ fn header_len_larger_than_buffer() {
         decode(&enc_accept(&acc, 0)),
         Err(DecodeError::Length {
             said: u32::MAX,
-            len: 128
+            len: 144
         })
     );
 }
@@ -398,7 +403,7 @@ fn error_messages() {
     );
     assert_eq!(
         DecodeError::Version(7).to_string(),
-        "record version 7 (this tracer reads version 1)"
+        "record version 7 (this tracer reads version 2)"
     );
     assert_eq!(
         DecodeError::Length { said: 9, len: 8 }.to_string(),
@@ -426,7 +431,7 @@ fn decodes_fixture_rst_sent_no_socket() {
     let bytes = hex_fixture(include_str!(
         "../tests/fixtures/records/rst_sent_no_socket.hex"
     ));
-    assert_eq!(bytes.len(), 152);
+    assert_eq!(bytes.len(), 184);
     let Ok(Record::RstSent(r)) = decode(&bytes) else {
         panic!("not an rst_sent: {:?}", decode(&bytes));
     };
@@ -434,8 +439,8 @@ fn decodes_fixture_rst_sent_no_socket() {
         r.header,
         RecordHeader {
             kind: kind::RST_SENT,
-            version: 1,
-            len: 152,
+            version: 2,
+            len: 184,
             ts_boot_ns: 5_000_000_123,
         }
     );

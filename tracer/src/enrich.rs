@@ -2,7 +2,9 @@
 
 use tracer_common::{REASON_NONE, RstRecord, SockInfo, StateRecord, sock_flags};
 
-use crate::attribute::{Attributor, keys, procs::ProcSource};
+use tracer_common::socket_id as keys;
+
+use crate::attribute::{Attributor, procs::ProcSource};
 use crate::clock::Clock;
 use crate::event::{Event, EventKind};
 use crate::kernel::KernelNames;

@@ -36,8 +36,12 @@ pub enum AttributedBy {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Owner {
     pub pid: u32,
-    /// Raw `comm` bytes (may be any bytes); rendered lossily as UTF-8.
+    /// The process's name (its thread-group leader's `comm`): raw bytes
+    /// (may be any bytes), rendered lossily as UTF-8.
     pub comm: Vec<u8>,
+    /// The acting thread's name when the kernel named one that differs
+    /// from `comm`; empty otherwise.
+    pub thread: Vec<u8>,
     pub cgroup: Option<String>,
 }
 
@@ -50,6 +54,9 @@ pub struct Event {
     pub event: EventKind,
     pub pid: Option<u32>,
     pub comm: Option<String>,
+    /// The acting thread's name, when it differs from the process's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
     pub attributed_by: AttributedBy,
     pub cgroup: Option<String>,
     /// Parsed from `cgroup` (crate::container), when it names one.
@@ -120,6 +127,7 @@ impl Event {
             event,
             pid: None,
             comm: None,
+            thread: None,
             attributed_by: AttributedBy::None,
             cgroup: None,
             container_id: None,
@@ -152,6 +160,7 @@ impl Event {
             Some(o) if o.pid != 0 => {
                 self.pid = Some(o.pid);
                 self.comm = Some(comm_string(&o.comm));
+                self.thread = thread_name(&o.comm, &o.thread);
                 self.cgroup = o.cgroup.clone();
                 let c = o
                     .cgroup
@@ -166,6 +175,7 @@ impl Event {
             _ => {
                 self.pid = None;
                 self.comm = None;
+                self.thread = None;
                 self.cgroup = None;
                 self.container_id = None;
                 self.systemd_unit = None;
@@ -182,6 +192,13 @@ impl Event {
 pub fn comm_string(raw: &[u8]) -> String {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
     String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+/// The thread's name for `thread`: `None` when unknown or the same as the
+/// process's.
+pub fn thread_name(comm: &[u8], thread: &[u8]) -> Option<String> {
+    let t = comm_string(thread);
+    (!t.is_empty() && t != comm_string(comm)).then_some(t)
 }
 
 /// Name of an errno value for `accept_failed.error`.

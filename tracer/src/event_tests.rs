@@ -10,6 +10,7 @@ fn owner(pid: u32, comm: &[u8], cgroup: Option<&str>) -> Owner {
     Owner {
         pid,
         comm: comm.to_vec(),
+        thread: Vec::new(),
         cgroup: cgroup.map(str::to_string),
     }
 }
@@ -285,4 +286,27 @@ fn errno_names() {
     assert_eq!(errno_name(11), "EAGAIN");
     assert_eq!(errno_name(9999), "E9999");
     assert_eq!(errno_name(0), "E0");
+}
+
+/// `comm` is the process's name; `thread` appears only when the acting
+/// thread's name differs from it.
+#[test]
+fn thread_only_when_it_differs() {
+    let mut o = owner(7, b"crt-main\0\0\0\0\0\0\0\0", None);
+    o.thread = b"crt-worker\0\0\0\0\0\0".to_vec();
+    let mut e = Event::new(EventKind::RstSent, TS.into());
+    e.set_owner(Some(&o), AttributedBy::SocketOwner);
+    let j = json(&e);
+    assert!(
+        j.contains(r#""comm":"crt-main","thread":"crt-worker","attributed_by""#),
+        "{j}"
+    );
+    o.thread = b"crt-main\0\0\0\0\0\0\0\0".to_vec();
+    e.set_owner(Some(&o), AttributedBy::SocketOwner);
+    assert!(!json(&e).contains("thread"), "{}", json(&e));
+    o.thread = Vec::new();
+    e.set_owner(Some(&o), AttributedBy::SocketOwner);
+    assert_eq!(e.thread, None);
+    e.set_owner(None, AttributedBy::None);
+    assert_eq!((e.comm.clone(), e.thread.clone()), (None, None));
 }

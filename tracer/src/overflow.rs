@@ -6,10 +6,38 @@
 //! (`SK_MEMINFO_DROPS` in sock_diag; `ss -ltm` prints it as dN) next to its
 //! queue length and backlog. This module polls them and turns increases into
 //! `listen_overflow` occurrences.
+//!
+//! Every few polls, while tracer counts sockets in CLOSE_WAIT, the same dump
+//! also lists the CLOSE_WAIT sockets, so a count whose transition out was
+//! missed (a full ring buffer) is mended within seconds, not at the next
+//! full snapshot.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use crate::snapshot::{self, NetnsRef, SocketEntry};
+use tracer_common::socket_id::ConnKey;
+
+use crate::snapshot::{self, NetnsRef, SocketEntry, TCP_CLOSE_WAIT, TCP_LISTEN};
+
+/// Every this many polls (about seconds) CLOSE_WAIT sockets are listed too.
+pub const CLOSE_WAIT_EVERY: u64 = 5;
+
+/// The CLOSE_WAIT sockets of the namespaces one poll dumped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CloseWaitSeen {
+    /// Boot-time ns the poll started: entries newer than it may be missing.
+    pub taken_ns: u64,
+    /// The namespaces dumped.
+    pub netns: Vec<u32>,
+    pub keys: HashSet<ConnKey>,
+}
+
+/// What one poll found.
+#[derive(Clone, Debug, Default)]
+pub struct Poll {
+    pub overflows: Vec<Overflow>,
+    /// Present on the polls that listed CLOSE_WAIT sockets.
+    pub close_wait: Option<CloseWaitSeen>,
+}
 
 /// One listener whose drop counter grew since the previous poll.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +56,9 @@ pub struct ListenerMonitor {
     baselined: bool,
     /// Namespaces to poll; more are added as events name them.
     pub namespaces: Vec<NetnsRef>,
+    /// Set by the caller while it counts CLOSE_WAIT sockets.
+    pub close_wait_wanted: bool,
+    polls: u64,
 }
 
 impl ListenerMonitor {
@@ -43,12 +74,29 @@ impl ListenerMonitor {
 
     /// Polls every namespace (blocking: setns threads). Namespaces that are
     /// gone are dropped from the list.
-    pub fn poll(&mut self) -> Vec<Overflow> {
-        let mut all = Vec::new();
+    pub fn poll(&mut self) -> Poll {
+        self.polls += 1;
+        let with_close_wait = self.close_wait_wanted && self.polls.is_multiple_of(CLOSE_WAIT_EVERY);
+        let mut states = 1 << TCP_LISTEN;
+        if with_close_wait {
+            states |= 1 << TCP_CLOSE_WAIT;
+        }
+        let mut seen = CloseWaitSeen {
+            taken_ns: crate::clock::Clock::boot_now(),
+            ..CloseWaitSeen::default()
+        };
+        let mut listeners = Vec::new();
         self.namespaces
-            .retain(|ns| match snapshot::listeners_in(ns) {
-                Ok(listeners) => {
-                    all.extend(listeners);
+            .retain(|ns| match snapshot::dump_netns(ns, states) {
+                Ok(entries) => {
+                    seen.netns.push(ns.inode);
+                    for e in entries {
+                        if e.is_listener() {
+                            listeners.push(e);
+                        } else if e.state == TCP_CLOSE_WAIT {
+                            seen.keys.insert(e.conn_key());
+                        }
+                    }
                     true
                 }
                 Err(e) => {
@@ -56,7 +104,10 @@ impl ListenerMonitor {
                     false
                 }
             });
-        self.diff(all)
+        Poll {
+            overflows: self.diff(listeners),
+            close_wait: with_close_wait.then_some(seen),
+        }
     }
 
     /// Increases of drop counters against the previous poll. The first diff

@@ -8,23 +8,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Netns, Tracer, dump, require_root, select};
+use common::{Netns, Tracer, dump, numbers, require_root, select, with_exhaust_fds};
 
 /// A server with RLIMIT_NOFILE argv[1] that fills its fd table, then calls
 /// accept() argv[2] times on a listener with a pending connection.
 const EMFILE_SERVER: &str = r#"
-import os, resource, socket, sys
+import os, socket, sys
 limit, tries = int(sys.argv[1]), int(sys.argv[2])
-resource.setrlimit(resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 ls = socket.socket(); ls.bind(("127.0.0.1", 0)); ls.listen(16)
 port = ls.getsockname()[1]
 c = socket.create_connection(("127.0.0.1", port))
-fill = []
-try:
-    while True:
-        fill.append(open("/dev/null"))
-except OSError:
-    pass
+fill = exhaust_fds(limit)
 failed = 0
 for _ in range(tries):
     try:
@@ -72,12 +66,6 @@ print(os.getpid(), port, flush=True)
 sys.stdin.readline()
 "#;
 
-fn fields(line: &str) -> Vec<u64> {
-    line.split_whitespace()
-        .map(|f| f.parse().expect("number"))
-        .collect()
-}
-
 #[test]
 fn emfile_accept_failures_name_pid_limit_and_port() {
     if !require_root("emfile_accept_failures_name_pid_limit_and_port") {
@@ -86,8 +74,12 @@ fn emfile_accept_failures_name_pid_limit_and_port() {
     let ns = Netns::new();
     let netns = ns.inode();
     let tracer = Tracer::watch_json(&[]);
-    let mut server = ns.python("emfile-server", EMFILE_SERVER, &["64", "25"]);
-    let f = fields(&server.line());
+    let mut server = ns.python(
+        "emfile-server",
+        &with_exhaust_fds(EMFILE_SERVER),
+        &["64", "25"],
+    );
+    let f = numbers(&server.line());
     let (pid, port, failed) = (f[0], f[1], f[2]);
     assert_eq!(failed, 25, "the server's accepts must fail with EMFILE");
     // Aggregated lines come out once a second.
@@ -124,7 +116,7 @@ fn full_accept_queue_is_a_listen_overflow_of_its_owner() {
     let netns = ns.inode();
     let tracer = Tracer::watch_json(&[]);
     let mut server = ns.python("full-queue", FULL_QUEUE, &["4", "12"]);
-    let f = fields(&server.line());
+    let f = numbers(&server.line());
     let (pid, port) = (f[0], f[1]);
     let done = tracer.wait_for(Duration::from_secs(10), |ev| {
         !select(ev, netns, "listen_overflow").is_empty()
@@ -161,7 +153,7 @@ fn close_wait_counts_are_exact() {
     let netns = ns.inode();
     let tracer = Tracer::watch_json(&["--states"]);
     let mut server = ns.python("close-wait", CLOSE_WAIT, &["7"]);
-    let f = fields(&server.line());
+    let f = numbers(&server.line());
     let (pid, port) = (f[0], f[1]);
     let done = tracer.wait_for(Duration::from_secs(10), |ev| {
         select(ev, netns, "state_change")
@@ -197,8 +189,12 @@ fn summary_lines_name_the_starving_server() {
     }
     let ns = Netns::new();
     let tracer = Tracer::watch_json(&["--summary-every", "1"]);
-    let mut server = ns.python("emfile-server", EMFILE_SERVER, &["64", "25"]);
-    let f = fields(&server.line());
+    let mut server = ns.python(
+        "emfile-server",
+        &with_exhaust_fds(EMFILE_SERVER),
+        &["64", "25"],
+    );
+    let f = numbers(&server.line());
     let (pid, port) = (f[0], f[1]);
     let blames = |e: &serde_json::Value| {
         e["event"] == "summary"

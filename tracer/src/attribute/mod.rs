@@ -8,7 +8,6 @@
 //! else none. See docs/attribution.md.
 
 pub mod cgroups;
-pub mod keys;
 pub mod procs;
 pub mod tombstones;
 
@@ -16,11 +15,11 @@ use std::collections::HashMap;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use tracer_common::socket_id::ConnKey;
 use tracer_common::{RstRecord, SockInfo, StateRecord, TaskInfo, owner_source};
 
 use crate::event::{AttributedBy, Owner};
 use crate::snapshot::Snapshot;
-use keys::ConnKey;
 use procs::{ProcSource, Procs};
 use tombstones::Tombstones;
 
@@ -50,6 +49,10 @@ pub struct Attributor {
     /// listener resets the connections still in its accept queue right after
     /// it leaves LISTEN, and those RSTs belong to its owner.
     listeners: FxHashMap<(u32, u16), (Owner, Option<u64>)>,
+    /// (netns, listener inode) -> the process that called listen() on it,
+    /// for listeners that appeared since start: one socket, one owner,
+    /// where several share a port (SO_REUSEPORT).
+    listen_inodes: FxHashMap<(u32, u64), Owner>,
     /// (netns, socket inode) -> pid, from snapshots.
     inode_owners: FxHashMap<(u32, u64), u32>,
     /// 4-tuple -> socket inode, from snapshots (records without an inode).
@@ -80,11 +83,7 @@ impl Attributor {
         self.tuple_inodes.clear();
         let mut in_close_wait = std::collections::HashSet::new();
         for s in &snap.sockets {
-            let key = ConnKey {
-                netns: s.netns,
-                local: (s.local.ip(), s.local.port()),
-                remote: (s.remote.ip(), s.remote.port()),
-            };
+            let key = s.conn_key();
             if s.inode != 0 {
                 self.tuple_inodes.insert(key, s.inode);
             }
@@ -130,14 +129,29 @@ impl Attributor {
         )
     }
 
-    /// The owner of a listener found by a listener poll.
+    /// The owner of a listener found by a listener poll, by what identifies
+    /// that one socket before its port: the process the kernel saw accept
+    /// from it last (`accepting`, from the kernel's listener map: the one
+    /// draining its queue, whoever created it), else the process that
+    /// called listen() on it, else the lowest pid holding it in the
+    /// snapshot, else the listener on its port.
     pub fn listener_owner(
         &mut self,
         netns: u32,
         port: u16,
         inode: u64,
+        accepting: Option<&TaskInfo>,
         src: &dyn ProcSource,
     ) -> (Option<Owner>, AttributedBy) {
+        if let Some(t) = accepting.filter(|t| t.tgid != 0) {
+            return (
+                Some(self.procs.owner_of_task(t, src)),
+                AttributedBy::SocketOwner,
+            );
+        }
+        if let Some(o) = self.listen_inodes.get(&(netns, inode)) {
+            return (Some(o.clone()), AttributedBy::SocketOwner);
+        }
         if let Some(pid) = self.inode_owners.get(&(netns, inode)).copied() {
             return (
                 Some(self.procs.owner_of_pid(pid, src)),
@@ -262,14 +276,18 @@ impl Attributor {
             });
             self.listeners
                 .insert((rec.sock.netns, rec.sock.lport), (o.clone(), None));
+            if rec.sock.ino != 0 {
+                self.listen_inodes
+                    .insert((rec.sock.netns, rec.sock.ino), o.clone());
+            }
         }
         // LISTEN -> CLOSE is the listener closing; LISTEN -> SYN_RECV is a
         // child socket cloned from it.
-        if rec.old_state == TCP_LISTEN
-            && rec.new_state == TCP_CLOSE
-            && let Some((_, closed)) = self.listeners.get_mut(&(rec.sock.netns, rec.sock.lport))
-        {
-            *closed = Some(now);
+        if rec.old_state == TCP_LISTEN && rec.new_state == TCP_CLOSE {
+            self.listen_inodes.remove(&(rec.sock.netns, rec.sock.ino));
+            if let Some((_, closed)) = self.listeners.get_mut(&(rec.sock.netns, rec.sock.lport)) {
+                *closed = Some(now);
+            }
         }
         if let Some(k) = key {
             if rec.new_state == TCP_CLOSE_WAIT {
@@ -292,6 +310,17 @@ impl Attributor {
             }
         }
         (owner, by)
+    }
+
+    /// Forgets the CLOSE_WAIT sockets a listener poll no longer shows in the
+    /// namespaces it dumped (their transition out was missed), unless they
+    /// entered the state after the poll began.
+    pub fn reconcile_close_wait(&mut self, seen: &crate::overflow::CloseWaitSeen) {
+        self.close_wait.retain(|k, cw| {
+            !seen.netns.contains(&k.netns)
+                || seen.keys.contains(k)
+                || cw.since_ns.is_some_and(|t| t >= seen.taken_ns)
+        });
     }
 
     /// CLOSE_WAIT sockets per owning pid: (count, oldest entry time; `None`

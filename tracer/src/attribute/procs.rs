@@ -65,6 +65,7 @@ impl Procs {
             Owner {
                 pid: info.pid,
                 comm: info.comm.clone(),
+                thread: Vec::new(),
                 cgroup: info.cgroup.clone(),
             },
         );
@@ -79,11 +80,13 @@ impl Procs {
             Some(info) => Owner {
                 pid,
                 comm: info.comm,
+                thread: Vec::new(),
                 cgroup: info.cgroup,
             },
             None => Owner {
                 pid,
                 comm: Vec::new(),
+                thread: Vec::new(),
                 cgroup: None,
             },
         };
@@ -114,6 +117,7 @@ impl Procs {
         Owner {
             pid: task.tgid,
             comm: task.comm.to_vec(),
+            thread: task.thread.to_vec(),
             cgroup,
         }
     }

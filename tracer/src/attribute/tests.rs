@@ -68,6 +68,7 @@ fn task(tgid: u32, comm: &[u8], cgroup_id: u64) -> TaskInfo {
         pid: tgid + 1,
         cgroup_id,
         comm: c,
+        thread: c,
     }
 }
 
@@ -77,7 +78,7 @@ fn sock(local: ([u8; 4], u16), remote: ([u8; 4], u16), skaddr: u64, ino: u64) ->
         skaddr,
         ino,
         netns: NETNS,
-        family: keys::AF_INET,
+        family: tracer_common::socket_id::AF_INET,
         lport: local.1,
         rport: remote.1,
         state: TCP_ESTABLISHED,
@@ -584,21 +585,66 @@ fn listener_owner_for_the_poller() {
     a.seed(&snap, 0);
     // By inode.
     assert_eq!(
-        summary(a.listener_owner(NETNS, 5432, 6000, &src)),
+        summary(a.listener_owner(NETNS, 5432, 6000, None, &src)),
         (who(300, "postgres", None), AttributedBy::SocketOwner)
     );
     // An unknown inode on a known open listener's port.
     assert_eq!(
-        summary(a.listener_owner(NETNS, 5432, 6001, &src)),
+        summary(a.listener_owner(NETNS, 5432, 6001, None, &src)),
         (who(300, "postgres", None), AttributedBy::SocketOwner)
     );
     assert!(!a.wants_refresh);
     // Nothing known: a refresh is wanted.
     assert_eq!(
-        summary(a.listener_owner(NETNS, 9999, 7000, &src)),
+        summary(a.listener_owner(NETNS, 9999, 7000, None, &src)),
         (None, AttributedBy::None)
     );
     assert!(a.wants_refresh);
+}
+
+/// Two listeners on one port (SO_REUSEPORT), each its own socket: a poll's
+/// listener belongs to whoever listened on that socket, and before that to
+/// the process the kernel saw accepting from it (a listener handed over).
+#[test]
+fn listener_owner_by_socket_not_port() {
+    let src = procs();
+    let mut a = Attributor::default();
+    let l1 = sock(([0, 0, 0, 0], 8080), ([0, 0, 0, 0], 0), 0x1000, 7001);
+    let l2 = sock(([0, 0, 0, 0], 8080), ([0, 0, 0, 0], 0), 0x2000, 7002);
+    for (l, owner) in [(l1, task(100, b"curl", 1)), (l2, task(200, b"haproxy", 2))] {
+        a.on_state(
+            &state(
+                l,
+                TCP_CLOSE,
+                TCP_LISTEN,
+                owner,
+                owner_source::LOCKED_CURRENT,
+                5,
+            ),
+            &src,
+        );
+    }
+    let pid = |r: (Option<Owner>, AttributedBy)| r.0.map(|o| o.pid);
+    assert_eq!(
+        pid(a.listener_owner(NETNS, 8080, 7001, None, &src)),
+        Some(100)
+    );
+    assert_eq!(
+        pid(a.listener_owner(NETNS, 8080, 7002, None, &src)),
+        Some(200)
+    );
+    // The kernel saw pid 300 accept from the first: it drains that queue.
+    let acceptor = task(300, b"postgres", 3);
+    assert_eq!(
+        pid(a.listener_owner(NETNS, 8080, 7001, Some(&acceptor), &src)),
+        Some(300)
+    );
+    // Closed: the socket no longer names its owner.
+    a.on_state(
+        &state(l1, TCP_LISTEN, TCP_CLOSE, TaskInfo::default(), 0, 9),
+        &src,
+    );
+    assert_eq!(pid(a.listener_owner(NETNS, 8081, 7001, None, &src)), None);
 }
 
 #[test]
@@ -827,4 +873,38 @@ fn refresh_reconciles_close_wait() {
     let mut ports: Vec<u16> = a.close_wait.keys().map(|k| k.remote.1).collect();
     ports.sort_unstable();
     assert_eq!(ports, vec![40002, 40003]);
+}
+
+/// A listener poll that listed CLOSE_WAIT sockets mends the set between
+/// snapshots: in the namespaces it dumped, entries it no longer shows go
+/// (their way out was missed), unless they entered after the poll began;
+/// other namespaces are left alone.
+#[test]
+fn listener_poll_reconciles_close_wait() {
+    let mut a = Attributor::default();
+    let p = procs();
+    let srv = task(7, b"srv", 1);
+    let mut other_ns = conn(40009, 0);
+    other_ns.netns = NETNS + 1;
+    for (s, t) in [
+        (conn(40001, 0), 100u64),
+        (conn(40002, 0), 200),
+        (conn(40003, 0), 900),
+        (other_ns, 100),
+    ] {
+        a.on_state(
+            &state(s, 1, TCP_CLOSE_WAIT, srv, owner_source::SOCKET_MAP, t),
+            &p,
+        );
+    }
+    let key = |s: &SockInfo| tracer_common::socket_id::ConnKey::of(s).expect("inet");
+    let seen = crate::overflow::CloseWaitSeen {
+        taken_ns: 500,
+        netns: vec![NETNS],
+        keys: [key(&conn(40002, 0))].into_iter().collect(),
+    };
+    a.reconcile_close_wait(&seen);
+    let mut ports: Vec<u16> = a.close_wait.keys().map(|k| k.remote.1).collect();
+    ports.sort_unstable();
+    assert_eq!(ports, vec![40002, 40003, 40009]);
 }

@@ -3,8 +3,8 @@
 
 use std::collections::VecDeque;
 
-use super::keys::ConnKey;
 use crate::event::Owner;
+use tracer_common::socket_id::ConnKey;
 
 /// How long a closed connection's owner is remembered (boot-time ns).
 pub const TOMBSTONE_TTL_NS: u64 = 60_000_000_000;
@@ -85,6 +85,7 @@ mod tests {
         Owner {
             pid,
             comm: b"srv".to_vec(),
+            thread: Vec::new(),
             cgroup: None,
         }
     }

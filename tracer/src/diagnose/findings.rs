@@ -147,7 +147,9 @@ pub fn findings(w: &Window, host: &HostView) -> Vec<Finding> {
         f.summary = format!("{} {fds}{accepts}", who(pid, &f.comm));
         f.fd_count = fd_count;
         f.fd_limit = fd_limit;
-        f.accept_emfile = Some(n);
+        // EMFILE and ENFILE alike (docs/schema.md): both are accepts that
+        // failed for want of a file descriptor.
+        f.accept_emfile = Some(n + enfile);
         f.local_port = port;
         out.push(f);
     }
@@ -282,16 +284,27 @@ fn magnitude(f: &Finding) -> u64 {
         .max(f.fd_count.unwrap_or(0) as u64)
 }
 
-/// How bad a finding is, smaller first: its kind, then (for fd exhaustion)
-/// whether anything actually failed, then its size.
-fn severity(f: &Finding) -> (Kind, bool, u64) {
-    let no_failures = f.kind == Kind::FdExhaustion && f.accept_emfile == Some(0);
-    (f.kind, no_failures, u64::MAX - magnitude(f))
+/// Whether a finding only describes a condition, with nothing failing in
+/// the window: fds near the limit but no accept failed, a queue full now
+/// but nothing dropped.
+fn condition_only(f: &Finding) -> bool {
+    match f.kind {
+        Kind::FdExhaustion => f.accept_emfile == Some(0),
+        Kind::AcceptQueueOverflow => f.overflows == Some(0),
+        _ => false,
+    }
+}
+
+/// How bad a finding is, smaller first: whether something actually failed
+/// (a process near a limit ranks after any process whose clients were
+/// hurt), then its kind, then its size.
+fn severity(f: &Finding) -> (bool, Kind, u64) {
+    (condition_only(f), f.kind, u64::MAX - magnitude(f))
 }
 
 /// Groups by process, the process with the most fundamental finding first.
 fn order(out: &mut [Finding]) {
-    let mut best: HashMap<Option<u32>, (Kind, bool, u64)> = HashMap::new();
+    let mut best: HashMap<Option<u32>, (bool, Kind, u64)> = HashMap::new();
     for f in out.iter() {
         let e = best.entry(f.pid).or_insert(severity(f));
         if severity(f) < *e {

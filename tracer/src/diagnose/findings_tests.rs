@@ -17,6 +17,7 @@ fn owned(kind: EventKind, pid: Option<u32>, comm: &str) -> Event {
     let owner = pid.map(|pid| Owner {
         pid,
         comm: comm.as_bytes().to_vec(),
+        thread: Vec::new(),
         cgroup: None,
     });
     e.set_owner(owner.as_ref(), AttributedBy::SocketOwner);
@@ -708,6 +709,54 @@ fn processes_ordered_by_their_most_fundamental_finding() {
             (Kind::RstStorm, Some(4)),
         ]
     );
+}
+
+/// A process at 90 % of its fds with nothing failing is a condition; another
+/// process's real drops (or resets) are harm, and come first.
+#[test]
+fn real_failures_outrank_conditions() {
+    let mut w = Window::default();
+    overflows(&mut w, Some(3), "q", 7000, (8, 9), 5, 5);
+    rsts_sent(&mut w, Some(4), "r", 7001, Some("NO_SOCKET"), 20);
+    let mut host = HostView::default();
+    host.processes.insert(2, proc_view("near", 950, Some(1000)));
+    host.listeners
+        .push(listener(Some(6), Some("full"), 7002, 4, 5));
+    let found = findings(&w, &host);
+    assert_eq!(
+        kinds(&found),
+        vec![
+            (Kind::AcceptQueueOverflow, Some(3)),
+            (Kind::RstStorm, Some(4)),
+            (Kind::FdExhaustion, Some(2)),
+            (Kind::AcceptQueueOverflow, Some(6)),
+        ]
+    );
+    // Once its accepts fail, fd exhaustion is the root cause again.
+    accept_failures(&mut w, 2, "near", Some(7003), "EMFILE", 1, (1000, 1000));
+    assert_eq!(
+        kinds(&findings(&w, &host))[0],
+        (Kind::FdExhaustion, Some(2))
+    );
+}
+
+/// ENFILE (the host's file table is full) is a failure too: counted in
+/// `accept_emfile`, and ranked as one.
+#[test]
+fn enfile_only_failures_are_failures() {
+    let mut w = Window::default();
+    accept_failures(&mut w, 2, "starved", Some(80), "ENFILE", 7, (100, 1000));
+    overflows(&mut w, Some(3), "q", 7000, (8, 9), 50, 50);
+    let found = findings(&w, &HostView::default());
+    assert_eq!(
+        kinds(&found),
+        vec![
+            (Kind::FdExhaustion, Some(2)),
+            (Kind::AcceptQueueOverflow, Some(3)),
+        ]
+    );
+    assert_eq!(found[0].accept_emfile, Some(7));
+    assert!(found[0].summary.contains("ENFILE"), "{}", found[0].summary);
 }
 
 // ---------------------------------------------------------------------------

@@ -20,7 +20,6 @@ use std::rc::Rc;
 
 use anyhow::Context as _;
 
-use crate::attribute::keys::ConnKey;
 use crate::cli::DiagnoseArgs;
 use crate::clock::Clock;
 use crate::event::comm_string;
@@ -31,6 +30,7 @@ use crate::watch::{Loop, Signals, UserFilter, take_snapshot_blocking};
 use collect::DiagnoseSink;
 use findings::{HostView, ListenerView, ProcView};
 use timeline::Timeline;
+use tracer_common::socket_id::ConnKey;
 use window::Window;
 
 /// Default observation window.
@@ -236,12 +236,7 @@ fn host_view(snap: &Snapshot, entered: &HashMap<ConnKey, Option<u64>>, started: 
         let Some(pid) = snap.owner_of(s) else {
             continue;
         };
-        let key = ConnKey {
-            netns: s.netns,
-            local: (s.local.ip(), s.local.port()),
-            remote: (s.remote.ip(), s.remote.port()),
-        };
-        let age = match entered.get(&key) {
+        let age = match entered.get(&s.conn_key()) {
             Some(Some(t)) => Some(now.saturating_sub(*t) as f64 / 1e9),
             Some(None) => {
                 host.close_wait_at_least.insert(pid);

@@ -284,6 +284,8 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, KernelError> {
             .and_then(|v| v.into_iter().find(|(n, _)| n == "IORING_OP_ACCEPT"))
             .and_then(|(_, v)| u32::try_from(v).ok())
             .unwrap_or(OFFSET_NONE),
+        task_group_leader: optional_offset(btf, "task_struct", &["group_leader"])?,
+        task_comm: optional_offset(btf, "task_struct", &["comm"])?,
         valid: 1,
     })
 }

@@ -10,6 +10,7 @@ fn ev(kind: EventKind, pid: u32, comm: &str, port: u16) -> Event {
         Some(&Owner {
             pid,
             comm: comm.as_bytes().to_vec(),
+            thread: Vec::new(),
             cgroup: None,
         }),
         AttributedBy::SocketOwner,

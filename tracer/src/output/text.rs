@@ -55,7 +55,12 @@ pub fn line(e: &Event) -> String {
                 AttributedBy::CurrentTask => " in its own context",
                 AttributedBy::None => "",
             };
-            format!("pid {pid} ({}){how}", printable(comm))
+            let thread = e
+                .thread
+                .as_deref()
+                .map(|t| format!(", thread {}", printable(t)))
+                .unwrap_or_default();
+            format!("pid {pid} ({}{thread}){how}", printable(comm))
         }
         (Some(pid), None) => format!("pid {pid}"),
         _ => "no owner".into(),
@@ -122,6 +127,7 @@ mod tests {
             Some(&Owner {
                 pid: 42,
                 comm: b"nginx\0\0\0".to_vec(),
+                thread: Vec::new(),
                 cgroup: None,
             }),
             AttributedBy::SocketOwner,
@@ -184,6 +190,7 @@ mod tests {
             Some(&Owner {
                 pid: 9,
                 comm: b"java".to_vec(),
+                thread: Vec::new(),
                 cgroup: None,
             }),
             AttributedBy::SocketOwner,
@@ -209,6 +216,7 @@ mod tests {
             Some(&Owner {
                 pid: 42,
                 comm: b"evil\nname\t\x1b[2J\r".to_vec(),
+                thread: Vec::new(),
                 cgroup: None,
             }),
             AttributedBy::SocketOwner,

@@ -28,6 +28,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use tracer_common::socket_id::ConnKey;
+
 pub use error::{SNAPSHOT_COST, SnapshotError};
 pub use netns::{NetnsRef, find_netns, list_netns, netns_of, self_netns};
 pub use proc::{
@@ -96,6 +98,11 @@ impl SocketEntry {
     /// The key of [`Snapshot::owners`].
     pub fn key(&self) -> (u32, u64) {
         (self.netns, self.inode)
+    }
+
+    /// The connection's key, as events and attribution spell it.
+    pub fn conn_key(&self) -> ConnKey {
+        ConnKey::from_addrs(self.netns, self.local, self.remote)
     }
 }
 

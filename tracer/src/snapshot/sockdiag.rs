@@ -210,8 +210,10 @@ fn skmeminfo_word(value: &[u8], index: usize) -> Option<u32> {
     Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
 }
 
+/// Addresses in the one spelling of `tracer_common::socket_id`: a
+/// dual-stack socket's IPv4-mapped peer is its IPv4 address.
 fn socket_addr(ip: IpAddr, port: u16) -> SocketAddr {
-    SocketAddr::new(ip, port)
+    tracer_common::socket_id::normalise_sockaddr(SocketAddr::new(ip, port))
 }
 
 #[cfg(test)]
@@ -320,6 +322,22 @@ mod tests {
         assert_eq!((entry.uid, entry.inode), (1000, 4242));
         assert_eq!(entry.drops, Some(17));
         assert_eq!(entry.cookie, 0x55_1122_3344);
+    }
+
+    /// A dual-stack listener's connection from an IPv4 client: sock_diag
+    /// says `::ffff:127.0.0.1`; the entry says 127.0.0.1, as events do.
+    #[test]
+    fn snapshot_v4_mapped_addresses_are_v4() {
+        let mut msg = diag_msg(1, AF_INET6, 8, None);
+        let mut mapped = [0u8; 16];
+        mapped[10..12].copy_from_slice(&[0xff, 0xff]);
+        mapped[12..].copy_from_slice(&[127, 0, 0, 1]);
+        msg[16 + 8..16 + 24].copy_from_slice(&mapped);
+        msg[16 + 24..16 + 40].copy_from_slice(&mapped);
+        let entry = parse_inet_diag_msg(&msg[16..], 1).expect("parse");
+        assert_eq!(entry.family, 10);
+        assert_eq!(entry.local, "127.0.0.1:8080".parse().expect("test data"));
+        assert_eq!(entry.remote, "127.0.0.1:0".parse().expect("test data"));
     }
 
     #[test]

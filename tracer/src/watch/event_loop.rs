@@ -7,7 +7,7 @@ use anyhow::{Context as _, anyhow};
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::Signal;
-use tracer_common::{AcceptFailAgg, AcceptFailKey};
+use tracer_common::{AcceptFailAgg, AcceptFailKey, OwnerEntry};
 
 use crate::aggregate::{ACCEPT_INTERVAL_MS, AcceptAggregator, KernelTotals};
 use crate::attribute::{Attributor, procs::LiveProc};
@@ -18,7 +18,7 @@ use crate::enrich::Enricher;
 use crate::event::Event;
 use crate::metrics::Metrics;
 use crate::output::{self, Sink, is_closed_pipe};
-use crate::overflow::{ListenerMonitor, Overflow};
+use crate::overflow::{ListenerMonitor, Poll};
 use crate::session::Session;
 use crate::snapshot::Snapshot;
 
@@ -46,6 +46,8 @@ pub struct Loop<'s> {
     /// The kernel's accept-failure counts and their last totals.
     pub(super) accept_fails: Option<PerCpuHashMap<MapData, AcceptFailKey, AcceptFailAgg>>,
     pub(super) accept_totals: KernelTotals,
+    /// Listener inode -> the process that last accepted from it (kernel).
+    pub(super) listen_owners: Option<aya::maps::HashMap<MapData, u64, OwnerEntry>>,
     pub(super) sink: Box<dyn Sink>,
     pub(super) filter: UserFilter,
     pub(super) emit_states: bool,
@@ -54,7 +56,7 @@ pub struct Loop<'s> {
     pub(super) refresh: Option<tokio::task::JoinHandle<Option<Snapshot>>>,
     /// The listener poller: here between polls, in `poll` during one.
     pub(super) monitor: Option<ListenerMonitor>,
-    pub(super) poll: Option<tokio::task::JoinHandle<(ListenerMonitor, Vec<Overflow>)>>,
+    pub(super) poll: Option<tokio::task::JoinHandle<(ListenerMonitor, Poll)>>,
     pub(super) last_refresh: Instant,
     /// `--summary-every`: the window being aggregated.
     pub summary: Option<Summary>,
@@ -92,6 +94,12 @@ impl<'s> Loop<'s> {
             .map(PerCpuHashMap::try_from)
             .transpose()
             .context("opening the accept-failure counts")?;
+        let listen_owners = session
+            .ebpf
+            .take_map("LISTEN_OWNERS")
+            .map(aya::maps::HashMap::try_from)
+            .transpose()
+            .context("opening the listener owners")?;
         // SAFETY: the RingBuf owns its map fd and is moved into the AsyncFd,
         // so the fd stays open, and is not reused, for as long as it is
         // registered; it is deregistered when the AsyncFd drops.
@@ -105,6 +113,7 @@ impl<'s> Loop<'s> {
             accepts: AcceptAggregator::default(),
             accept_fails,
             accept_totals: KernelTotals::default(),
+            listen_owners,
             sink,
             filter,
             emit_states,

@@ -3,12 +3,14 @@
 
 use std::time::Instant;
 
+use crate::aggregate::Interval;
 use crate::attribute::procs::LiveProc;
 use crate::clock::Clock;
 use crate::enrich::Enricher;
 use crate::event::{AttributedBy, Event, EventKind, comm_string, errno_name};
 use crate::overflow::Overflow;
 use crate::snapshot::{self, SnapshotOptions};
+use tracer_common::socket_id;
 
 use super::{Loop, REFRESH_EVERY};
 
@@ -65,6 +67,8 @@ impl Loop<'_> {
     }
 
     pub(super) async fn on_tick(&mut self) -> anyhow::Result<()> {
+        // Follow steps and slewing of the wall clock.
+        self.clock.resample();
         let close_wait = self.attr.close_wait_by_pid();
         self.sink.second(&crate::output::Second {
             now_ns: Clock::boot_now(),
@@ -89,9 +93,12 @@ impl Loop<'_> {
             }
             if let Some(h) = self.poll.take() {
                 match h.await {
-                    Ok((monitor, overflows)) => {
+                    Ok((monitor, poll)) => {
                         self.monitor = Some(monitor);
-                        for o in overflows {
+                        if let Some(seen) = &poll.close_wait {
+                            self.attr.reconcile_close_wait(seen);
+                        }
+                        for o in poll.overflows {
                             let e = self.overflow_event(&o);
                             if self.filter.passes(&e) {
                                 self.emit(&e)?;
@@ -107,6 +114,7 @@ impl Loop<'_> {
             for ns in self.attr.seen_netns.drain() {
                 monitor.watch_netns(ns);
             }
+            monitor.close_wait_wanted = !self.attr.close_wait.is_empty();
             self.poll = Some(tokio::task::spawn_blocking(move || {
                 let out = monitor.poll();
                 (monitor, out)
@@ -121,11 +129,21 @@ impl Loop<'_> {
             EventKind::ListenOverflow,
             self.clock.rfc3339(Clock::boot_now()),
         );
-        let (owner, by) = self
-            .attr
-            .listener_owner(l.netns, l.local.port(), l.inode, &LiveProc);
+        // One lookup by inode; a missing entry is no evidence.
+        let accepting = self
+            .listen_owners
+            .as_ref()
+            .and_then(|m| m.get(&l.inode, 0).ok())
+            .map(|e| e.task);
+        let (owner, by) = self.attr.listener_owner(
+            l.netns,
+            l.local.port(),
+            l.inode,
+            accepting.as_ref(),
+            &LiveProc,
+        );
         e.set_owner(owner.as_ref(), by);
-        e.family = crate::attribute::keys::family_name(l.family);
+        e.family = socket_id::family_name(l.family);
         e.local_addr = Some(l.local.ip().to_string());
         e.local_port = Some(l.local.port());
         e.state = Some(Some("LISTEN".into()));
@@ -156,12 +174,12 @@ impl Loop<'_> {
                 .filter_map(Result::ok)
                 .map(|(k, v)| (k, v.iter().copied().collect::<Vec<_>>()))
                 .collect();
-            for (rec, n) in self.accept_totals.increments(now) {
-                self.accepts.add_n(&rec, n);
+            for i in self.accept_totals.increments(now) {
+                self.accepts.add_n(&i.first, i.count, i.last_ns);
             }
         }
-        for (rec, count) in self.accepts.drain() {
-            let e = self.accept_event(&rec, count);
+        for i in self.accepts.drain() {
+            let e = self.accept_event(&i);
             if self.filter.passes(&e) {
                 self.emit(&e)?;
             }
@@ -169,11 +187,10 @@ impl Loop<'_> {
         self.sink.flush()
     }
 
-    pub(super) fn accept_event(
-        &mut self,
-        rec: &tracer_common::AcceptFailedRecord,
-        count: u64,
-    ) -> Event {
+    /// One interval's `accept_failed` line: the first failure's details,
+    /// the count, and the time of the last failure it counts.
+    pub(super) fn accept_event(&mut self, interval: &Interval) -> Event {
+        let (rec, count) = (&interval.first, interval.count);
         let enricher = Enricher {
             clock: self.clock,
             names: &self.session.kernel.names,
@@ -181,7 +198,7 @@ impl Loop<'_> {
         };
         let mut e = Event::new(
             EventKind::AcceptFailed,
-            self.clock.rfc3339(rec.header.ts_boot_ns),
+            self.clock.rfc3339(interval.last_ns),
         );
         let owner = self.attr.procs.owner_of_task(&rec.task, &LiveProc);
         e.set_owner(Some(&owner), AttributedBy::CurrentTask);

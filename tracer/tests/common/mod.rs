@@ -608,6 +608,39 @@ pub fn count(events: &[Value], netns: u64, kind: &str) -> usize {
         .count()
 }
 
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Held by a test for its whole run: the tests of one file that take it run
+/// one after another (each loads the BPF programs, which on a loaded 2-core
+/// host can take longer than the ready timeout when several do at once).
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Events of `kind` attributed to `pid`, in any namespace.
+pub fn of_pid(events: &[Value], kind: &str, pid: u64) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e["event"] == kind && e["pid"] == pid)
+        .cloned()
+        .collect()
+}
+
+/// The sum of the events' `count` fields (aggregated lines).
+pub fn sum_count(events: &[Value]) -> u64 {
+    events
+        .iter()
+        .map(|e| e["count"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// The whitespace-separated numbers of a line a test script printed.
+pub fn numbers(line: &str) -> Vec<u64> {
+    line.split_whitespace()
+        .map(|f| f.parse().expect("number"))
+        .collect()
+}
+
 /// One line per event, for assertion messages.
 pub fn dump(events: &[Value]) -> String {
     events
@@ -829,6 +862,27 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration) -> Output {
         stdout: out.join().unwrap_or_default(),
         stderr: err.join().unwrap_or_default(),
     }
+}
+
+/// Python for a test script that runs out of fds: `exhaust_fds(limit)`
+/// lowers RLIMIT_NOFILE to `limit` and fills the fd table, returning the
+/// files (delete them to have fds again). Prepend it with [`with_exhaust_fds`].
+const PY_EXHAUST_FDS: &str = r#"
+import resource
+def exhaust_fds(limit):
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    fill = []
+    try:
+        while True:
+            fill.append(open("/dev/null"))
+    except OSError:
+        pass
+    return fill
+"#;
+
+/// `script` with `exhaust_fds` defined before it.
+pub fn with_exhaust_fds(script: &str) -> String {
+    format!("{PY_EXHAUST_FDS}{script}")
 }
 
 /// Prints its pid, makes argv[1] connects to 127.0.0.1:argv[2], then prints
