@@ -23,6 +23,10 @@ fn io_uring_accept_emfile_is_reported() {
         return;
     }
     let tracer = Tracer::watch_json(&[]);
+    // Before 5.19 io_uring_complete carries no request: the hook is not
+    // attached, a loss stated by `tracer probes` and docs/kernels.md. Check
+    // that it is stated, and that nothing false is reported instead.
+    let stated_loss = tracer.hooks().get("io_uring_accept").map(String::as_str) == Some("-");
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
         .args(["--exact", "uring_child", "--nocapture", "--test-threads=1"])
         .env("TRACER_URING_CHILD", "1")
@@ -53,6 +57,20 @@ fn io_uring_accept_emfile_is_reported() {
         emfile, FAILURES as i64,
         "every io_uring accept must fail with EMFILE"
     );
+    if stated_loss {
+        std::thread::sleep(Duration::from_secs(2));
+        let events = tracer.stop().events();
+        let false_lines: Vec<_> = events
+            .into_iter()
+            .filter(|e| e["event"] == "accept_failed" && e["pid"] == pid)
+            .collect();
+        assert!(false_lines.is_empty(), "{}", dump(&false_lines));
+        eprintln!(
+            "io_uring_accept_emfile_is_reported: io_uring_accept is not attached on this kernel \
+             (a loss docs/kernels.md states); no accept_failed line, as expected"
+        );
+        return;
+    }
     let done = tracer.wait_for(Duration::from_secs(10), |ev| {
         ev.iter()
             .filter(|e| e["event"] == "accept_failed" && e["pid"] == pid)

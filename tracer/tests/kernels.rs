@@ -155,18 +155,9 @@ for line in sys.stdin:
         sys.exit("unknown command %r" % cmd)
 "#;
 
-/// `uname -r` as (major, minor).
-fn kernel_version() -> (u32, u32) {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
-    let mut parts = release.trim().split(['.', '-']);
-    let major = parts.next().and_then(|p| p.parse().ok()).expect("major");
-    let minor = parts.next().and_then(|p| p.parse().ok()).expect("minor");
-    (major, minor)
-}
-
 /// Before 6.10 the kernel names no RST reasons; tracer infers some.
 fn reasons_inferred() -> bool {
-    kernel_version() < (6, 10)
+    !common::kernel_names_rst_reasons()
 }
 
 /// The column of docs/kernels.md's table for this kernel: hook -> cell.
@@ -188,7 +179,7 @@ fn documented_rungs() -> Option<(String, HashMap<String, String>)> {
                 .collect()
         })
         .collect();
-    let (major, minor) = kernel_version();
+    let (major, minor) = common::kernel_version();
     let want = format!("{major}.{minor}");
     let col = rows.first()?.iter().position(|h| *h == want)?;
     let cells = rows[1..]
@@ -379,7 +370,7 @@ fn default_rungs_match_the_kernels_table() {
         return;
     };
     let Some((column, documented)) = documented_rungs() else {
-        let (major, minor) = kernel_version();
+        let (major, minor) = common::kernel_version();
         assert!(
             std::env::var_os("CI").is_none(),
             "kernel {major}.{minor} has no column in docs/kernels.md: add it"

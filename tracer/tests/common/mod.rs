@@ -48,6 +48,21 @@ pub fn require_root(test: &str) -> bool {
 mod time_scale;
 pub use time_scale::time_scale;
 
+/// The running kernel's (major, minor).
+pub fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut parts = release.trim().split(['.', '-']);
+    let major = parts.next().and_then(|p| p.parse().ok()).expect("major");
+    let minor = parts.next().and_then(|p| p.parse().ok()).expect("minor");
+    (major, minor)
+}
+
+/// Whether the kernel names RST reasons (6.10+); before, tracer infers the
+/// few it can and leaves the rest `null`.
+pub fn kernel_names_rst_reasons() -> bool {
+    kernel_version() >= (6, 10)
+}
+
 /// `d` stretched by [`time_scale`].
 pub fn scaled(d: Duration) -> Duration {
     d * time_scale()
