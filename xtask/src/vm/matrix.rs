@@ -184,13 +184,12 @@ pub fn run_kernel(kernel: &Kernel, plan: &[Entry], bin: &Path, timeout: Duration
     let command = ["sh".to_owned(), "-c".to_owned(), guest_script(plan)];
     let cwd = workspace_root().join("tracer");
     println!("xtask test: kernel {}: booting", kernel.release);
-    let stdout = match super::run(kernel, &cwd, &env, &command, timeout, true) {
-        Ok(outcome) => outcome.stdout,
-        Err(err) => {
-            report.error = Some(format!("{err:#}"));
-            Vec::new()
-        }
-    };
+    let capture = super::qemu::Capture::default();
+    if let Err(err) = super::run(kernel, &cwd, &env, &command, timeout, Some(capture.clone())) {
+        // What finished before the VM failed is still reported.
+        report.error = Some(format!("{err:#}"));
+    }
+    let stdout = capture.lock().map(|b| b.clone()).unwrap_or_default();
     let sections = results::sections(&String::from_utf8_lossy(&stdout));
     for entry in plan {
         if entry.exe.is_none() {

@@ -63,7 +63,7 @@ pub fn vm(args: Args) -> Result<ExitCode> {
     };
     let cwd = env::current_dir().context("cannot read the current directory")?;
     let env = guest::environment(|name| env::var(name).ok(), &[]);
-    let outcome = run(&kernel, &cwd, &env, &command, args.timeout, false)?;
+    let outcome = run(&kernel, &cwd, &env, &command, args.timeout, None)?;
     Ok(ExitCode::from(u8::try_from(outcome.code).unwrap_or(1)))
 }
 
@@ -79,7 +79,7 @@ pub fn run(
     env: &[(String, String)],
     command: &[String],
     timeout: Duration,
-    capture: bool,
+    capture: Option<qemu::Capture>,
 ) -> Result<qemu::Outcome> {
     ensure_tools()?;
     let prepared = fetch::prepare(kernel)?;

@@ -119,14 +119,21 @@ pub fn parse_status(text: &str) -> Status {
 /// A finished run.
 pub struct Outcome {
     pub code: i32,
-    /// The command's stdout, when captured.
-    pub stdout: Vec<u8>,
 }
+
+/// Where a copy of the command's stdout goes as it comes (kept when the
+/// VM fails half-way, so that what finished is still reported).
+pub type Capture = Arc<Mutex<Vec<u8>>>;
 
 /// Boots `m`, streams the command's output live, and returns its exit code.
 /// Errors (one line) when the guest fails to boot, panics, times out or the
 /// caller is interrupted; qemu is killed in every such case.
-pub fn boot(m: &Machine, release: &str, timeout: Duration, capture: bool) -> Result<Outcome> {
+pub fn boot(
+    m: &Machine,
+    release: &str,
+    timeout: Duration,
+    capture: Option<Capture>,
+) -> Result<Outcome> {
     let qemu = find_program("qemu-system-x86_64")
         .ok_or_else(|| anyhow!("qemu-system-x86_64 not found; run `cargo xtask setup`"))?;
     let mut cmd = Command::new(qemu);
@@ -146,12 +153,7 @@ pub fn boot(m: &Machine, release: &str, timeout: Duration, capture: bool) -> Res
     let mut child = cmd
         .spawn()
         .with_context(|| format!("could not start `{}`", describe(&cmd)))?;
-    let captured = Arc::new(Mutex::new(Vec::new()));
-    let out = relay(
-        child.stdout.take(),
-        std::io::stdout,
-        capture.then(|| captured.clone()),
-    );
+    let out = relay(child.stdout.take(), std::io::stdout, capture);
     let err = relay(child.stderr.take(), std::io::stderr, None);
 
     let ended = wait(&mut child, m.status_log, start, timeout);
@@ -163,10 +165,7 @@ pub fn boot(m: &Machine, release: &str, timeout: Duration, capture: bool) -> Res
         (ended, _) => ended,
     };
     let problem = match (ended, status.exit) {
-        (Ok(()), Some(code)) => {
-            let stdout = std::mem::take(&mut *captured.lock().map_err(|_| anyhow!("poisoned"))?);
-            return Ok(Outcome { code, stdout });
-        }
+        (Ok(()), Some(code)) => return Ok(Outcome { code }),
         (Err(why), _) => why,
         (Ok(()), None) => match (status.fail, status.started) {
             (Some(why), _) => format!("the guest's init failed: {why}"),
@@ -207,7 +206,10 @@ fn wait(
         let problem = if let Some(sig) = signals::received() {
             Some(format!("interrupted by signal {sig}"))
         } else if start.elapsed() > timeout {
-            Some(format!("timed out (--timeout {} s)", timeout.as_secs()))
+            Some(format!(
+                "timed out (the VM bound is {} s)",
+                timeout.as_secs()
+            ))
         } else {
             if !started {
                 started = parse_status(&fs::read_to_string(status_log).unwrap_or_default()).started;
