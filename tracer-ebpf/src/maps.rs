@@ -47,6 +47,12 @@ pub static ACCEPT_FAILS: LruPerCpuHashMap<AcceptFailKey, AcceptFailAgg> =
 #[map]
 pub static ACCEPT_SCRATCH: PerCpuArray<AcceptFailAgg> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per-CPU room to build an owner entry before inserting it: off the
+/// 512-byte BPF stack, which 5.10's verifier counts across the whole call
+/// chain of the reset programs.
+#[map]
+pub static OWNER_SCRATCH: PerCpuArray<OwnerEntry> = PerCpuArray::with_max_entries(1, 0);
+
 #[unsafe(no_mangle)]
 static OFFSETS: KernelOffsets = KernelOffsets::EMPTY;
 

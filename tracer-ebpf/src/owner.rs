@@ -6,17 +6,25 @@ use tracer_common::{OwnerEntry, TaskInfo, owner_source};
 
 use crate::{
     kread::{TCP_LISTEN, fill_current, is_fullsock, sock_ino, sock_owned_by_user},
-    maps::{LISTEN_OWNERS, OWNERS, filter},
+    maps::{LISTEN_OWNERS, OWNER_SCRATCH, OWNERS, filter},
 };
+
+/// This CPU's scratch owner entry (maps::OWNER_SCRATCH).
+#[inline(always)]
+fn scratch() -> Option<&'static mut OwnerEntry> {
+    let p = OWNER_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot of a per-CPU array; BPF programs do not
+    // preempt each other on a CPU, and every user fills it before use.
+    Some(unsafe { &mut *p })
+}
 
 /// Records `task` as the owner of `sk` unless it already is.
 #[inline(always)]
 pub fn learn(sk: u64, task: &TaskInfo) {
-    let mut entry = OwnerEntry {
-        task: *task,
-        learned_ns: 0,
-    };
-    learn_entry(sk, &mut entry);
+    let Some(entry) = scratch() else { return };
+    entry.task = *task;
+    entry.learned_ns = 0;
+    learn_entry(sk, entry);
 }
 
 /// Inserts `entry` (its task filled in) for `sk` unless that task already
@@ -49,7 +57,7 @@ pub fn learn_listener(sk: u64) {
     if ino == 0 {
         return;
     }
-    let mut entry = OwnerEntry::default();
+    let Some(entry) = scratch() else { return };
     fill_current(&mut entry.task);
     // SAFETY: the value is read before the map can change under us.
     if let Some(known) = unsafe { LISTEN_OWNERS.get(ino) } {
@@ -59,7 +67,7 @@ pub fn learn_listener(sk: u64) {
     }
     // SAFETY: helper without arguments.
     entry.learned_ns = unsafe { bpf_ktime_get_boot_ns() };
-    let _ = LISTEN_OWNERS.insert(ino, &entry, 0);
+    let _ = LISTEN_OWNERS.insert(ino, &*entry, 0);
 }
 
 /// Forgets a destroyed socket.
@@ -136,7 +144,7 @@ pub fn learn_current(sk: u64) {
     if sk == 0 {
         return;
     }
-    let mut entry = OwnerEntry::default();
+    let Some(entry) = scratch() else { return };
     fill_current(&mut entry.task);
-    learn_entry(sk, &mut entry);
+    learn_entry(sk, entry);
 }
