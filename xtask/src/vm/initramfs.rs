@@ -24,9 +24,10 @@ pub const STATUS_TTY: &str = "ttyS3";
 /// The 9p tag of the host's `/`.
 pub const ROOT_TAG: &str = "hostroot";
 
-/// `<dir>/initramfs.cpio`, built when missing.
+/// `<dir>/initramfs-<hash of the init script>.cpio`, built when missing
+/// (a changed init script gets a new image).
 pub fn ensure(dir: &Path, modules: &Path, release: &str) -> Result<PathBuf> {
-    let out = dir.join("initramfs.cpio");
+    let out = dir.join(format!("initramfs-{:016x}.cpio", script_hash()));
     if out.is_file() {
         return Ok(out);
     }
@@ -194,6 +195,13 @@ fn write_executable(path: &Path, text: &str) -> Result<()> {
 /// script) and `xtask.modules=` (the kernel's module directory), both host
 /// paths, from the kernel command line; reports `started`, `exit N` or
 /// `fail WHY` on the status port and powers off.
+/// FNV-1a of the init script: stable across builds and toolchains.
+fn script_hash() -> u64 {
+    init_script().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 pub fn init_script() -> String {
     format!(
         r#"#!/bin/busybox sh
@@ -227,7 +235,8 @@ mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts $R/dev/pts || fail "devpts"
 mount -t tmpfs -o mode=1777 tmpfs $R/dev/shm || fail "/dev/shm"
 mount -t tmpfs -o mode=0755 tmpfs $R/run || fail "/run"
-mount -t tmpfs -o mode=1777 tmpfs $R/tmp || fail "/tmp"
+# /tmp stays the host's, seen through the overlay (writes land in its tmpfs
+# upper): a checkout under /tmp (CI's clone) must be visible in the guest.
 mount -t tracefs tracefs $R/sys/kernel/tracing || fail "tracefs"
 mount -t debugfs debugfs $R/sys/kernel/debug || fail "debugfs"
 mount -t bpf bpf $R/sys/fs/bpf || fail "bpffs"
@@ -294,5 +303,7 @@ mod tests {
         ] {
             assert!(init.contains(needle), "{needle}");
         }
+        // The host's /tmp stays visible (a checkout may live there).
+        assert!(!init.contains("tmpfs $R/tmp"));
     }
 }
