@@ -3,6 +3,7 @@
 
 pub mod attach;
 pub mod caps;
+pub mod kind;
 pub mod select;
 pub mod table;
 pub mod verifier;
