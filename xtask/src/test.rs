@@ -98,18 +98,10 @@ pub fn test(args: Args) -> Result<ExitCode> {
         );
     }
 
-    let mut cmd = util::cargo();
-    cmd.args([
-        "test",
-        "--workspace",
-        "--exclude",
-        "tracer-ebpf",
-        "--no-fail-fast",
-    ])
-    .args(&args.args)
-    .env("TRACER_BIN", &bin)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped());
+    let mut cmd = util::cargo_test(&bin);
+    cmd.args(&args.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
     setup::use_bpf_linker(&mut cmd)?;
     println!("xtask test: {}", describe(&cmd));
 

@@ -33,6 +33,23 @@ pub fn cargo() -> Command {
     cmd
 }
 
+/// `cargo test` over the workspace as `cargo xtask test` runs it (every
+/// crate but the eBPF one, no fail-fast), with `TRACER_BIN` set to `bin`;
+/// the host run and the matrix's listing of executables share it, so the
+/// listing never rebuilds.
+pub fn cargo_test(bin: &std::path::Path) -> Command {
+    let mut cmd = cargo();
+    cmd.args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "tracer-ebpf",
+        "--no-fail-fast",
+    ])
+    .env("TRACER_BIN", bin);
+    cmd
+}
+
 /// Looks a program up in PATH, then in the sbin/bin directories that a
 /// non-login PATH may lack.
 pub fn find_program(name: &str) -> Option<PathBuf> {

@@ -89,18 +89,10 @@ pub fn parse_executables(json_lines: &str, tests_dir: &Path) -> BTreeMap<String,
 /// Finds the built test executables with the host run's cargo flags (the
 /// part of ARGS before `--`) and environment, so nothing is rebuilt.
 pub fn executables(cargo_args: &[String], bin: &Path) -> Result<BTreeMap<String, PathBuf>> {
-    let mut cmd = util::cargo();
-    cmd.args([
-        "test",
-        "--workspace",
-        "--exclude",
-        "tracer-ebpf",
-        "--no-fail-fast",
-    ])
-    .args(["--no-run", "--message-format=json"])
-    .args(cargo_args)
-    .env("TRACER_BIN", bin)
-    .stderr(Stdio::inherit());
+    let mut cmd = util::cargo_test(bin);
+    cmd.args(["--no-run", "--message-format=json"])
+        .args(cargo_args)
+        .stderr(Stdio::inherit());
     crate::setup::use_bpf_linker(&mut cmd)?;
     let json = util::output(&mut cmd).context("listing the built test executables failed")?;
     Ok(parse_executables(&json, &tests_dir()))
