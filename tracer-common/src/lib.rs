@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod errno;
+pub mod exchange;
 pub mod record;
 pub mod socket_id;
 

@@ -10,6 +10,7 @@
 #![allow(static_mut_refs)]
 
 mod accept;
+mod exchange;
 mod kread;
 mod maps;
 mod owner;

@@ -6,6 +6,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     AcceptFailAgg, AcceptFailKey, Filter, KernelOffsets, OwnerEntry, TracepointLayouts,
+    exchange::{ExchAgg, ExchKey, ListenPortKey, SockExch},
 };
 
 /// Every record goes through this ring buffer. Userspace sets its size
@@ -52,6 +53,26 @@ pub static ACCEPT_SCRATCH: PerCpuArray<AcceptFailAgg> = PerCpuArray::with_max_en
 /// chain of the reset programs.
 #[map]
 pub static OWNER_SCRATCH: PerCpuArray<OwnerEntry> = PerCpuArray::with_max_entries(1, 0);
+
+/// Socket (`struct sock *`) -> its exchange state (`exchange.rs`). Entries
+/// leave when the socket is destroyed; the LRU bounds the rest.
+#[map]
+pub static EXCH_SOCKS: LruHashMap<u64, SockExch> = LruHashMap::with_max_entries(65536, 0);
+
+/// Exchange durations per (process, endpoint, direction); userspace reads
+/// the totals and never deletes (the LRU bounds the map).
+#[map]
+pub static EXCHANGES: LruHashMap<ExchKey, ExchAgg> = LruHashMap::with_max_entries(4096, 0);
+
+/// A zeroed `ExchAgg` to insert from (too big for the BPF stack); never
+/// written.
+#[map]
+pub static EXCH_ZERO: PerCpuArray<ExchAgg> = PerCpuArray::with_max_entries(1, 0);
+
+/// (netns, port) of this host's listeners, written by userspace from its
+/// snapshots: a socket on such a port was accepted, not connected.
+#[map]
+pub static LISTEN_PORTS: HashMap<ListenPortKey, u8> = HashMap::with_max_entries(16384, 0);
 
 #[unsafe(no_mangle)]
 static OFFSETS: KernelOffsets = KernelOffsets::EMPTY;

@@ -13,6 +13,7 @@ mod decode;
 mod diagnose;
 mod enrich;
 mod event;
+mod exchange;
 mod kernel;
 mod metrics;
 mod output;

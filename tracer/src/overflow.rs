@@ -157,6 +157,7 @@ mod tests {
             rqueue: 5,
             wqueue: 4,
             drops,
+            tcp: None,
             cookie: 0,
         }
     }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{Netns, Proc, Stopped, Tracer, require_root};
+use common::{Netns, Proc, Tracer, require_root};
 
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -120,24 +120,6 @@ fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap_or_else(|e| panic!("/proc/{pid}/fd: {e}"))
         .count()
-}
-
-/// The one JSON report `diagnose --format json` printed.
-fn report(stopped: &Stopped) -> Value {
-    assert!(
-        stopped.status.success(),
-        "diagnose exit {:?}; stderr:\n{}",
-        stopped.status,
-        stopped.stderr
-    );
-    assert_eq!(
-        stopped.lines.len(),
-        1,
-        "diagnose must print exactly one line: {:?}",
-        stopped.lines
-    );
-    serde_json::from_str(&stopped.lines[0])
-        .unwrap_or_else(|e| panic!("report is not JSON ({e}): {}", stopped.lines[0]))
 }
 
 fn u64_of(f: &Value, key: &str) -> u64 {
@@ -254,7 +236,7 @@ fn diagnose_tells_the_production_story() {
         );
         let stopped = tracer.wait_exit(DIAGNOSE_EXIT);
         let ran_for = stopped.ran_for;
-        let rep = report(&stopped);
+        let rep = stopped.report();
 
         // What the host says afterwards.
         let held_cw = ns.stdout("ss", &["-tanp", "state", "close-wait"]);
@@ -380,7 +362,7 @@ fn diagnose_tells_the_production_story() {
         &port,
     ])
     .wait_exit(DIAGNOSE_EXIT);
-    let rep = report(&json);
+    let rep = json.report();
     assert_eq!(rep["verdict"], "healthy", "{rep:#}");
     assert_eq!(rep["findings"], serde_json::json!([]), "{rep:#}");
     eprintln!(

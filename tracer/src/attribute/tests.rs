@@ -164,6 +164,7 @@ fn entry(local: SocketAddr, remote: SocketAddr, state: u8, inode: u64) -> Socket
         rqueue: 0,
         wqueue: 0,
         drops: None,
+        tcp: None,
         cookie: 0,
     }
 }

@@ -48,7 +48,8 @@ pub fn scope(found: Vec<Finding>, pids: &[u32], ports: &[u16], host: &HostView) 
 
 /// Everything the window and the host view show, ordered: findings are
 /// grouped by process, the process with the most fundamental problem first
-/// (fd exhaustion, then a full accept queue, then CLOSE_WAIT, then resets),
+/// (fd exhaustion, then a full accept queue, then CLOSE_WAIT, then the
+/// saturated upstream and slow listener that explain them, then resets),
 /// and within a process in the order of the chain.
 pub fn findings(w: &Window, host: &HostView) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -227,8 +228,13 @@ pub fn findings(w: &Window, host: &HostView) -> Vec<Finding> {
                 ))
                 .unwrap_or_default()
         );
+        super::upstream::classify_pileup(&mut f, host, *pid);
         out.push(f);
     }
+
+    // Why: the upstream the handlers wait on, the listeners' response time.
+    out.extend(super::upstream::upstream_findings(host));
+    out.extend(super::upstream::listener_findings(host));
 
     // RSTs sent, per owner and local port.
     for ((pid, port), g) in &w.rst_sent {

@@ -8,8 +8,10 @@ pub mod html;
 pub mod model;
 pub mod report;
 pub mod sparkline;
+pub mod stuck;
 pub mod svg;
 pub mod timeline;
+pub mod upstream;
 pub mod window;
 pub mod words;
 
@@ -78,7 +80,15 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
     if let Some(s) = &snap {
         collect::seed(&mut timeline.borrow_mut(), s);
     }
+    let start_conns = snap
+        .as_ref()
+        .map(|s| upstream::outbound_counts(&stuck::conn_views(s)));
     lp.seed(snap);
+    let start = TrafficStart {
+        at_ns: Clock::boot_now(),
+        totals: lp.exchanges.as_ref().map(|x| x.read()).unwrap_or_default(),
+        outbound: start_conns,
+    };
     log::info!("attached; observing for {window_s} s");
     lp.run(Some(window_s), &mut signals).await?;
     let elapsed_s = (Clock::boot_now().saturating_sub(started)) as f64 / 1e9;
@@ -89,8 +99,14 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
             anyhow::anyhow!("final snapshot of the host's sockets: {e}; {}", e.advice())
         })?;
     let w = window.borrow();
-    let ages = close_wait_ages(&lp.attr);
-    let host = host_view(&end, &ages, started);
+    let traffic = start
+        .until(&TrafficStart {
+            at_ns: Clock::boot_now(),
+            totals: lp.exchanges.as_ref().map(|x| x.read()).unwrap_or_default(),
+            outbound: None,
+        })
+        .with_open(lp.exchanges.as_ref());
+    let host = full_host_view(&end, &traffic, &lp.attr, started, elapsed_s);
     let found = findings::scope(
         findings::findings(&w, &host),
         &args.common.pid,
@@ -178,19 +194,97 @@ fn command_line() -> String {
 /// The verdict for a window, given the end snapshot, limited to `--pid` and
 /// `--port` (see `findings::scope`); shared by `diagnose` and
 /// `watch --summary-every`.
+#[allow(clippy::too_many_arguments)]
 pub fn verdict_scoped(
     w: &Window,
     end: &Snapshot,
+    traffic: &Traffic,
     attr: &crate::attribute::Attributor,
     started: u64,
     window_s: f64,
     pids: &[u32],
     ports: &[u16],
 ) -> report::Report {
-    let ages = close_wait_ages(attr);
-    let host = host_view(end, &ages, started);
+    let host = full_host_view(end, traffic, attr, started, window_s);
     let found = findings::scope(findings::findings(w, &host), pids, ports, &host);
     report::Report::new(window_s, &w.counters, found)
+}
+
+/// What a window starts from beyond events: the kernel's exchange totals
+/// and the outbound connections then.
+#[derive(Default)]
+pub struct TrafficStart {
+    /// Boot-time ns the totals were read.
+    pub at_ns: u64,
+    pub totals: crate::exchange::Totals,
+    pub outbound: Option<HashMap<findings::Endpoint, u64>>,
+}
+
+impl TrafficStart {
+    pub fn new(snap: &Snapshot, x: Option<&crate::exchange::ExchangeMaps>) -> Self {
+        TrafficStart {
+            at_ns: Clock::boot_now(),
+            totals: x.map(|x| x.read()).unwrap_or_default(),
+            outbound: Some(upstream::outbound_counts(&stuck::conn_views(snap))),
+        }
+    }
+
+    /// The window from this start to `end`.
+    pub fn until(&self, end: &TrafficStart) -> Traffic {
+        Traffic {
+            exchanges: crate::exchange::delta(&self.totals, &end.totals),
+            start_outbound: self.outbound.clone(),
+            span_s: end.at_ns.saturating_sub(self.at_ns) as f64 / 1e9,
+            open: HashMap::new(),
+        }
+    }
+}
+
+/// The window's exchanges, and the outbound connections at its start.
+#[derive(Default)]
+pub struct Traffic {
+    pub exchanges: HashMap<tracer_common::exchange::ExchKey, crate::exchange::ExchStat>,
+    pub start_outbound: Option<HashMap<findings::Endpoint, u64>>,
+    /// Seconds between the two reads of the totals.
+    pub span_s: f64,
+    /// Upstream requests open at the end: ns so far, per endpoint.
+    pub open: HashMap<findings::Endpoint, f64>,
+}
+
+impl Traffic {
+    /// Adds the requests open in the kernel now (at most the span each).
+    pub fn with_open(mut self, x: Option<&crate::exchange::ExchangeMaps>) -> Self {
+        let Some(x) = x else { return self };
+        let cap = (self.span_s * 1e9) as u64;
+        for (k, ns) in x.open_requests(Clock::boot_now(), cap) {
+            if let Some(ep) = upstream::endpoint(&k) {
+                *self.open.entry(ep).or_default() += ns as f64;
+            }
+        }
+        self
+    }
+}
+
+/// The host view of the end snapshot with the window's exchanges.
+fn full_host_view(
+    end: &Snapshot,
+    traffic: &Traffic,
+    attr: &crate::attribute::Attributor,
+    started: u64,
+    window_s: f64,
+) -> HostView {
+    let ages = close_wait_ages(attr);
+    let mut host = host_view(end, &ages, started);
+    host.exchanges = traffic.exchanges.clone();
+    host.start_outbound = traffic.start_outbound.clone();
+    host.open = traffic.open.clone();
+    // Busy ratios are over the time the exchange totals cover.
+    host.window_s = if traffic.span_s > 0.0 {
+        traffic.span_s
+    } else {
+        window_s
+    };
+    host
 }
 
 /// Boot-time ns each CLOSE_WAIT socket tracer knows entered that state;
@@ -232,6 +326,7 @@ fn host_view(snap: &Snapshot, entered: &HashMap<ConnKey, Option<u64>>, started: 
             queued: l.rqueue,
         });
     }
+    host.conns = stuck::conn_views(snap);
     for s in snap.sockets.iter().filter(|s| s.state == TCP_CLOSE_WAIT) {
         let Some(pid) = snap.owner_of(s) else {
             continue;

@@ -32,7 +32,22 @@ pub struct HostView {
     /// pids some of whose CLOSE_WAIT sockets were already there when tracer
     /// started: their age in `close_wait` is only a lower bound.
     pub close_wait_at_least: std::collections::HashSet<u32>,
+    /// Every owned ESTABLISHED or CLOSE_WAIT connection.
+    pub conns: Vec<super::stuck::ConnView>,
+    /// Exchanges the kernel timed in the window.
+    pub exchanges: HashMap<tracer_common::exchange::ExchKey, crate::exchange::ExchStat>,
+    /// Outbound connections per (pid, netns, remote) at the window's start;
+    /// `None` when no start snapshot was taken.
+    pub start_outbound: Option<HashMap<Endpoint, u64>>,
+    /// Upstream requests still open at the end, by endpoint: ns open so
+    /// far (each at most the window).
+    pub open: HashMap<Endpoint, f64>,
+    /// The window's length in seconds.
+    pub window_s: f64,
 }
+
+/// A process's remote endpoint: (pid, netns, remote address, remote port).
+pub type Endpoint = (u32, u32, std::net::IpAddr, u16);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -40,6 +55,8 @@ pub enum Kind {
     FdExhaustion,
     AcceptQueueOverflow,
     CloseWaitPileup,
+    UpstreamSaturation,
+    ListenerLatency,
     RstStorm,
     PeerResets,
 }
@@ -74,6 +91,39 @@ pub struct Finding {
     pub oldest_at_least_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasons: Option<BTreeMap<String, u64>>,
+    /// close_wait_pileup: request read, never answered / never read; with
+    /// `answered` they add up to `count`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unanswered: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unread: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answered: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub busy_ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exchanges: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exchange_ms_p50: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exchange_ms_p99: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_ms_p50: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_ms_p99: Option<f64>,
+    /// Requests the process read or received and has not answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_comm: Option<String>,
 }
 
 impl Finding {
@@ -94,6 +144,21 @@ impl Finding {
             oldest_s: None,
             oldest_at_least_s: None,
             reasons: None,
+            unanswered: None,
+            unread: None,
+            answered: None,
+            remote_addr: None,
+            remote_port: None,
+            connections: None,
+            busy_ratio: None,
+            exchanges: None,
+            exchange_ms_p50: None,
+            exchange_ms_p99: None,
+            response_ms_p50: None,
+            response_ms_p99: None,
+            waiting: None,
+            peer_pid: None,
+            peer_comm: None,
         }
     }
 }

@@ -64,6 +64,8 @@ pub fn narrative(r: &Report) -> String {
         Kind::FdExhaustion => "has run out of file descriptors",
         Kind::AcceptQueueOverflow => "does not accept connections fast enough",
         Kind::CloseWaitPileup => "does not close connections its peers closed",
+        Kind::UpstreamSaturation => "waits on a saturated upstream",
+        Kind::ListenerLatency => "answers its requests slowly",
         Kind::RstStorm => "is resetting its clients",
         Kind::PeerResets => "is being reset by its peers",
     };
@@ -72,7 +74,27 @@ pub fn narrative(r: &Report) -> String {
         (Some(p), None) => format!("pid {p}"),
         _ => "no single process".into(),
     };
-    s.push_str(&format!("Most likely cause: {who} {cause}.\n\n"));
+    // Why, when the same process waits on an upstream.
+    let why = r
+        .findings
+        .iter()
+        .find(|f| f.kind == Kind::UpstreamSaturation && f.pid == first.pid && first.kind != f.kind)
+        .map(|f| {
+            format!(
+                ": its handlers wait on its {} connection{} to {}:{}{}",
+                f.connections.unwrap_or(0),
+                if f.connections == Some(1) { "" } else { "s" },
+                f.remote_addr.as_deref().unwrap_or("?"),
+                f.remote_port.unwrap_or(0),
+                match (f.peer_pid, &f.peer_comm) {
+                    (Some(p), Some(c)) => format!(" (pid {p}, {c})"),
+                    (Some(p), None) => format!(" (pid {p})"),
+                    _ => String::new(),
+                }
+            )
+        })
+        .unwrap_or_default();
+    s.push_str(&format!("Most likely cause: {who} {cause}{why}.\n\n"));
     // One paragraph per process, in the order of the chain.
     let mut i = 0;
     while i < r.findings.len() {

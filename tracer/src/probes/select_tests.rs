@@ -149,7 +149,7 @@ fn linux_6_18_without_kprobes() {
         candidates(&p, "sock_send_length"),
         vec![
             ("tp_btf", "sock_send_btf"),
-            ("raw_tracepoint", "sock_io_raw"),
+            ("raw_tracepoint", "sock_send_raw"),
             ("fentry", "tcp_sendmsg_fentry"),
         ]
     );
@@ -239,7 +239,7 @@ fn assert_pre_6_3_with_btf(p: &[HookPlan]) {
                 s("tracepoint sock_send_length does not exist on this kernel")
             ),
             (
-                "sock_io_raw",
+                "sock_send_raw",
                 s("tracepoint sock_send_length does not exist on this kernel")
             ),
         ]
@@ -252,7 +252,7 @@ fn assert_pre_6_3_with_btf(p: &[HookPlan]) {
                 s("tracepoint sock_recv_length does not exist on this kernel")
             ),
             (
-                "sock_io_raw",
+                "sock_recv_raw",
                 s("tracepoint sock_recv_length does not exist on this kernel")
             ),
         ]

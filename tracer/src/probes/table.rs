@@ -245,7 +245,7 @@ pub static HOOKS: &[Hook] = &[
     Hook {
         name: "sock_send_length",
         kernel: "tracepoint sock:sock_send_length (sock_sendmsg in net/socket.c); before 6.3 function tcp_sendmsg (net/ipv4/tcp.c)",
-        purpose: "owners of sockets that existed before tracer attached, learned at their next send",
+        purpose: "owners of sockets that existed before tracer attached, learned at their next send; exchange timing (tracepoint rungs only: they give the byte count)",
         min_kernel: "6.3 (tracepoint) / any (tcp_sendmsg)",
         required: false,
         need: Need::Always,
@@ -253,7 +253,7 @@ pub static HOOKS: &[Hook] = &[
             m(TpBtf, "sock_send_btf", &["sock_send_length"], Some(4), None),
             m(
                 RawTracepoint,
-                "sock_io_raw",
+                "sock_send_raw",
                 &["sock_send_length"],
                 Some(4),
                 None,
@@ -265,7 +265,7 @@ pub static HOOKS: &[Hook] = &[
     Hook {
         name: "sock_recv_length",
         kernel: "tracepoint sock:sock_recv_length (sock_recvmsg in net/socket.c); before 6.3 function tcp_recvmsg (net/ipv4/tcp.c)",
-        purpose: "owners of sockets that existed before tracer attached, learned at their next receive",
+        purpose: "owners of sockets that existed before tracer attached, learned at their next receive; exchange timing (tracepoint rungs only)",
         min_kernel: "6.3 (tracepoint) / any (tcp_recvmsg)",
         required: false,
         need: Need::Always,
@@ -273,7 +273,7 @@ pub static HOOKS: &[Hook] = &[
             m(TpBtf, "sock_recv_btf", &["sock_recv_length"], Some(4), None),
             m(
                 RawTracepoint,
-                "sock_io_raw",
+                "sock_recv_raw",
                 &["sock_recv_length"],
                 Some(4),
                 None,

@@ -23,6 +23,7 @@ mod error;
 mod netns;
 mod proc;
 mod sockdiag;
+mod tcpinfo;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ pub use proc::{
     parse_cgroup_v2, parse_nofile_soft, parse_socket_link, process_info, socket_inodes_of,
 };
 pub use sockdiag::{ALL_STATES, Chunk, parse_dump_chunk, parse_inet_diag_msg};
+pub use tcpinfo::{TcpInfo, parse_tcp_info};
 
 /// Kernel TCP state numbers (`include/net/tcp_states.h`).
 pub const TCP_ESTABLISHED: u8 = 1;
@@ -86,6 +88,9 @@ pub struct SocketEntry {
     /// `SK_MEMINFO_DROPS` from `INET_DIAG_SKMEMINFO`; `None` when the kernel
     /// sent no (or a too short) skmeminfo, e.g. for TIME_WAIT sockets.
     pub drops: Option<u32>,
+    /// Byte counters from `INET_DIAG_INFO` (connections; `None` for
+    /// mini-sockets and kernels before 4.19).
+    pub tcp: Option<TcpInfo>,
     /// The socket cookie (the value `bpf_get_socket_cookie` returns).
     pub cookie: u64,
 }

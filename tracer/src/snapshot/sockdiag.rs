@@ -13,7 +13,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_sock_diag::{
     AF_INET, AF_INET6, IPPROTO_TCP, SOCK_DIAG_BY_FAMILY, SockDiagMessage,
-    constants::INET_DIAG_SKMEMINFO,
+    constants::{INET_DIAG_INFO, INET_DIAG_SKMEMINFO},
     inet::{ExtensionFlags, InetRequest, InetResponseHeader, SocketId, StateFlags},
 };
 use netlink_sys::{Socket, SocketAddr as NetlinkAddr, protocols::NETLINK_SOCK_DIAG};
@@ -69,7 +69,7 @@ pub(crate) fn build_request(family: u8, states: u32, seq: u32) -> Vec<u8> {
         SockDiagMessage::InetRequest(InetRequest {
             family,
             protocol: IPPROTO_TCP,
-            extensions: ExtensionFlags::SKMEMINFO,
+            extensions: ExtensionFlags::SKMEMINFO | ExtensionFlags::INFO,
             states: StateFlags::from_bits_retain(states),
             socket_id,
         })
@@ -181,12 +181,15 @@ pub fn parse_inet_diag_msg(payload: &[u8], netns: u32) -> Result<SocketEntry, Sn
     let hi = u32::from_ne_bytes([id.cookie[4], id.cookie[5], id.cookie[6], id.cookie[7]]);
 
     let mut drops = None;
+    let mut tcp = None;
     if let Some(attrs) = payload.get(INET_DIAG_MSG_LEN..) {
         for nla in NlasIterator::new(attrs) {
             // A malformed attribute ends the walk, not the entry.
             let Ok(nla) = nla else { break };
             if nla.kind() == INET_DIAG_SKMEMINFO {
                 drops = skmeminfo_word(nla.value(), SK_MEMINFO_DROPS);
+            } else if nla.kind() == INET_DIAG_INFO {
+                tcp = super::tcpinfo::parse_tcp_info(nla.value());
             }
         }
     }
@@ -201,6 +204,7 @@ pub fn parse_inet_diag_msg(payload: &[u8], netns: u32) -> Result<SocketEntry, Sn
         rqueue: header.recv_queue,
         wqueue: header.send_queue,
         drops,
+        tcp,
         cookie: u64::from(lo) | (u64::from(hi) << 32),
     })
 }
@@ -295,7 +299,11 @@ mod tests {
             u32::from_ne_bytes(req[8..12].try_into().expect("test data")),
             7
         );
-        assert_eq!(&req[16..20], &[AF_INET, IPPROTO_TCP, 1 << 6, 0]);
+        // Extensions: skmeminfo (drops) and tcp_info (byte counters).
+        assert_eq!(
+            &req[16..20],
+            &[AF_INET, IPPROTO_TCP, (1 << 6) | (1 << 1), 0]
+        );
         assert_eq!(
             u32::from_ne_bytes(req[20..24].try_into().expect("test data")),
             1 << 10

@@ -14,6 +14,7 @@ fn entry(netns: u32, inode: u64) -> SocketEntry {
         rqueue: 0,
         wqueue: 0,
         drops: Some(0),
+        tcp: None,
         cookie: 1,
     }
 }

@@ -30,6 +30,9 @@ pub struct Summary {
     pub window: Window,
     /// Boot-time ns the current window started.
     pub started: u64,
+    /// What the window needs beyond events: the kernel's exchange totals
+    /// and the outbound connections at its start.
+    pub traffic_start: crate::diagnose::TrafficStart,
     pub(super) pending: Option<tokio::task::JoinHandle<Option<Snapshot>>>,
 }
 
@@ -48,6 +51,8 @@ pub struct Loop<'s> {
     pub(super) accept_totals: KernelTotals,
     /// Listener inode -> the process that last accepted from it (kernel).
     pub(super) listen_owners: Option<aya::maps::HashMap<MapData, u64, OwnerEntry>>,
+    /// The kernel's exchange timing and its listening-port set.
+    pub exchanges: Option<crate::exchange::ExchangeMaps>,
     pub(super) sink: Box<dyn Sink>,
     pub(super) filter: UserFilter,
     pub(super) emit_states: bool,
@@ -100,6 +105,7 @@ impl<'s> Loop<'s> {
             .map(aya::maps::HashMap::try_from)
             .transpose()
             .context("opening the listener owners")?;
+        let exchanges = crate::exchange::ExchangeMaps::take(&mut session.ebpf)?;
         // SAFETY: the RingBuf owns its map fd and is moved into the AsyncFd,
         // so the fd stays open, and is not reused, for as long as it is
         // registered; it is deregistered when the AsyncFd drops.
@@ -114,6 +120,7 @@ impl<'s> Loop<'s> {
             accept_fails,
             accept_totals: KernelTotals::default(),
             listen_owners,
+            exchanges,
             sink,
             filter,
             emit_states,
@@ -134,6 +141,12 @@ impl<'s> Loop<'s> {
 
     pub fn seed(&mut self, snap: Option<Snapshot>) {
         if let Some(s) = snap {
+            if let Some(x) = &mut self.exchanges {
+                x.set_listeners(&s);
+            }
+            if let Some(sum) = &mut self.summary {
+                sum.traffic_start = crate::diagnose::TrafficStart::new(&s, self.exchanges.as_ref());
+            }
             self.attr.seed(&s, Clock::boot_now());
             if let Some(m) = &mut self.monitor {
                 m.namespaces = s.namespaces.clone();

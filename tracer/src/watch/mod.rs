@@ -100,6 +100,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<End> {
     lp.stdout_events = args.output.is_none();
     if let Some(every) = args.summary_every {
         lp.summary = Some(Summary {
+            traffic_start: Default::default(),
             every: Duration::from_secs_f64(every),
             window: Window::default(),
             started: Clock::boot_now(),

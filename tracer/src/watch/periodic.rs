@@ -41,9 +41,15 @@ impl Loop<'_> {
         let started = std::mem::replace(&mut s.started, now);
         let window_s = now.saturating_sub(started) as f64 / 1e9;
         if let Ok(Some(end)) = h.await {
+            let next = crate::diagnose::TrafficStart::new(&end, self.exchanges.as_ref());
+            let start = std::mem::replace(&mut s.traffic_start, next);
+            let traffic = start
+                .until(&s.traffic_start)
+                .with_open(self.exchanges.as_ref());
             let report = crate::diagnose::verdict_scoped(
                 &window,
                 &end,
+                &traffic,
                 &self.attr,
                 started,
                 window_s,
@@ -231,6 +237,9 @@ impl Loop<'_> {
             if let Some(h) = self.refresh.take()
                 && let Ok(Some(s)) = h.await
             {
+                if let Some(x) = &mut self.exchanges {
+                    x.set_listeners(&s);
+                }
                 self.attr.seed(&s, Clock::boot_now());
             }
             return;

@@ -458,6 +458,25 @@ impl Stopped {
     pub fn events(&self) -> Vec<Value> {
         parse_lines(&self.lines)
     }
+
+    /// The one JSON report `diagnose --format json` printed, after a clean
+    /// exit.
+    pub fn report(&self) -> Value {
+        assert!(
+            self.status.success(),
+            "diagnose exit {:?}; stderr:\n{}",
+            self.status,
+            self.stderr
+        );
+        assert_eq!(
+            self.lines.len(),
+            1,
+            "diagnose must print exactly one line: {:?}",
+            self.lines
+        );
+        serde_json::from_str(&self.lines[0])
+            .unwrap_or_else(|e| panic!("report is not JSON ({e}): {}", self.lines[0]))
+    }
 }
 
 fn parse_lines(lines: &[String]) -> Vec<Value> {
