@@ -45,17 +45,20 @@ pub fn bucket_lower_us(i: usize) -> f64 {
     base * (1.0 + sub as f64 / f64::from(SUB))
 }
 
-/// Kernel-side state of one socket (key: `struct sock *`).
+/// Kernel-side exchange state of one socket, kept beside its owner in the
+/// owner map ([`crate::SockOwner`]): one lookup per send or receive.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockExch {
     /// `bpf_ktime_get_boot_ns()` when the current direction began.
     pub since_ns: u64,
-    /// [`LAST_SENT`]: a request may be outstanding; [`LAST_RECEIVED`].
+    /// [`LAST_SENT`]: a request may be outstanding; [`LAST_RECEIVED`];
+    /// 0 until the owner's first send or receive.
     pub last: u32,
     pub _pad: u32,
-    /// The aggregate this socket's exchanges go to, fixed when the socket
-    /// is first seen (its `dir` says which kind it times).
+    /// The aggregate this socket's exchanges go to, fixed at the owner's
+    /// first send or receive (its `dir` says which kind it times; 0: not
+    /// yet).
     pub key: ExchKey,
 }
 
@@ -81,7 +84,8 @@ pub struct ExchKey {
     pub addr: [u8; 16],
 }
 
-/// Value of the exchange aggregate (one per key, updated atomically).
+/// Value of the exchange aggregate: one per key and CPU (a per-CPU map, no
+/// atomics, no shared cache line); userspace adds the CPUs up.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExchAgg {
@@ -129,8 +133,6 @@ mod pod {
     unsafe impl aya::Pod for super::ExchAgg {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ListenPortKey {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::SockExch {}
 }
 
 #[cfg(test)]

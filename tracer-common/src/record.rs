@@ -165,13 +165,23 @@ pub struct AcceptFailAgg {
     pub first: AcceptFailedRecord,
 }
 
-/// Value of the kernel owner map (socket address -> owner).
+/// An owner as the kernel learned it (value of the listener-owner map).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OwnerEntry {
     pub task: TaskInfo,
     /// `bpf_ktime_get_boot_ns()` when learned.
     pub learned_ns: u64,
+}
+
+/// Value of the kernel owner map (socket address -> owner), with the
+/// socket's exchange state beside it: a send or receive costs one lookup.
+/// A new owner starts a fresh exchange state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockOwner {
+    pub owner: OwnerEntry,
+    pub exch: crate::exchange::SockExch,
 }
 
 const _: () = {
@@ -182,6 +192,7 @@ const _: () = {
     assert!(core::mem::size_of::<StateRecord>() == 184);
     assert!(core::mem::size_of::<AcceptFailedRecord>() == 144);
     assert!(core::mem::size_of::<OwnerEntry>() == 56);
+    assert!(core::mem::size_of::<SockOwner>() == 104);
     assert!(core::mem::size_of::<AcceptFailKey>() == 24);
     assert!(core::mem::size_of::<AcceptFailAgg>() == 160);
 };
@@ -196,4 +207,7 @@ mod pod {
     unsafe impl aya::Pod for super::AcceptFailKey {}
     // SAFETY: as above (an AcceptFailedRecord has no implicit padding).
     unsafe impl aya::Pod for super::AcceptFailAgg {}
+    // SAFETY: as above (an OwnerEntry and a SockExch side by side, both
+    // 8-byte multiples).
+    unsafe impl aya::Pod for super::SockOwner {}
 }

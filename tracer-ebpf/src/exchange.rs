@@ -1,13 +1,15 @@
 //! Exchange timing: per socket, the first send after a receive opens a
 //! request, the first receive after it closes it (and the other way round
-//! on a listener's connection). Durations are added to one aggregate per
-//! (process, endpoint) in `EXCHANGES`; no record per exchange. Requests
-//! still open are in `EXCH_SOCKS` (`last` = sent, `since_ns`).
+//! on a listener's connection). Durations are added to one per-CPU
+//! aggregate per (process, endpoint) in `EXCHANGES`; no record per
+//! exchange. The per-socket state lives beside the socket's owner in
+//! `OWNERS` (`SockOwner::exch`), so a send or receive by the known owner
+//! costs one map lookup; requests still open are read from there.
 //!
-//! Kernel dependencies: `sock:sock_send_length` / `sock:sock_recv_length`
-//! (since 6.3; called from `sock_io.rs`), whose `ret` says how many bytes
-//! moved. Before 6.3 the hooks sit at tcp_sendmsg/tcp_recvmsg entry, where
-//! the byte count of a receive is not known yet: no timing there.
+//! Kernel dependencies (called from `sock_io.rs`), each giving the bytes
+//! moved: `sock:sock_send_length` / `sock:sock_recv_length` (since 6.3,
+//! their `ret`), else fexit on `tcp_sendmsg` / `tcp_recvmsg` (their return
+//! value). The kprobe rung sees no byte count: no timing there.
 //! Which sockets were accepted: `LISTEN_PORTS`, the (netns, port) set of
 //! listeners userspace writes from its snapshots.
 
@@ -22,57 +24,41 @@ use tracer_common::{
 
 use crate::{
     kread::fill_sock_info,
-    maps::{EXCH_SOCKS, EXCH_ZERO, EXCHANGES, LISTEN_PORTS},
+    maps::{EXCH_ZERO, EXCHANGES, LISTEN_PORTS},
 };
 
-/// A send (`received == false`) or receive of `ret` bytes on TCP socket `sk`.
+/// A send (`received == false`) or receive of `ret` bytes on TCP socket
+/// `sk` by its owner, whose exchange state is `st`.
 #[inline(always)]
-pub fn on_io(sk: u64, ret: i64, received: bool) {
+pub fn on_io(sk: u64, st: &mut SockExch, ret: i64, received: bool) {
     if ret <= 0 {
         return;
     }
     let now_dir = if received { LAST_RECEIVED } else { LAST_SENT };
-    // SAFETY: bpf_ktime_get_boot_ns has no arguments.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
-    let Some(st) = EXCH_SOCKS.get_ptr_mut(&sk) else {
-        let fresh = SockExch {
-            since_ns: now,
-            last: now_dir,
-            _pad: 0,
-            key: key_of(sk),
-        };
-        let _ = EXCH_SOCKS.insert(&sk, &fresh, 0);
-        return;
-    };
-    // SAFETY: a valid pointer into this socket's map value; a concurrent
-    // update of the same socket (two threads sending at once) can at worst
-    // skew one exchange.
-    let (last, since, key) = unsafe { ((*st).last, (*st).since_ns, (*st).key) };
-    if last == now_dir {
+    if st.last == now_dir {
         return;
     }
-    // SAFETY: as above.
-    unsafe {
-        (*st).last = now_dir;
-        (*st).since_ns = now;
+    // SAFETY: bpf_ktime_get_boot_ns has no arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let (last, since) = (st.last, st.since_ns);
+    st.last = now_dir;
+    st.since_ns = now;
+    if last == 0 {
+        // The owner's first send or receive seen: which aggregate, from now.
+        st.key = key_of(sk);
+        return;
     }
     // A client's connection: request sent -> first reply byte; a
     // listener's: request read -> first response byte. The other turn is
     // idle time, not measured.
-    let ends = match key.dir {
+    let ends = match st.key.dir {
         DIR_UPSTREAM => received,
         DIR_SERVED => !received,
         _ => false,
     };
     if ends {
-        add(&key, now.saturating_sub(since));
+        add(&st.key, now.saturating_sub(since));
     }
-}
-
-/// Forgets a destroyed socket.
-#[inline(always)]
-pub fn forget(sk: u64) {
-    let _ = EXCH_SOCKS.remove(&sk);
 }
 
 /// The aggregate a socket's exchanges go to: accepted (its local port is a
@@ -106,7 +92,7 @@ fn key_of(sk: u64) -> ExchKey {
     key
 }
 
-/// One exchange of `ns` for `key`.
+/// One exchange of `ns` for `key`, in this CPU's slot.
 #[inline(always)]
 fn add(key: &ExchKey, ns: u64) {
     let agg = match EXCHANGES.get_ptr_mut(key) {
@@ -123,33 +109,13 @@ fn add(key: &ExchKey, ns: u64) {
         }
     };
     let i = bucket_of(ns / 1000) & (EXCH_BUCKETS - 1);
-    // SAFETY: `agg` points at a live map value; the adds are atomic because
-    // other CPUs update the same endpoint at once.
+    // SAFETY: `agg` points at this CPU's value of a live per-CPU map
+    // element; BPF programs do not preempt each other on a CPU.
     unsafe {
-        atomic_add(&mut (*agg).count, 1);
-        atomic_add(&mut (*agg).busy_ns, ns);
-        atomic_add32(&mut (*agg).buckets[i], 1);
+        (*agg).count += 1;
+        (*agg).busy_ns += ns;
+        (*agg).buckets[i] += 1;
     }
-}
-
-#[inline(always)]
-unsafe fn atomic_add(p: *mut u64, v: u64) {
-    // SAFETY: the caller passes a valid, aligned pointer into a map value.
-    unsafe {
-        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-            p, v,
-        )
-    };
-}
-
-#[inline(always)]
-unsafe fn atomic_add32(p: *mut u32, v: u32) {
-    // SAFETY: as `atomic_add`.
-    unsafe {
-        core::intrinsics::atomic_xadd::<u32, u32, { core::intrinsics::AtomicOrdering::Relaxed }>(
-            p, v,
-        )
-    };
 }
 
 const _: () = assert!(EXCH_BUCKETS.is_power_of_two());

@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    AcceptFailAgg, AcceptFailKey, Filter, KernelOffsets, OwnerEntry, TracepointLayouts,
-    exchange::{ExchAgg, ExchKey, ListenPortKey, SockExch},
+    AcceptFailAgg, AcceptFailKey, Filter, KernelOffsets, OwnerEntry, SockOwner, TracepointLayouts,
+    exchange::{ExchAgg, ExchKey, ListenPortKey},
 };
 
 /// Every record goes through this ring buffer. Userspace sets its size
@@ -19,10 +19,11 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Socket (`struct sock *`) -> the process that owns it, learned where the
-/// kernel runs in the owner's context. Bounded (LRU); entries leave when the
-/// socket is destroyed (`tcp_state.rs`).
+/// kernel runs in the owner's context, and the socket's exchange state
+/// (`exchange.rs`). Bounded (LRU); entries leave when the socket is
+/// destroyed (`tcp_state.rs`).
 #[map]
-pub static OWNERS: LruHashMap<u64, OwnerEntry> = LruHashMap::with_max_entries(65536, 0);
+pub static OWNERS: LruHashMap<u64, SockOwner> = LruHashMap::with_max_entries(65536, 0);
 
 /// Listening socket inode -> the process that last accepted a connection
 /// from it: the one draining its queue. A listener's creator is not always
@@ -52,17 +53,14 @@ pub static ACCEPT_SCRATCH: PerCpuArray<AcceptFailAgg> = PerCpuArray::with_max_en
 /// 512-byte BPF stack, which 5.10's verifier counts across the whole call
 /// chain of the reset programs.
 #[map]
-pub static OWNER_SCRATCH: PerCpuArray<OwnerEntry> = PerCpuArray::with_max_entries(1, 0);
+pub static OWNER_SCRATCH: PerCpuArray<SockOwner> = PerCpuArray::with_max_entries(1, 0);
 
-/// Socket (`struct sock *`) -> its exchange state (`exchange.rs`). Entries
-/// leave when the socket is destroyed; the LRU bounds the rest.
+/// Exchange durations per (process, endpoint, direction), per CPU (no
+/// atomics, no cache line shared between CPUs serving one endpoint);
+/// userspace adds the CPUs up and never deletes (the LRU bounds the map).
 #[map]
-pub static EXCH_SOCKS: LruHashMap<u64, SockExch> = LruHashMap::with_max_entries(65536, 0);
-
-/// Exchange durations per (process, endpoint, direction); userspace reads
-/// the totals and never deletes (the LRU bounds the map).
-#[map]
-pub static EXCHANGES: LruHashMap<ExchKey, ExchAgg> = LruHashMap::with_max_entries(4096, 0);
+pub static EXCHANGES: LruPerCpuHashMap<ExchKey, ExchAgg> =
+    LruPerCpuHashMap::with_max_entries(4096, 0);
 
 /// A zeroed `ExchAgg` to insert from (too big for the BPF stack); never
 /// written.

@@ -1,8 +1,8 @@
 //! Socket ownership: learned where the kernel runs in the owner's context,
 //! looked up where it does not (softirq: incoming RSTs, FINs, SYNs).
 
-use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
-use tracer_common::{OwnerEntry, TaskInfo, owner_source};
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns};
+use tracer_common::{SockOwner, TaskInfo, exchange::SockExch, owner_source};
 
 use crate::{
     kread::{TCP_LISTEN, fill_current, is_fullsock, sock_ino, sock_owned_by_user},
@@ -11,7 +11,7 @@ use crate::{
 
 /// This CPU's scratch owner entry (maps::OWNER_SCRATCH).
 #[inline(always)]
-fn scratch() -> Option<&'static mut OwnerEntry> {
+fn scratch() -> Option<&'static mut SockOwner> {
     let p = OWNER_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: this CPU's slot of a per-CPU array; BPF programs do not
     // preempt each other on a CPU, and every user fills it before use.
@@ -22,8 +22,7 @@ fn scratch() -> Option<&'static mut OwnerEntry> {
 #[inline(always)]
 pub fn learn(sk: u64, task: &TaskInfo) {
     let Some(entry) = scratch() else { return };
-    entry.task = *task;
-    entry.learned_ns = 0;
+    entry.owner.task = *task;
     learn_entry(sk, entry);
 }
 
@@ -31,19 +30,39 @@ pub fn learn(sk: u64, task: &TaskInfo) {
 /// owns it. The entry is built by the caller in place: the BPF stack is
 /// 512 bytes.
 #[inline(always)]
-fn learn_entry(sk: u64, entry: &mut OwnerEntry) {
-    if sk == 0 || entry.task.tgid == 0 {
+fn learn_entry(sk: u64, entry: &mut SockOwner) {
+    if sk == 0 || entry.owner.task.tgid == 0 {
         return;
     }
     // SAFETY: the value is read before the map can change under us.
     if let Some(known) = unsafe { OWNERS.get(sk) } {
-        if known.task.tgid == entry.task.tgid {
+        if known.owner.task.tgid == entry.owner.task.tgid {
             return;
         }
     }
     // SAFETY: helper without arguments.
-    entry.learned_ns = unsafe { bpf_ktime_get_boot_ns() };
+    entry.owner.learned_ns = unsafe { bpf_ktime_get_boot_ns() };
+    // A new owner times its own exchanges from its first send or receive.
+    entry.exch = SockExch::default();
     let _ = OWNERS.insert(sk, &*entry, 0);
+}
+
+/// The exchange state of `sk` when the current process is its known owner
+/// (the common case of a send or receive: one lookup, no task reads); else
+/// `None`, and the caller learns the owner.
+#[inline(always)]
+pub fn exch_if_current_owns(sk: u64) -> Option<&'static mut SockExch> {
+    let p = OWNERS.get_ptr_mut(sk)?;
+    // The upper half of pid_tgid is the thread-group id.
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: a live value of the owner map. Two threads of the owner
+    // sending at once can at worst skew one exchange; an eviction meanwhile
+    // leaves the element to RCU until this program returns.
+    let e = unsafe { &mut *p };
+    if e.owner.task.tgid != tgid {
+        return None;
+    }
+    Some(&mut e.exch)
 }
 
 /// Records the current task as the process accepting from listener `sk`
@@ -58,6 +77,7 @@ pub fn learn_listener(sk: u64) {
         return;
     }
     let Some(entry) = scratch() else { return };
+    let entry = &mut entry.owner;
     fill_current(&mut entry.task);
     // SAFETY: the value is read before the map can change under us.
     if let Some(known) = unsafe { LISTEN_OWNERS.get(ino) } {
@@ -91,7 +111,7 @@ pub fn resolve(sk: u64, state: u8, current: &TaskInfo, out: &mut TaskInfo) -> u8
     if sk != 0 {
         // SAFETY: copied out immediately.
         if let Some(entry) = unsafe { OWNERS.get(sk) } {
-            *out = entry.task;
+            *out = entry.owner.task;
             return owner_source::SOCKET_MAP;
         }
     }
@@ -145,6 +165,6 @@ pub fn learn_current(sk: u64) {
         return;
     }
     let Some(entry) = scratch() else { return };
-    fill_current(&mut entry.task);
+    fill_current(&mut entry.owner.task);
     learn_entry(sk, entry);
 }

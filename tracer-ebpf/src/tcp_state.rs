@@ -18,7 +18,6 @@ use aya_ebpf::{
 use tracer_common::{OFFSET_NONE, RECORD_VERSION, RecordHeader, StateRecord, kind, owner_source};
 
 use crate::{
-    exchange,
     kread::{
         TCP_CLOSE, TCP_CLOSE_WAIT, TCP_LISTEN, TCP_SYN_SENT, fill_current, fill_sock_info, read_at,
     },
@@ -71,14 +70,12 @@ pub fn inet_sock_set_state_tp(ctx: TracePointContext) -> i32 {
 #[btf_tracepoint]
 pub fn tcp_destroy_sock_btf(ctx: BtfTracePointContext) -> i32 {
     owner::forget(ctx.arg(0));
-    exchange::forget(ctx.arg(0));
     0
 }
 
 #[raw_tracepoint]
 pub fn tcp_destroy_sock_raw(ctx: RawTracePointContext) -> i32 {
     owner::forget(ctx.arg(0));
-    exchange::forget(ctx.arg(0));
     0
 }
 
@@ -91,7 +88,6 @@ pub fn tcp_destroy_sock_tp(ctx: TracePointContext) -> i32 {
         // SAFETY: bpf_probe_read of the tracepoint record.
         let sk: u64 = unsafe { ctx.read_at(off as usize) }.unwrap_or(0);
         owner::forget(sk);
-        exchange::forget(sk);
     }
     0
 }

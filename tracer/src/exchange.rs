@@ -1,14 +1,18 @@
 //! Exchange timing read from the kernel (`EXCHANGES`, `exchange.rs` in
-//! tracer-ebpf) and the listening-port set it needs (`LISTEN_PORTS`).
-//! The kernel keeps running totals; a window is the difference of two reads.
+//! tracer-ebpf), the requests still open (the exchange state beside each
+//! owner in `OWNERS`) and the listening-port set it needs (`LISTEN_PORTS`).
+//! The kernel keeps running totals per CPU; a read adds the CPUs up; a
+//! window is the difference of two reads.
 
 use std::collections::{HashMap, HashSet};
 
 use anyhow::Context as _;
-use aya::maps::{HashMap as BpfHashMap, MapData};
-use tracer_common::exchange::{
-    DIR_UPSTREAM, EXCH_BUCKETS, ExchAgg, ExchKey, LAST_SENT, ListenPortKey, SockExch,
-    bucket_lower_us,
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap};
+use tracer_common::{
+    SockOwner,
+    exchange::{
+        DIR_UPSTREAM, EXCH_BUCKETS, ExchAgg, ExchKey, LAST_SENT, ListenPortKey, bucket_lower_us,
+    },
 };
 
 use crate::snapshot::Snapshot;
@@ -18,42 +22,48 @@ pub type Totals = HashMap<ExchKey, ExchAgg>;
 
 /// The exchange maps of a loaded session.
 pub struct ExchangeMaps {
-    aggs: BpfHashMap<MapData, ExchKey, ExchAgg>,
+    aggs: PerCpuHashMap<MapData, ExchKey, ExchAgg>,
     ports: BpfHashMap<MapData, ListenPortKey, u8>,
-    socks: Option<BpfHashMap<MapData, u64, SockExch>>,
+    owners: Option<BpfHashMap<MapData, u64, SockOwner>>,
 }
 
 impl ExchangeMaps {
-    /// Takes both maps from the loaded object; `None` when it has none.
+    /// Takes the maps from the loaded object; `None` when it has none.
     pub fn take(ebpf: &mut aya::Ebpf) -> anyhow::Result<Option<Self>> {
         let (Some(aggs), Some(ports)) = (ebpf.take_map("EXCHANGES"), ebpf.take_map("LISTEN_PORTS"))
         else {
             return Ok(None);
         };
         Ok(Some(ExchangeMaps {
-            aggs: BpfHashMap::try_from(aggs).context("opening the exchange totals")?,
+            aggs: PerCpuHashMap::try_from(aggs).context("opening the exchange totals")?,
             ports: BpfHashMap::try_from(ports).context("opening the listening-port set")?,
-            socks: ebpf
-                .take_map("EXCH_SOCKS")
+            owners: ebpf
+                .take_map("OWNERS")
                 .map(BpfHashMap::try_from)
                 .transpose()
-                .context("opening the per-socket exchange state")?,
+                .context("opening the owner map (per-socket exchange state)")?,
         }))
     }
 
-    /// Every total now. Entries the LRU evicts meanwhile are skipped.
+    /// Every total now, the CPUs added up. Entries the LRU evicts
+    /// meanwhile are skipped.
     pub fn read(&self) -> Totals {
-        self.aggs.iter().filter_map(Result::ok).collect()
+        self.aggs
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, per_cpu)| (k, sum_cpus(per_cpu.iter())))
+            .collect()
     }
 
     /// Upstream requests open now (sent, no reply byte yet): ns open so far,
     /// summed per key, each at most `cap_ns`.
     pub fn open_requests(&self, now_ns: u64, cap_ns: u64) -> HashMap<ExchKey, u64> {
         let mut out = HashMap::new();
-        let Some(socks) = &self.socks else {
+        let Some(owners) = &self.owners else {
             return out;
         };
-        for (_, st) in socks.iter().filter_map(Result::ok) {
+        for (_, owned) in owners.iter().filter_map(Result::ok) {
+            let st = owned.exch;
             if st.last == LAST_SENT && st.key.dir == DIR_UPSTREAM {
                 *out.entry(st.key).or_default() += now_ns.saturating_sub(st.since_ns).min(cap_ns);
             }
@@ -86,6 +96,20 @@ impl ExchangeMaps {
             }
         }
     }
+}
+
+/// One key's per-CPU values as one total (each CPU counts its own
+/// exchanges: the sums are exact).
+fn sum_cpus<'a>(per_cpu: impl Iterator<Item = &'a ExchAgg>) -> ExchAgg {
+    let mut t = ExchAgg::default();
+    for a in per_cpu {
+        t.count += a.count;
+        t.busy_ns += a.busy_ns;
+        for (sum, n) in t.buckets.iter_mut().zip(a.buckets.iter()) {
+            *sum = sum.saturating_add(*n);
+        }
+    }
+    t
 }
 
 /// Exchanges of one key within a window.
@@ -179,6 +203,13 @@ mod tests {
         // The 99th of 100 is one of the two 2 s exchanges: [1835, 2097) ms.
         assert_eq!(s.quantile_ms(0.99), Some(1966.1));
         assert_eq!(d[&key(6379)].count, 1);
+    }
+
+    #[test]
+    fn the_cpus_add_up() {
+        let (a, b) = (agg(&[1, 300]), agg(&[300, 300, 2000]));
+        let t = sum_cpus([a, b].iter());
+        assert_eq!(t, agg(&[1, 300, 300, 300, 2000]));
     }
 
     #[test]

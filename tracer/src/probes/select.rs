@@ -107,9 +107,15 @@ pub fn refusal(mech: &Mechanism, caps: &KernelCaps) -> Option<String> {
                 return Some(format!("function {} not in BTF", mech.targets.join(", ")));
             }
             for target in mech.targets {
-                if let (Some(want), Some(&have)) = (mech.params, caps.function_params.get(*target))
-                    && want != have
-                {
+                let Some(want) = mech.params else { continue };
+                // A program that reads past the parameters (an fexit's
+                // return value) must know how many there are.
+                let Some(&have) = caps.function_params.get(*target) else {
+                    return Some(format!(
+                        "cannot count {target}'s parameters (no BTF for it)"
+                    ));
+                };
+                if want != have {
                     return Some(format!(
                         "{target} has {have} parameters here, this program was written for {want}"
                     ));

@@ -150,19 +150,26 @@ fn linux_6_18_without_kprobes() {
         vec![
             ("tp_btf", "sock_send_btf"),
             ("raw_tracepoint", "sock_send_raw"),
-            ("fentry", "tcp_sendmsg_fentry"),
+            ("fexit", "tcp_sendmsg_fexit"),
         ]
     );
-    for h in ["sock_send_length", "sock_recv_length"] {
-        assert_eq!(
-            refused(&p, h),
-            vec![(
-                "tcp_msg_kprobe",
-                s("kprobes are not enabled in this kernel (CONFIG_KPROBES)")
-            )],
-            "{h}"
-        );
-    }
+    let no_kprobes = || {
+        (
+            "tcp_msg_kprobe",
+            s("kprobes are not enabled in this kernel (CONFIG_KPROBES)"),
+        )
+    };
+    assert_eq!(refused(&p, "sock_send_length"), vec![no_kprobes()]);
+    assert_eq!(
+        refused(&p, "sock_recv_length"),
+        vec![
+            (
+                "tcp_recvmsg_fexit6",
+                s("tcp_recvmsg has 5 parameters here, this program was written for 6")
+            ),
+            no_kprobes()
+        ]
+    );
     for h in [
         "tcp_receive_reset",
         "inet_sock_set_state",
@@ -191,7 +198,19 @@ fn linux_6_18_without_kprobes() {
 /// misses resets with no full socket (both 6.10), so tcp_v4/v6_send_reset
 /// are hooked; sock_send_length/sock_recv_length do not exist (6.3), so
 /// owners are learned in tcp_sendmsg/tcp_recvmsg.
-fn assert_pre_6_3_with_btf(p: &[HookPlan]) {
+fn assert_pre_6_3_with_btf(p: &[HookPlan], recvmsg: &'static str) {
+    // The tcp_recvmsg fexit written for the other parameter count.
+    let other_recvmsg = if recvmsg == "tcp_recvmsg_fexit5" {
+        (
+            "tcp_recvmsg_fexit6",
+            s("tcp_recvmsg has 5 parameters here, this program was written for 6"),
+        )
+    } else {
+        (
+            "tcp_recvmsg_fexit5",
+            s("tcp_recvmsg has 6 parameters here, this program was written for 5"),
+        )
+    };
     assert_eq!(
         first_choices(p)[..11],
         [
@@ -201,8 +220,8 @@ fn assert_pre_6_3_with_btf(p: &[HookPlan]) {
             ("tcp_receive_reset", Some("tcp_receive_reset_btf")),
             ("inet_sock_set_state", Some("inet_sock_set_state_btf")),
             ("tcp_destroy_sock", Some("tcp_destroy_sock_btf")),
-            ("sock_send_length", Some("tcp_sendmsg_fentry")),
-            ("sock_recv_length", Some("tcp_recvmsg_fentry")),
+            ("sock_send_length", Some("tcp_sendmsg_fexit")),
+            ("sock_recv_length", Some(recvmsg)),
             ("inet_csk_accept", Some("inet_csk_accept_fexit4")),
             ("accept_enter", Some("sys_enter_accept_tp")),
             ("accept_exit", Some("sys_exit_accept_tp")),
@@ -255,6 +274,7 @@ fn assert_pre_6_3_with_btf(p: &[HookPlan]) {
                 "sock_recv_raw",
                 s("tracepoint sock_recv_length does not exist on this kernel")
             ),
+            other_recvmsg,
         ]
     );
     assert_eq!(
@@ -273,10 +293,7 @@ fn assert_pre_6_3_with_btf(p: &[HookPlan]) {
     );
     assert_eq!(
         candidates(p, "sock_recv_length"),
-        vec![
-            ("fentry", "tcp_recvmsg_fentry"),
-            ("kprobe", "tcp_msg_kprobe")
-        ]
+        vec![("fexit", recvmsg), ("kprobe", "tcp_msg_kprobe")]
     );
     assert_eq!(
         candidates(p, "tcp_receive_reset"),
@@ -293,7 +310,8 @@ fn assert_pre_6_3_with_btf(p: &[HookPlan]) {
 #[test]
 fn linux_5_15() {
     let p = plan_for(CAPS_515);
-    assert_pre_6_3_with_btf(&p);
+    // tcp_recvmsg still has `int nonblock` (until 5.19): 6 parameters.
+    assert_pre_6_3_with_btf(&p, "tcp_recvmsg_fexit6");
     // io_uring_complete had no `req` field before 5.19.
     assert_eq!(first_choices(&p)[11], ("io_uring_accept", None));
     assert_eq!(
@@ -308,7 +326,7 @@ fn linux_5_15() {
 #[test]
 fn linux_6_1() {
     let p = plan_for(CAPS_61);
-    assert_pre_6_3_with_btf(&p);
+    assert_pre_6_3_with_btf(&p, "tcp_recvmsg_fexit5");
     assert_eq!(
         first_choices(&p)[11],
         ("io_uring_accept", Some("io_uring_complete_tp"))

@@ -245,7 +245,7 @@ pub static HOOKS: &[Hook] = &[
     Hook {
         name: "sock_send_length",
         kernel: "tracepoint sock:sock_send_length (sock_sendmsg in net/socket.c); before 6.3 function tcp_sendmsg (net/ipv4/tcp.c)",
-        purpose: "owners of sockets that existed before tracer attached, learned at their next send; exchange timing (tracepoint rungs only: they give the byte count)",
+        purpose: "owners of sockets that existed before tracer attached, learned at their next send; exchange timing (every rung but kprobe: they give the byte count)",
         min_kernel: "6.3 (tracepoint) / any (tcp_sendmsg)",
         required: false,
         need: Need::Always,
@@ -258,14 +258,15 @@ pub static HOOKS: &[Hook] = &[
                 Some(4),
                 None,
             ),
-            m(Fentry, "tcp_sendmsg_fentry", &["tcp_sendmsg"], None, None),
+            // The return value (bytes sent) after the 3 parameters.
+            m(Fexit, "tcp_sendmsg_fexit", &["tcp_sendmsg"], Some(3), None),
             m(Kprobe, "tcp_msg_kprobe", &["tcp_sendmsg"], None, None),
         ],
     },
     Hook {
         name: "sock_recv_length",
         kernel: "tracepoint sock:sock_recv_length (sock_recvmsg in net/socket.c); before 6.3 function tcp_recvmsg (net/ipv4/tcp.c)",
-        purpose: "owners of sockets that existed before tracer attached, learned at their next receive; exchange timing (tracepoint rungs only)",
+        purpose: "owners of sockets that existed before tracer attached, learned at their next receive; exchange timing (every rung but kprobe)",
         min_kernel: "6.3 (tracepoint) / any (tcp_recvmsg)",
         required: false,
         need: Need::Always,
@@ -278,7 +279,10 @@ pub static HOOKS: &[Hook] = &[
                 Some(4),
                 None,
             ),
-            m(Fentry, "tcp_recvmsg_fentry", &["tcp_recvmsg"], None, None),
+            // 5.19+: `(sk, msg, len, flags, addr_len)`; before: `int
+            // nonblock` too. The return value follows the parameters.
+            m(Fexit, "tcp_recvmsg_fexit5", &["tcp_recvmsg"], Some(5), None),
+            m(Fexit, "tcp_recvmsg_fexit6", &["tcp_recvmsg"], Some(6), None),
             m(Kprobe, "tcp_msg_kprobe", &["tcp_recvmsg"], None, None),
         ],
     },

@@ -41,6 +41,7 @@ pub const SUBSET: &[(&str, &[&str])] = &[
     ),
     ("diagnose_e2e", &["diagnose_tells_the_production_story"]),
     ("io_uring_accept", &["io_uring_accept_emfile_is_reported"]),
+    ("upstream_e2e", &[]),
     ("kernels", &[]),
 ];
 
