@@ -93,6 +93,10 @@ pub struct ExchAgg {
     pub count: u64,
     /// Sum of their durations, ns.
     pub busy_ns: u64,
+    /// Sockets keyed here (+1 at a socket's first timed send or receive,
+    /// -1 when it is destroyed or changes owner), as a wrapping per-CPU
+    /// difference: only the sum over CPUs, as `i64`, means anything.
+    pub sockets: u64,
     /// Their durations, by [`bucket_of`] their µs.
     pub buckets: [u32; EXCH_BUCKETS],
 }
@@ -102,6 +106,7 @@ impl Default for ExchAgg {
         ExchAgg {
             count: 0,
             busy_ns: 0,
+            sockets: 0,
             buckets: [0; EXCH_BUCKETS],
         }
     }
@@ -120,7 +125,7 @@ pub struct ListenPortKey {
 const _: () = {
     assert!(core::mem::size_of::<SockExch>() == 48);
     assert!(core::mem::size_of::<ExchKey>() == 32);
-    assert!(core::mem::size_of::<ExchAgg>() == 16 + 4 * EXCH_BUCKETS);
+    assert!(core::mem::size_of::<ExchAgg>() == 24 + 4 * EXCH_BUCKETS);
     assert!(core::mem::size_of::<ListenPortKey>() == 8);
 };
 

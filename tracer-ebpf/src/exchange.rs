@@ -17,8 +17,8 @@ use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns};
 use tracer_common::{
     SockInfo,
     exchange::{
-        DIR_SERVED, DIR_UPSTREAM, EXCH_BUCKETS, ExchKey, LAST_RECEIVED, LAST_SENT, ListenPortKey,
-        SockExch, bucket_of,
+        DIR_SERVED, DIR_UPSTREAM, EXCH_BUCKETS, ExchAgg, ExchKey, LAST_RECEIVED, LAST_SENT,
+        ListenPortKey, SockExch, bucket_of,
     },
 };
 
@@ -46,6 +46,10 @@ pub fn on_io(sk: u64, st: &mut SockExch, ret: i64, received: bool) {
     if last == 0 {
         // The owner's first send or receive seen: which aggregate, from now.
         st.key = key_of(sk);
+        if let Some(agg) = agg_of(&st.key) {
+            // SAFETY: this CPU's slot of a live element (see `add`).
+            unsafe { (*agg).sockets = (*agg).sockets.wrapping_add(1) };
+        }
         return;
     }
     // A client's connection: request sent -> first reply byte; a
@@ -92,22 +96,34 @@ fn key_of(sk: u64) -> ExchKey {
     key
 }
 
+/// A socket whose exchange state is `st` leaves its aggregate (destroyed,
+/// or another process owns it now).
+#[inline(always)]
+pub fn leave(st: &SockExch) {
+    if st.key.dir == 0 {
+        return;
+    }
+    if let Some(agg) = agg_of(&st.key) {
+        // SAFETY: this CPU's slot of a live element (see `add`).
+        unsafe { (*agg).sockets = (*agg).sockets.wrapping_sub(1) };
+    }
+}
+
+/// This CPU's value of `key`'s aggregate, created zeroed when missing.
+#[inline(always)]
+fn agg_of(key: &ExchKey) -> Option<*mut ExchAgg> {
+    if let Some(a) = EXCHANGES.get_ptr_mut(key) {
+        return Some(a);
+    }
+    let zero = EXCH_ZERO.get(0)?;
+    let _ = EXCHANGES.insert(key, zero, 1 /* BPF_NOEXIST */);
+    EXCHANGES.get_ptr_mut(key)
+}
+
 /// One exchange of `ns` for `key`, in this CPU's slot.
 #[inline(always)]
 fn add(key: &ExchKey, ns: u64) {
-    let agg = match EXCHANGES.get_ptr_mut(key) {
-        Some(a) => a,
-        None => {
-            let Some(zero) = EXCH_ZERO.get(0) else {
-                return;
-            };
-            let _ = EXCHANGES.insert(key, zero, 1 /* BPF_NOEXIST */);
-            match EXCHANGES.get_ptr_mut(key) {
-                Some(a) => a,
-                None => return,
-            }
-        }
-    };
+    let Some(agg) = agg_of(key) else { return };
     let i = bucket_of(ns / 1000) & (EXCH_BUCKETS - 1);
     // SAFETY: `agg` points at this CPU's value of a live per-CPU map
     // element; BPF programs do not preempt each other on a CPU.

@@ -5,6 +5,7 @@ use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns};
 use tracer_common::{SockOwner, TaskInfo, exchange::SockExch, owner_source};
 
 use crate::{
+    exchange,
     kread::{TCP_LISTEN, fill_current, is_fullsock, sock_ino, sock_owned_by_user},
     maps::{LISTEN_OWNERS, OWNER_SCRATCH, OWNERS, filter},
 };
@@ -39,6 +40,7 @@ fn learn_entry(sk: u64, entry: &mut SockOwner) {
         if known.owner.task.tgid == entry.owner.task.tgid {
             return;
         }
+        exchange::leave(&known.exch);
     }
     // SAFETY: helper without arguments.
     entry.owner.learned_ns = unsafe { bpf_ktime_get_boot_ns() };
@@ -93,6 +95,10 @@ pub fn learn_listener(sk: u64) {
 /// Forgets a destroyed socket.
 #[inline(always)]
 pub fn forget(sk: u64) {
+    // SAFETY: read before the element is removed.
+    if let Some(known) = unsafe { OWNERS.get(sk) } {
+        exchange::leave(&known.exch);
+    }
     let _ = OWNERS.remove(sk);
 }
 

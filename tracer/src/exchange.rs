@@ -98,6 +98,12 @@ impl ExchangeMaps {
     }
 }
 
+/// Sockets keyed to an aggregate now (the kernel's wrapping per-CPU
+/// differences, summed); never below zero.
+pub fn sockets(a: &ExchAgg) -> u64 {
+    (a.sockets as i64).max(0) as u64
+}
+
 /// One key's per-CPU values as one total (each CPU counts its own
 /// exchanges: the sums are exact).
 fn sum_cpus<'a>(per_cpu: impl Iterator<Item = &'a ExchAgg>) -> ExchAgg {
@@ -105,6 +111,7 @@ fn sum_cpus<'a>(per_cpu: impl Iterator<Item = &'a ExchAgg>) -> ExchAgg {
     for a in per_cpu {
         t.count += a.count;
         t.busy_ns += a.busy_ns;
+        t.sockets = t.sockets.wrapping_add(a.sockets);
         for (sum, n) in t.buckets.iter_mut().zip(a.buckets.iter()) {
             *sum = sum.saturating_add(*n);
         }

@@ -8,15 +8,21 @@
 //! them. A healthy pool (8 connections, 5 ms upstream, light load) gets no
 //! finding at all.
 //!
+//! `watch --summary-every` carries the same finding, and `--metrics-addr`
+//! the upstream's gauges and exchange-time histogram.
+//!
 //! Run: `cargo xtask test -- --test upstream_e2e` (as root).
 
 mod common;
+mod ecosystem_common;
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use common::{Netns, Proc, Tracer, require_root};
+use ecosystem_common::{free_port, http_get};
 
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -227,4 +233,81 @@ fn a_healthy_pool_gets_no_finding() {
     assert!(done.ends_with("failed=0"), "{done}");
     assert_eq!(r["findings"], Value::Array(vec![]), "{r}");
     assert_eq!(r["verdict"], "healthy", "{r}");
+}
+
+/// The value of the metric line that starts with `name{` and holds every
+/// one of `labels`; `None` when there is none.
+fn metric(body: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .find_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+}
+
+#[test]
+fn summaries_and_metrics_carry_the_upstream() {
+    if !require_root("summaries_and_metrics_carry_the_upstream") {
+        return;
+    }
+    let ns = Netns::new();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
+        .parse()
+        .expect("address");
+    let tracer = Tracer::watch_json(&["--summary-every", "4", "--metrics-addr", &addr.to_string()]);
+    let [up, service, clients] = scenario(&ns, "300", "2", "64", ["9.0", "40", "1.0"]);
+    let remote = format!("remote=\"127.0.0.1:{UP_PORT}\"");
+    let comm = "comm=\"api\"";
+    // Scrape while the load runs: 2 connections, busy, 300 ms exchanges.
+    let deadline = Instant::now() + common::scaled(Duration::from_secs(12));
+    let mut seen = (None, None, None);
+    let mut body = String::new();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        let (status, head, b) = http_get(addr, "/metrics");
+        assert_eq!(status, 200, "{head}");
+        body = b;
+        let labels = [remote.as_str(), comm];
+        seen = (
+            metric(&body, "tracer_upstream_connections", &labels),
+            metric(&body, "tracer_upstream_busy_ratio", &labels),
+            metric(&body, "tracer_upstream_exchange_seconds_count", &labels),
+        );
+        if seen.0 == Some(2.0) && seen.1.is_some_and(|b| b >= 0.8) && seen.2 >= Some(10.0) {
+            break;
+        }
+    }
+    let done = clients.line_within(common::scaled(Duration::from_secs(20)));
+    let lines = tracer.stop();
+    let (conns, busy, count) = seen;
+    assert_eq!(conns, Some(2.0), "{body}");
+    assert!(busy.is_some_and(|b| (0.8..=1.0).contains(&b)), "{body}");
+    assert!(count >= Some(10.0), "{body}");
+    // 300 ms exchanges: none under 0.262144 s, all under 0.524288 s.
+    let bucket = |le: &str| {
+        metric(
+            &body,
+            "tracer_upstream_exchange_seconds_bucket",
+            &[&format!("le=\"{le}\""), remote.as_str(), comm],
+        )
+    };
+    assert_eq!(bucket("0.262144"), Some(0.0), "{body}");
+    assert_eq!(bucket("0.524288"), count, "{body}");
+
+    let events = lines.events();
+    let finding = events
+        .iter()
+        .filter(|e| e["event"] == "summary")
+        .filter_map(|e| e["findings"].as_array())
+        .flatten()
+        .find(|f| f["kind"] == "upstream_saturation" && f["pid"] == service.id());
+    let Some(u) = finding else {
+        panic!(
+            "no summary names the upstream ({done}): {}",
+            common::dump(&events)
+        );
+    };
+    assert_eq!(u["remote_port"], UP_PORT, "{u}");
+    assert_eq!(u["connections"], 2, "{u}");
+    assert_eq!(u["peer_pid"], up.id(), "{u}");
+    assert_eq!(u["peer_comm"], "slowdb", "{u}");
 }

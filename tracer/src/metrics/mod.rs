@@ -8,6 +8,7 @@
 //! ([`MAX_SERIES`] per family): past the cap, new ones are folded into
 //! `local_port="other"`, `comm="other"`.
 
+pub mod exchange;
 pub mod http;
 pub mod procs;
 
@@ -125,6 +126,7 @@ pub struct Metrics {
     pub(crate) fds: Family<ProcLabels, Gauge>,
     pub(crate) fd_limit: Family<ProcLabels, Gauge>,
     pub(crate) close_wait: Family<ProcLabels, Gauge>,
+    pub(crate) exchanges: exchange::ExchangeMetrics,
     budgets: Mutex<Budgets>,
     pub(crate) tracked: Mutex<procs::Tracked>,
     /// Held while encoding and while the gauges are replaced, so a scrape
@@ -153,6 +155,7 @@ impl Metrics {
             fds: Family::default(),
             fd_limit: Family::default(),
             close_wait: Family::default(),
+            exchanges: exchange::ExchangeMetrics::new(cap),
             budgets: Mutex::new(Budgets {
                 rst_sent: Budget::new(cap),
                 rst_received: Budget::new(cap),
@@ -206,6 +209,27 @@ impl Metrics {
             "tracer_process_close_wait_sockets",
             "Sockets of a tracked process in CLOSE_WAIT (peer closed, process has not)",
             self.close_wait.clone(),
+        );
+        let x = &self.exchanges;
+        r.register(
+            "tracer_upstream_connections",
+            "Connections of a process to a remote endpoint that sent or received since tracer started, by remote address:port and process",
+            x.connections.clone(),
+        );
+        r.register(
+            "tracer_upstream_busy_ratio",
+            "Share of the last 10 s those connections spent with a request outstanding (completed exchanges), 0..1",
+            x.busy.clone(),
+        );
+        r.register(
+            "tracer_upstream_exchange_seconds",
+            "Request sent -> first reply byte on a connection to a remote endpoint, by remote address:port and process",
+            x.upstream_time.clone(),
+        );
+        r.register(
+            "tracer_listener_response_seconds",
+            "Request read -> first response byte on connections accepted from a listener, by local port and process",
+            x.served_time.clone(),
         );
         self
     }

@@ -82,6 +82,15 @@ impl Loop<'_> {
         });
         if let Some(m) = &self.metrics {
             m.refresh_processes(close_wait);
+            if let Some(x) = &self.exchanges {
+                // Once per process (the refresh caches it): its name.
+                let comm = |tgid: u32| {
+                    std::fs::read_to_string(format!("/proc/{tgid}/comm"))
+                        .ok()
+                        .map(|s| s.trim_end().to_owned())
+                };
+                m.exchanges.refresh(x.read(), Clock::boot_now(), &comm);
+            }
         }
         self.flush_periodic()?;
         self.maybe_summarize().await?;
