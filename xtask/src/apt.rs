@@ -34,12 +34,19 @@ const REQUIRED: &[(&str, &str)] = &[
     ("dpkg-deb", "dpkg"),
 ];
 
+/// Programs only `cargo xtask bench` runs (its request/response load).
+const BENCH: &[(&str, &str)] = &[("nginx", "nginx"), ("wrk", "wrk")];
+
 /// Installed when the distribution has it (not every release packages it).
 const OPTIONAL: (&str, &str) = ("bpftool", "bpftool");
 
 fn missing_packages() -> Vec<&'static str> {
+    missing_of(REQUIRED)
+}
+
+fn missing_of(list: &[(&str, &'static str)]) -> Vec<&'static str> {
     let mut packages = Vec::new();
-    for &(program, package) in REQUIRED {
+    for &(program, package) in list {
         if find_program(program).is_none() && !packages.contains(&package) {
             packages.push(package);
         }
@@ -142,4 +149,31 @@ pub fn packages() -> Result<String> {
         outcome.push_str(&format!(" ({})", notes.join("; ")));
     }
     Ok(outcome)
+}
+
+/// The bench's extra programs (nginx, wrk), installed when missing.
+pub fn bench_packages() -> Result<String> {
+    let wanted = missing_of(BENCH);
+    if wanted.is_empty() {
+        return Ok("ok".to_owned());
+    }
+    if !is_root() {
+        bail!("missing Debian packages: {}; run as root", wanted.join(" "));
+    }
+    apt_update()?;
+    util::run(
+        apt_command("apt-get")?
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&wanted),
+        "see apt's messages above",
+    )?;
+    let still = missing_of(BENCH);
+    if !still.is_empty() {
+        bail!(
+            "installed {} but {} still missing on PATH",
+            wanted.join(" "),
+            still.join(" ")
+        );
+    }
+    Ok(format!("installed {}", wanted.join(" ")))
 }

@@ -14,6 +14,7 @@
 //! kill what was started and delete the namespace.
 
 mod delivery;
+mod exchange;
 mod machine;
 mod observer;
 mod profile;
@@ -58,6 +59,19 @@ pub struct Args {
     /// Print the results only; leave docs/benchmarks.md alone.
     #[arg(long)]
     no_doc: bool,
+    /// Run only one part: the RST/EMFILE storms or the request/response
+    /// load (exchange timing).
+    #[arg(long, value_enum)]
+    only: Option<Part>,
+    /// Seconds of each request/response load (wrk against nginx).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=600))]
+    load_secs: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    Storms,
+    Exchange,
 }
 
 #[derive(clap::Subcommand)]
@@ -148,6 +162,12 @@ fn harness(args: &Args) -> Result<()> {
         "bench: namespace {} (inode {}), {} runs, {} connects, {} accepts, {} workers",
         bench.ns.name, bench.ns.inode, args.runs, args.connects, args.accepts, workers
     );
+    if args.only != Some(Part::Storms) {
+        step_exchange(&bench, args)?;
+        if args.only == Some(Part::Exchange) {
+            return Ok(());
+        }
+    }
     let sizes = |kind| match kind {
         Kind::Emfile => args.accepts,
         _ => args.connects,
@@ -198,6 +218,29 @@ fn harness(args: &Args) -> Result<()> {
     if !args.no_doc {
         let doc = workspace_root().join("docs").join("benchmarks.md");
         report::write_doc(&doc, &text)?;
+        println!("bench: wrote {}", doc.display());
+    }
+    Ok(())
+}
+
+/// The request/response load, its section of docs/benchmarks.md.
+fn step_exchange(bench: &Bench, args: &Args) -> Result<()> {
+    crate::apt::bench_packages()
+        .context("installing nginx and wrk for the request/response load")?;
+    let results = exchange::run(bench, args.runs, args.load_secs)?;
+    let mut text = exchange::render(&results);
+    let _ = std::fmt::Write::write_fmt(
+        &mut text,
+        format_args!(
+            "\nReproduce: `{} --only exchange --load-secs {}` (as root).\n",
+            command_line(args),
+            args.load_secs
+        ),
+    );
+    println!("\n{text}");
+    if !args.no_doc {
+        let doc = workspace_root().join("docs").join("benchmarks.md");
+        report::write_section(&doc, "bench-exchange", &text)?;
         println!("bench: wrote {}", doc.display());
     }
     Ok(())

@@ -130,22 +130,7 @@ pub fn run(bench: &Bench, sizes: &dyn Fn(Kind) -> u64) -> Result<Vec<Profile>> {
             let outcome = bench.storm(kind, sizes(kind))?;
             obs.settle(Duration::from_secs(5))?;
             let cpu = cpu0.delta_secs(&obs.cpu()?);
-            let after = snapshot(pid)?;
-            let progs = after
-                .iter()
-                .map(|(id, (cnt, ns))| {
-                    let (c0, n0) = before.get(id).copied().unwrap_or((0, 0));
-                    ProgCost {
-                        name: names
-                            .get(id)
-                            .cloned()
-                            .unwrap_or_else(|| format!("prog {id}")),
-                        runs: cnt.saturating_sub(c0),
-                        ns: ns.saturating_sub(n0),
-                    }
-                })
-                .filter(|p| p.runs > 0)
-                .collect();
+            let progs = costs(&before, &snapshot(pid)?, &names);
             out.push(Profile {
                 mode,
                 kind,
@@ -157,6 +142,49 @@ pub fn run(bench: &Bench, sizes: &dyn Fn(Kind) -> u64) -> Result<Vec<Profile>> {
         obs.stop()?;
     }
     Ok(out)
+}
+
+/// What each program ran between two snapshots (those that ran).
+fn costs(
+    before: &BTreeMap<u64, (u64, u64)>,
+    after: &BTreeMap<u64, (u64, u64)>,
+    names: &BTreeMap<u64, String>,
+) -> Vec<ProgCost> {
+    after
+        .iter()
+        .map(|(id, (cnt, ns))| {
+            let (c0, n0) = before.get(id).copied().unwrap_or((0, 0));
+            ProgCost {
+                name: names
+                    .get(id)
+                    .cloned()
+                    .unwrap_or_else(|| format!("prog {id}")),
+                runs: cnt.saturating_sub(c0),
+                ns: ns.saturating_sub(n0),
+            }
+        })
+        .filter(|p| p.runs > 0)
+        .collect()
+}
+
+/// The programs' cost while `load` runs under a fresh `mode` observer
+/// with run-time statistics on; `load`'s own result beside it.
+pub fn programs_during<T>(
+    mode: Mode,
+    bench: &Bench,
+    load: impl FnOnce() -> Result<T>,
+) -> Result<(Vec<ProgCost>, T)> {
+    let _stats = enable_stats()?;
+    let obs = Observer::start(mode, &bench.paths, None)?;
+    let pid = obs
+        .pid()
+        .ok_or_else(|| anyhow!("observer without a process"))?;
+    let names = names();
+    let before = snapshot(pid)?;
+    let out = load()?;
+    let progs = costs(&before, &snapshot(pid)?, &names);
+    obs.stop()?;
+    Ok((progs, out))
 }
 
 /// Median over runs of the CPU each operation gained under `mode`:
