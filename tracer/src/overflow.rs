@@ -12,7 +12,7 @@
 //! missed (a full ring buffer) is mended within seconds, not at the next
 //! full snapshot.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use tracer_common::socket_id::ConnKey;
 
@@ -28,7 +28,9 @@ pub struct CloseWaitSeen {
     pub taken_ns: u64,
     /// The namespaces dumped.
     pub netns: Vec<u32>,
-    pub keys: HashSet<ConnKey>,
+    /// CLOSE_WAIT sockets seen, and whether each has an inode (accepted:
+    /// a process holds it) or not (still in its listener's queue).
+    pub keys: HashMap<ConnKey, bool>,
 }
 
 /// What one poll found.
@@ -94,7 +96,7 @@ impl ListenerMonitor {
                         if e.is_listener() {
                             listeners.push(e);
                         } else if e.state == TCP_CLOSE_WAIT {
-                            seen.keys.insert(e.conn_key());
+                            seen.keys.insert(e.conn_key(), e.inode != 0);
                         }
                     }
                     true

@@ -39,6 +39,10 @@ pub struct CloseWait {
     /// Boot-time ns it entered CLOSE_WAIT; `None` when it was already there
     /// at start-up (age at least the time since then).
     pub since_ns: Option<u64>,
+    /// Accepted: the process holds it (an fd). A child still in its
+    /// listener's accept queue (no inode yet) is not held; a poll or a
+    /// snapshot that shows its inode makes it so.
+    pub held: bool,
 }
 
 #[derive(Default)]
@@ -97,10 +101,14 @@ impl Attributor {
             }
             if s.state == TCP_CLOSE_WAIT {
                 in_close_wait.insert(key);
-                self.close_wait.entry(key).or_insert(CloseWait {
-                    pid,
-                    since_ns: None,
-                });
+                self.close_wait
+                    .entry(key)
+                    .or_insert(CloseWait {
+                        pid,
+                        since_ns: None,
+                        held: false,
+                    })
+                    .held = s.inode != 0;
             }
         }
         if snap.taken_ns != 0 {
@@ -296,6 +304,7 @@ impl Attributor {
                     CloseWait {
                         pid: owner.as_ref().map(|o| o.pid),
                         since_ns: Some(now),
+                        held: rec.sock.ino != 0,
                     },
                 );
             }
@@ -317,17 +326,21 @@ impl Attributor {
     /// entered the state after the poll began.
     pub fn reconcile_close_wait(&mut self, seen: &crate::overflow::CloseWaitSeen) {
         self.close_wait.retain(|k, cw| {
-            !seen.netns.contains(&k.netns)
-                || seen.keys.contains(k)
-                || cw.since_ns.is_some_and(|t| t >= seen.taken_ns)
+            if let Some(&held) = seen.keys.get(k) {
+                // Accepted since (or still queued): as the poll shows it.
+                cw.held = held;
+                return true;
+            }
+            !seen.netns.contains(&k.netns) || cw.since_ns.is_some_and(|t| t >= seen.taken_ns)
         });
     }
 
-    /// CLOSE_WAIT sockets per owning pid: (count, oldest entry time; `None`
+    /// CLOSE_WAIT sockets each process holds (accepted or connected, not
+    /// waiting in an accept queue), per owning pid: (count, oldest entry time; `None`
     /// in the second field means some were there before tracer started).
     pub fn close_wait_by_pid(&self) -> HashMap<Option<u32>, (u64, Option<u64>, bool)> {
         let mut out: HashMap<Option<u32>, (u64, Option<u64>, bool)> = HashMap::new();
-        for cw in self.close_wait.values() {
+        for cw in self.close_wait.values().filter(|cw| cw.held) {
             let e = out.entry(cw.pid).or_insert((0, None, false));
             e.0 += 1;
             match cw.since_ns {

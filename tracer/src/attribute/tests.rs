@@ -772,7 +772,8 @@ fn close_wait_accounting() {
         a.close_wait.values().cloned().collect::<Vec<_>>(),
         vec![CloseWait {
             pid: Some(7),
-            since_ns: Some(200)
+            since_ns: Some(200),
+            held: true
         }]
     );
     // Straight to CLOSE (e.g. a reset) also ends CLOSE_WAIT.
@@ -902,10 +903,43 @@ fn listener_poll_reconciles_close_wait() {
     let seen = crate::overflow::CloseWaitSeen {
         taken_ns: 500,
         netns: vec![NETNS],
-        keys: [key(&conn(40002, 0))].into_iter().collect(),
+        keys: [(key(&conn(40002, 0)), true)].into_iter().collect(),
     };
     a.reconcile_close_wait(&seen);
     let mut ports: Vec<u16> = a.close_wait.keys().map(|k| k.remote.1).collect();
     ports.sort_unstable();
     assert_eq!(ports, vec![40002, 40003, 40009]);
+}
+
+/// A child that reaches CLOSE_WAIT while still in its listener's accept
+/// queue (no inode) holds no fd of the process: it is not counted for it
+/// until a poll shows it accepted.
+#[test]
+fn queued_close_wait_children_are_not_held_until_accepted() {
+    let mut a = Attributor::default();
+    let p = procs();
+    let srv = task(7, b"srv", 1);
+    for (s, t) in [(conn(40001, 0), 100u64), (conn(40002, 5), 200)] {
+        a.on_state(
+            &state(s, 1, TCP_CLOSE_WAIT, srv, owner_source::SOCKET_MAP, t),
+            &p,
+        );
+    }
+    assert_eq!(
+        a.close_wait_by_pid(),
+        HashMap::from([(Some(7), (1, Some(200), false))])
+    );
+    let key = |s: &SockInfo| tracer_common::socket_id::ConnKey::of(s).expect("inet");
+    let seen = crate::overflow::CloseWaitSeen {
+        taken_ns: 500,
+        netns: vec![NETNS],
+        keys: [(key(&conn(40001, 0)), true), (key(&conn(40002, 5)), true)]
+            .into_iter()
+            .collect(),
+    };
+    a.reconcile_close_wait(&seen);
+    assert_eq!(
+        a.close_wait_by_pid(),
+        HashMap::from([(Some(7), (2, Some(100), false))])
+    );
 }

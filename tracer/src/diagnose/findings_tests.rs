@@ -342,8 +342,8 @@ fn production_story_narrative() {
          \n\
          - pid 4242 (api) holds 10,240 of 10,240 file descriptors; \
          1,811 accept() calls failed with EMFILE on :2133; \
-         the accept queue of :2133 (pid 4242 (api)) is full (129/128): 500 connection attempts dropped; \
          9,702 of its sockets are in CLOSE_WAIT, the oldest for 47 min: the peers closed and the process never did; \
+         then: the accept queue of :2133 (pid 4242 (api)) is full (129/128): 500 connection attempts dropped; \
          3,220 RSTs were sent from :2133 (NOT_SPECIFIED 3,000, TCP_ABORT_ON_CLOSE 220).\n\
          - ";
     assert!(text.starts_with(head), "{text}");

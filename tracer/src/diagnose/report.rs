@@ -106,10 +106,20 @@ pub fn narrative(r: &Report) -> String {
         };
         let mut parts = Vec::new();
         while i < r.findings.len() && r.findings[i].pid == pid {
-            parts.push(r.findings[i].summary.clone());
+            parts.push(&r.findings[i]);
             i += 1;
         }
-        let text = parts.join("; ");
+        // Told as a person explains it: the process's state and why (its
+        // fds, the stuck sockets, what they wait on), then what followed.
+        parts.sort_by_key(|f| told_order(f.kind));
+        let mut text = String::new();
+        for (n, f) in parts.iter().enumerate() {
+            if n > 0 {
+                let then = told_order(f.kind) >= THEN && told_order(parts[n - 1].kind) < THEN;
+                text.push_str(if then { "; then: " } else { "; " });
+            }
+            text.push_str(&f.summary);
+        }
         // Every paragraph says whose it is.
         if text.starts_with(&head) {
             s.push_str(&format!("- {text}.\n"));
@@ -119,6 +129,22 @@ pub fn narrative(r: &Report) -> String {
     }
     s
 }
+
+/// Place of a finding in its process's paragraph; from [`THEN`] on, the
+/// consequences.
+fn told_order(kind: Kind) -> u8 {
+    match kind {
+        Kind::FdExhaustion => 0,
+        Kind::CloseWaitPileup => 1,
+        Kind::UpstreamSaturation => 2,
+        Kind::ListenerLatency => 3,
+        Kind::AcceptQueueOverflow => 4,
+        Kind::RstStorm => 5,
+        Kind::PeerResets => 6,
+    }
+}
+
+const THEN: u8 = 4;
 
 /// One sentence on what clients of the blamed port experience, from the
 /// findings' evidence.
