@@ -135,7 +135,17 @@ fn diagnose_names_the_stuck_handlers_and_the_pool_they_wait_on() {
     // for far more and give up after 1 s.
     let [mut up, service, clients] = scenario(&ns, "300", "2", "64", ["7.0", "40", "1.0"]);
     std::thread::sleep(Duration::from_secs(2));
-    let tracer = Tracer::start(&["diagnose", "--duration", "9", "--format", "json"]);
+    let html = std::env::temp_dir().join(format!("upstream-report-{}.html", std::process::id()));
+    let html_arg = html.display().to_string();
+    let tracer = Tracer::start(&[
+        "diagnose",
+        "--duration",
+        "9",
+        "--format",
+        "json",
+        "--report",
+        &html_arg,
+    ]);
     // The clients stop; once their last timeouts are over, the upstream
     // stalls so that nothing moves any more: the end snapshot and `ss`
     // below see the same sockets.
@@ -199,6 +209,21 @@ fn diagnose_names_the_stuck_handlers_and_the_pool_they_wait_on() {
         "{kinds:?}"
     );
     assert_eq!(findings[0]["pid"], service.id(), "{r}");
+
+    // The report charts the pool: its busy share and time per exchange.
+    let page = std::fs::read_to_string(&html).expect("the --report file");
+    let _ = std::fs::remove_file(&html);
+    for title in [
+        "share of time with a request outstanding",
+        "Time per exchange with its upstreams",
+    ] {
+        assert!(page.contains(title), "no chart {title:?} in the report");
+    }
+    // (Drawn only when seconds of the pool's exchanges were sampled.)
+    assert!(
+        page.contains(r#"<polyline class="busy""#),
+        "no busy-share line"
+    );
 }
 
 #[test]
@@ -254,7 +279,7 @@ fn summaries_and_metrics_carry_the_upstream() {
         .parse()
         .expect("address");
     let tracer = Tracer::watch_json(&["--summary-every", "4", "--metrics-addr", &addr.to_string()]);
-    let [up, service, clients] = scenario(&ns, "300", "2", "64", ["9.0", "40", "1.0"]);
+    let [up, service, clients] = scenario(&ns, "300", "2", "64", ["14.0", "40", "1.0"]);
     let remote = format!("remote=\"127.0.0.1:{UP_PORT}\"");
     let comm = "comm=\"api\"";
     // Scrape while the load runs: 2 connections, busy, 300 ms exchanges.
@@ -276,6 +301,15 @@ fn summaries_and_metrics_carry_the_upstream() {
             break;
         }
     }
+    // A summary whose window lies within the load names the pool.
+    let names_pool = |f: &Value| f["kind"] == "upstream_saturation" && f["pid"] == service.id();
+    let named = tracer.wait_for(common::scaled(Duration::from_secs(20)), |ev| {
+        ev.iter()
+            .filter(|e| e["event"] == "summary")
+            .filter_map(|e| e["findings"].as_array())
+            .flatten()
+            .any(names_pool)
+    });
     let done = clients.line_within(common::scaled(Duration::from_secs(20)));
     let lines = tracer.stop();
     let (conns, busy, count) = seen;
@@ -299,8 +333,8 @@ fn summaries_and_metrics_carry_the_upstream() {
         .filter(|e| e["event"] == "summary")
         .filter_map(|e| e["findings"].as_array())
         .flatten()
-        .find(|f| f["kind"] == "upstream_saturation" && f["pid"] == service.id());
-    let Some(u) = finding else {
+        .find(|f| names_pool(f));
+    let (true, Some(u)) = (named, finding) else {
         panic!(
             "no summary names the upstream ({done}): {}",
             common::dump(&events)

@@ -11,8 +11,10 @@ use super::window::Window;
 use crate::attribute::procs::{LiveProc, ProcSource};
 use crate::clock::Clock;
 use crate::event::{Event, comm_string};
+use crate::exchange::{Totals, delta, sockets};
 use crate::output::{Second, Sink};
 use crate::snapshot::{Snapshot, TCP_CLOSE_WAIT};
+use tracer_common::exchange::DIR_UPSTREAM;
 
 /// At start, a process is charted when it holds at least this share of its
 /// fd limit (percent), or sockets in CLOSE_WAIT; later, when an event or a
@@ -23,6 +25,8 @@ pub const SEED_FD_PERCENT: u64 = 50;
 pub struct DiagnoseSink {
     pub window: Rc<RefCell<Window>>,
     pub timeline: Rc<RefCell<Timeline>>,
+    /// The exchange totals of the previous second, and when.
+    pub prev_exchanges: Option<(u64, Totals)>,
 }
 
 impl Sink for DiagnoseSink {
@@ -63,7 +67,53 @@ impl Sink for DiagnoseSink {
             };
             t.sample(pid, s.now_ns, g);
         }
+        if let Some(now) = s.exchanges {
+            if let Some((then_ns, then)) = &self.prev_exchanges {
+                let dt = s.now_ns.saturating_sub(*then_ns);
+                for (pid, u) in upstream_second(then, now, dt) {
+                    t.sample_upstream(pid, s.now_ns, u.busy_pct, u.mean_ms);
+                }
+            }
+            self.prev_exchanges = Some((s.now_ns, now.clone()));
+        }
     }
+}
+
+/// One process's second with its upstreams.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UpstreamSecond {
+    pub busy_pct: u32,
+    pub mean_ms: Option<u32>,
+}
+
+/// Per process, from two reads of the exchange totals `dt_ns` apart: the
+/// busy share of its upstream connections (time of the exchanges completed
+/// / (connections x dt)) and the mean exchange time.
+pub fn upstream_second(then: &Totals, now: &Totals, dt_ns: u64) -> HashMap<u32, UpstreamSecond> {
+    let window = delta(then, now);
+    let mut per: HashMap<u32, (u64, u64, u64)> = HashMap::new();
+    for (k, total) in now.iter().filter(|(k, _)| k.dir == DIR_UPSTREAM) {
+        let e = per.entry(k.tgid).or_default();
+        e.0 += sockets(total);
+        if let Some(w) = window.get(k) {
+            e.1 += w.busy_ns;
+            e.2 += w.count;
+        }
+    }
+    per.into_iter()
+        .filter(|(_, (conns, _, _))| *conns > 0 && dt_ns > 0)
+        .map(|(pid, (conns, busy, count))| {
+            let pct = (busy as f64 * 100.0 / (conns as f64 * dt_ns as f64)).round();
+            let mean_ms = (count > 0).then(|| (busy as f64 / count as f64 / 1e6).round() as u32);
+            (
+                pid,
+                UpstreamSecond {
+                    busy_pct: pct.min(100.0) as u32,
+                    mean_ms,
+                },
+            )
+        })
+        .collect()
 }
 
 /// The processes worth charting from the start snapshot, with their state
@@ -92,5 +142,65 @@ pub fn seed(t: &mut Timeline, snap: &Snapshot) {
         } else {
             t.remember_start(pid, &comm_string(&p.comm), g);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracer_common::exchange::{DIR_SERVED, ExchAgg, ExchKey, bucket_of};
+
+    fn agg(durations_ms: &[u64], sockets: u64) -> ExchAgg {
+        let mut a = ExchAgg {
+            sockets,
+            ..ExchAgg::default()
+        };
+        for d in durations_ms {
+            a.count += 1;
+            a.busy_ns += d * 1_000_000;
+            a.buckets[bucket_of(d * 1000)] += 1;
+        }
+        a
+    }
+
+    fn key(tgid: u32, dir: u8, port: u16) -> ExchKey {
+        ExchKey {
+            tgid,
+            dir,
+            port,
+            ..ExchKey::default()
+        }
+    }
+
+    #[test]
+    fn a_second_of_a_saturated_pool() {
+        let up = key(7, DIR_UPSTREAM, 5432);
+        let served = key(7, DIR_SERVED, 8080);
+        let idle = key(9, DIR_UPSTREAM, 6379);
+        let then: Totals = [(up, agg(&[300; 3], 2)), (idle, agg(&[], 4))].into();
+        // 6 more exchanges of 300 ms on 2 connections in one second: 1.8 s
+        // of 2 s, busy 90 %; the served port is not an upstream.
+        let now: Totals = [
+            (up, agg(&[300; 9], 2)),
+            (served, agg(&[1; 50], 9)),
+            (idle, agg(&[], 4)),
+        ]
+        .into();
+        let s = upstream_second(&then, &now, 1_000_000_000);
+        assert_eq!(
+            s[&7],
+            UpstreamSecond {
+                busy_pct: 90,
+                mean_ms: Some(300)
+            }
+        );
+        assert_eq!(
+            s[&9],
+            UpstreamSecond {
+                busy_pct: 0,
+                mean_ms: None
+            }
+        );
+        assert_eq!(s.len(), 2);
     }
 }

@@ -29,10 +29,10 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 6px;border-bott
 .healthy{background:#eefbf1;border-left-color:#2da44e}\
 .chart{margin:8px 0 14px}.chart figcaption{font-weight:600;margin-bottom:2px}\
 svg{background:#fafbfc;border:1px solid #e1e4e8}\
-polyline{fill:none;stroke-width:2}.fds{stroke:#cf222e}.cw{stroke:#8250df}.af{stroke:#bc4c00}.drops{stroke:#0969da}.sent{stroke:#1a7f37}.recv{stroke:#57606a}\
+polyline{fill:none;stroke-width:2}.fds{stroke:#cf222e}.cw{stroke:#8250df}.af{stroke:#bc4c00}.drops{stroke:#0969da}.sent{stroke:#1a7f37}.recv{stroke:#57606a}.busy{stroke:#9a6700}.xms{stroke:#1b7c83}\
 .limit{stroke:#cf222e;stroke-dasharray:5 4;stroke-width:1}.axis{stroke:#8c959f}.marker{stroke:#6e7781;stroke-dasharray:2 3;fill:#57606a;font-size:10px}\
 .tick{fill:#57606a;font-size:10px}.legend{font-size:12px;color:#57606a}.key{margin-right:14px}.key:before{content:'';display:inline-block;width:14px;height:3px;margin-right:4px;vertical-align:middle;background:currentColor}\
-.key.fds{color:#cf222e}.key.cw{color:#8250df}.key.af{color:#bc4c00}.key.drops{color:#0969da}.key.sent{color:#1a7f37}.key.recv{color:#57606a}\
+.key.fds{color:#cf222e}.key.cw{color:#8250df}.key.af{color:#bc4c00}.key.drops{color:#0969da}.key.sent{color:#1a7f37}.key.recv{color:#57606a}.key.busy{color:#9a6700}.key.xms{color:#1b7c83}\
 table{border-collapse:collapse;margin:6px 0 12px;font-size:13px}td,th{border:1px solid #d0d7de;padding:3px 8px;text-align:left;vertical-align:top}th{background:#f6f8fa}\
 .meta td:first-child{font-weight:600}code{font-size:12px}";
 
@@ -162,6 +162,30 @@ fn charts(s: &mut String, p: &ProcSeries, n: usize, step_s: u64) {
         None,
         &[],
     ));
+    if p.upstream_busy.iter().any(Option::is_some) {
+        s.push_str(&chart(
+            "Its connections to upstreams: share of time with a request outstanding (%)",
+            n,
+            &[Line {
+                label: "busy %",
+                class: "busy",
+                values: gauge(&p.upstream_busy),
+            }],
+            Some(100.0),
+            &[],
+        ));
+        s.push_str(&chart(
+            "Time per exchange with its upstreams (request sent → first reply byte), ms",
+            n,
+            &[Line {
+                label: "mean exchange ms",
+                class: "xms",
+                values: gauge(&p.upstream_ms),
+            }],
+            None,
+            &[],
+        ));
+    }
     s.push_str(&chart(
         &format!("RSTs, {per}"),
         n,

@@ -71,6 +71,7 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
     let started = Clock::boot_now();
     let timeline = Rc::new(RefCell::new(Timeline::new(started)));
     let sink = DiagnoseSink {
+        prev_exchanges: None,
         window: window.clone(),
         timeline: timeline.clone(),
     };

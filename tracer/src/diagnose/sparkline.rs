@@ -43,6 +43,22 @@ pub fn lines(p: &ProcSeries) -> Vec<String> {
         let last = cw.iter().rev().flatten().next().copied().unwrap_or(0);
         out.push(row("CLOSE_WAIT", &sparkline(&cw, None), &last.to_string()));
     }
+    let busy = gauge(&p.upstream_busy);
+    if busy.iter().any(Option::is_some) {
+        let last = busy.iter().rev().flatten().next().copied().unwrap_or(0);
+        out.push(row(
+            "upstream busy",
+            &sparkline(&busy, Some(100)),
+            &format!("{last} %"),
+        ));
+        let ms = gauge(&p.upstream_ms);
+        let peak = ms.iter().flatten().max().copied().unwrap_or(0);
+        out.push(row(
+            "exchange ms",
+            &sparkline(&ms, None),
+            &format!("peak {peak} ms"),
+        ));
+    }
     for (name, v) in [
         ("accept fails/s", &p.accept_failed),
         ("queue drops/s", &p.overflow_drops),
@@ -89,6 +105,8 @@ mod tests {
             close_wait: vec![Some(0), Some(5), Some(9)],
             accept_failed: vec![0, 0, 12],
             rst_sent: vec![0, 0, 0],
+            upstream_busy: vec![None, Some(50), Some(100)],
+            upstream_ms: vec![None, Some(150), Some(300)],
             ..Default::default()
         };
         assert_eq!(
@@ -96,6 +114,8 @@ mod tests {
             vec![
                 "    fds            ▅██  64 of 64".to_string(),
                 "    CLOSE_WAIT     ▁▅█  9".to_string(),
+                "    upstream busy   ▅█  100 %".to_string(),
+                "    exchange ms     ▅█  peak 300 ms".to_string(),
                 "    accept fails/s ▁▁█  peak 12/s".to_string(),
             ]
         );

@@ -35,6 +35,12 @@ pub struct ProcSeries {
     pub overflow_drops: Vec<u64>,
     pub rst_sent: Vec<u64>,
     pub rst_received: Vec<u64>,
+    /// Share (percent) of its outbound connections' time spent with a
+    /// request outstanding (exchanges completed that second); `None` where
+    /// it had no timed upstream connection.
+    pub upstream_busy: Vec<Option<u32>>,
+    /// Mean time per exchange completed that second, ms.
+    pub upstream_ms: Vec<Option<u32>>,
     pub markers: Vec<Marker>,
     /// Listener ports named by its events.
     pub ports: Vec<u16>,
@@ -108,6 +114,8 @@ impl Timeline {
             merge(&mut p.rst_received, |a, b| a + b);
             merge(&mut p.fds, |a, b| b.or(a));
             merge(&mut p.close_wait, |a, b| b.or(a));
+            merge(&mut p.upstream_busy, |a, b| b.or(a));
+            merge(&mut p.upstream_ms, |a, b| b.or(a));
             for m in &mut p.markers {
                 m.bucket /= 2;
             }
@@ -203,6 +211,16 @@ impl Timeline {
         }
     }
 
+    /// Records a second of `pid`'s exchanges with its upstreams.
+    pub fn sample_upstream(&mut self, pid: u32, now_ns: u64, busy_pct: u32, mean_ms: Option<u32>) {
+        let b = self.bucket(now_ns);
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        set(&mut p.upstream_busy, b, Some(busy_pct.min(100)));
+        set(&mut p.upstream_ms, b, mean_ms);
+    }
+
     /// Every series of every process padded or cut to `n` buckets (the
     /// window's seconds; what arrived after its end joins the last one).
     pub fn finish(&mut self, n: usize) {
@@ -214,6 +232,8 @@ impl Timeline {
             fit(&mut p.rst_received, n, |a, b| a + b);
             fit(&mut p.fds, n, |a, b| b.or(a));
             fit(&mut p.close_wait, n, |a, b| b.or(a));
+            fit(&mut p.upstream_busy, n, |a, b| b.or(a));
+            fit(&mut p.upstream_ms, n, |a, b| b.or(a));
             for m in &mut p.markers {
                 m.bucket = m.bucket.min(n - 1);
             }

@@ -39,6 +39,8 @@ pub struct Second<'a> {
     /// The attributor's sockets in CLOSE_WAIT per owner: (count, earliest
     /// entry in boot ns, some already there at start).
     pub close_wait_by_pid: &'a HashMap<Option<u32>, (u64, Option<u64>, bool)>,
+    /// The kernel's exchange totals now, where exchange timing runs.
+    pub exchanges: Option<&'a crate::exchange::Totals>,
 }
 
 pub trait Sink {

@@ -76,20 +76,23 @@ impl Loop<'_> {
         // Follow steps and slewing of the wall clock.
         self.clock.resample();
         let close_wait = self.attr.close_wait_by_pid();
+        let now_ns = Clock::boot_now();
+        let exchanges = self.exchanges.as_ref().map(|x| x.read());
         self.sink.second(&crate::output::Second {
-            now_ns: Clock::boot_now(),
+            now_ns,
             close_wait_by_pid: &close_wait,
+            exchanges: exchanges.as_ref(),
         });
         if let Some(m) = &self.metrics {
             m.refresh_processes(close_wait);
-            if let Some(x) = &self.exchanges {
+            if let Some(totals) = exchanges {
                 // Once per process (the refresh caches it): its name.
                 let comm = |tgid: u32| {
                     std::fs::read_to_string(format!("/proc/{tgid}/comm"))
                         .ok()
                         .map(|s| s.trim_end().to_owned())
                 };
-                m.exchanges.refresh(x.read(), Clock::boot_now(), &comm);
+                m.exchanges.refresh(totals, now_ns, &comm);
             }
         }
         self.flush_periodic()?;
