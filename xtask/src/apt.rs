@@ -129,21 +129,7 @@ pub fn packages() -> Result<String> {
     if !updated {
         apt_update()?;
     }
-    util::run(
-        apt_command("apt-get")?
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&wanted),
-        "see apt's messages above",
-    )?;
-
-    let still = missing_packages();
-    if !still.is_empty() {
-        bail!(
-            "installed {} but these still provide no program on PATH: {}; check PATH",
-            wanted.join(" "),
-            still.join(" ")
-        );
-    }
+    install(&wanted, REQUIRED)?;
     let mut outcome = format!("installed {}", wanted.join(" "));
     if !notes.is_empty() {
         outcome.push_str(&format!(" ({})", notes.join("; ")));
@@ -161,19 +147,26 @@ pub fn bench_packages() -> Result<String> {
         bail!("missing Debian packages: {}; run as root", wanted.join(" "));
     }
     apt_update()?;
+    install(&wanted, BENCH)?;
+    Ok(format!("installed {}", wanted.join(" ")))
+}
+
+/// `apt-get install` of `wanted`; then every program of `list` must be on
+/// PATH.
+fn install(wanted: &[&str], list: &[(&str, &'static str)]) -> Result<()> {
     util::run(
         apt_command("apt-get")?
             .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&wanted),
+            .args(wanted),
         "see apt's messages above",
     )?;
-    let still = missing_of(BENCH);
+    let still = missing_of(list);
     if !still.is_empty() {
         bail!(
-            "installed {} but {} still missing on PATH",
+            "installed {} but these still provide no program on PATH: {}; check PATH",
             wanted.join(" "),
             still.join(" ")
         );
     }
-    Ok(format!("installed {}", wanted.join(" ")))
+    Ok(())
 }
