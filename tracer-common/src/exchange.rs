@@ -14,6 +14,14 @@ pub const DIR_UPSTREAM: u8 = 1;
 /// read -> first response byte written; keyed by the local port.
 pub const DIR_SERVED: u8 = 2;
 
+/// Whether a socket whose last I/O was `last` ([`LAST_SENT`] or
+/// [`LAST_RECEIVED`]) has a request outstanding: a client's connection
+/// after a send, a listener's connection after a receive.
+#[inline(always)]
+pub fn outstanding(dir: u8, last: u32) -> bool {
+    (dir == DIR_UPSTREAM && last == LAST_SENT) || (dir == DIR_SERVED && last == LAST_RECEIVED)
+}
+
 /// Histogram buckets: four per power of two of microseconds, up to 2^32 µs.
 pub const EXCH_BUCKETS: usize = 128;
 const SUB: u32 = 4;
@@ -97,6 +105,13 @@ pub struct ExchAgg {
     /// -1 when it is destroyed or changes owner), as a wrapping per-CPU
     /// difference: only the sum over CPUs, as `i64`, means anything.
     pub sockets: u64,
+    /// Requests open now (+1 when one starts, -1 when it ends or its
+    /// socket goes), a wrapping per-CPU difference like `sockets`.
+    pub open: u64,
+    /// Sum of the open requests' start times (`bpf_ktime_get_boot_ns`),
+    /// wrapping: `open * t - open_since` (wrapping, over all CPUs) is the
+    /// time the requests open at `t` have been open, exactly.
+    pub open_since: u64,
     /// Their durations, by [`bucket_of`] their µs.
     pub buckets: [u32; EXCH_BUCKETS],
 }
@@ -107,6 +122,8 @@ impl Default for ExchAgg {
             count: 0,
             busy_ns: 0,
             sockets: 0,
+            open: 0,
+            open_since: 0,
             buckets: [0; EXCH_BUCKETS],
         }
     }
@@ -125,7 +142,7 @@ pub struct ListenPortKey {
 const _: () = {
     assert!(core::mem::size_of::<SockExch>() == 48);
     assert!(core::mem::size_of::<ExchKey>() == 32);
-    assert!(core::mem::size_of::<ExchAgg>() == 24 + 4 * EXCH_BUCKETS);
+    assert!(core::mem::size_of::<ExchAgg>() == 40 + 4 * EXCH_BUCKETS);
     assert!(core::mem::size_of::<ListenPortKey>() == 8);
 };
 

@@ -18,7 +18,7 @@ use tracer_common::{
     SockInfo,
     exchange::{
         DIR_SERVED, DIR_UPSTREAM, EXCH_BUCKETS, ExchAgg, ExchKey, LAST_RECEIVED, LAST_SENT,
-        ListenPortKey, SockExch, bucket_of,
+        ListenPortKey, SockExch, bucket_of, outstanding,
     },
 };
 
@@ -28,7 +28,8 @@ use crate::{
 };
 
 /// A send (`received == false`) or receive of `ret` bytes on TCP socket
-/// `sk` by its owner, whose exchange state is `st`.
+/// `sk` by its owner, whose exchange state is `st`. A request that ends is
+/// one exchange; every start and end moves the open-request totals.
 #[inline(always)]
 pub fn on_io(sk: u64, st: &mut SockExch, ret: i64, received: bool) {
     if ret <= 0 {
@@ -41,27 +42,34 @@ pub fn on_io(sk: u64, st: &mut SockExch, ret: i64, received: bool) {
     // SAFETY: bpf_ktime_get_boot_ns has no arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let (last, since) = (st.last, st.since_ns);
-    st.last = now_dir;
-    st.since_ns = now;
-    if last == 0 {
+    let first = last == 0;
+    if first {
         // The owner's first send or receive seen: which aggregate, from now.
         st.key = key_of(sk);
-        if let Some(agg) = agg_of(&st.key) {
-            // SAFETY: this CPU's slot of a live element (see `add`).
-            unsafe { (*agg).sockets = (*agg).sockets.wrapping_add(1) };
-        }
-        return;
     }
-    // A client's connection: request sent -> first reply byte; a
-    // listener's: request read -> first response byte. The other turn is
-    // idle time, not measured.
-    let ends = match st.key.dir {
-        DIR_UPSTREAM => received,
-        DIR_SERVED => !received,
-        _ => false,
-    };
-    if ends {
-        add(&st.key, now.saturating_sub(since));
+    st.last = now_dir;
+    st.since_ns = now;
+    let Some(agg) = agg_of(&st.key) else { return };
+    // SAFETY: this CPU's value of a live per-CPU map element; BPF programs
+    // do not preempt each other on a CPU. The wrapping differences are
+    // summed over CPUs by userspace.
+    let a = unsafe { &mut *agg };
+    if first {
+        a.sockets = a.sockets.wrapping_add(1);
+    } else if outstanding(st.key.dir, last) {
+        // A client's connection: request sent -> first reply byte; a
+        // listener's: request read -> first response byte. The other turn
+        // is idle time, not measured.
+        let ns = now.saturating_sub(since);
+        a.count += 1;
+        a.busy_ns += ns;
+        a.buckets[bucket_of(ns / 1000) & (EXCH_BUCKETS - 1)] += 1;
+        a.open = a.open.wrapping_sub(1);
+        a.open_since = a.open_since.wrapping_sub(since);
+    }
+    if outstanding(st.key.dir, now_dir) {
+        a.open = a.open.wrapping_add(1);
+        a.open_since = a.open_since.wrapping_add(now);
     }
 }
 
@@ -97,15 +105,20 @@ fn key_of(sk: u64) -> ExchKey {
 }
 
 /// A socket whose exchange state is `st` leaves its aggregate (destroyed,
-/// or another process owns it now).
+/// or another process owns it now): a request still open there is
+/// abandoned (no exchange).
 #[inline(always)]
 pub fn leave(st: &SockExch) {
     if st.key.dir == 0 {
         return;
     }
-    if let Some(agg) = agg_of(&st.key) {
-        // SAFETY: this CPU's slot of a live element (see `add`).
-        unsafe { (*agg).sockets = (*agg).sockets.wrapping_sub(1) };
+    let Some(agg) = agg_of(&st.key) else { return };
+    // SAFETY: as in `on_io`.
+    let a = unsafe { &mut *agg };
+    a.sockets = a.sockets.wrapping_sub(1);
+    if outstanding(st.key.dir, st.last) {
+        a.open = a.open.wrapping_sub(1);
+        a.open_since = a.open_since.wrapping_sub(st.since_ns);
     }
 }
 
@@ -118,20 +131,6 @@ fn agg_of(key: &ExchKey) -> Option<*mut ExchAgg> {
     let zero = EXCH_ZERO.get(0)?;
     let _ = EXCHANGES.insert(key, zero, 1 /* BPF_NOEXIST */);
     EXCHANGES.get_ptr_mut(key)
-}
-
-/// One exchange of `ns` for `key`, in this CPU's slot.
-#[inline(always)]
-fn add(key: &ExchKey, ns: u64) {
-    let Some(agg) = agg_of(key) else { return };
-    let i = bucket_of(ns / 1000) & (EXCH_BUCKETS - 1);
-    // SAFETY: `agg` points at this CPU's value of a live per-CPU map
-    // element; BPF programs do not preempt each other on a CPU.
-    unsafe {
-        (*agg).count += 1;
-        (*agg).busy_ns += ns;
-        (*agg).buckets[i] += 1;
-    }
 }
 
 const _: () = assert!(EXCH_BUCKETS.is_power_of_two());

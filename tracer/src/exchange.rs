@@ -1,19 +1,13 @@
 //! Exchange timing read from the kernel (`EXCHANGES`, `exchange.rs` in
-//! tracer-ebpf), the requests still open (the exchange state beside each
-//! owner in `OWNERS`) and the listening-port set it needs (`LISTEN_PORTS`).
-//! The kernel keeps running totals per CPU; a read adds the CPUs up; a
-//! window is the difference of two reads.
+//! tracer-ebpf) and the listening-port set it needs (`LISTEN_PORTS`).
+//! The kernel keeps running totals per CPU, open requests included; a read
+//! adds the CPUs up; a window is the difference of two reads.
 
 use std::collections::{HashMap, HashSet};
 
 use anyhow::Context as _;
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap};
-use tracer_common::{
-    SockOwner,
-    exchange::{
-        DIR_UPSTREAM, EXCH_BUCKETS, ExchAgg, ExchKey, LAST_SENT, ListenPortKey, bucket_lower_us,
-    },
-};
+use tracer_common::exchange::{EXCH_BUCKETS, ExchAgg, ExchKey, ListenPortKey, bucket_lower_us};
 
 use crate::snapshot::Snapshot;
 
@@ -24,7 +18,6 @@ pub type Totals = HashMap<ExchKey, ExchAgg>;
 pub struct ExchangeMaps {
     aggs: PerCpuHashMap<MapData, ExchKey, ExchAgg>,
     ports: BpfHashMap<MapData, ListenPortKey, u8>,
-    owners: Option<BpfHashMap<MapData, u64, SockOwner>>,
 }
 
 impl ExchangeMaps {
@@ -37,11 +30,6 @@ impl ExchangeMaps {
         Ok(Some(ExchangeMaps {
             aggs: PerCpuHashMap::try_from(aggs).context("opening the exchange totals")?,
             ports: BpfHashMap::try_from(ports).context("opening the listening-port set")?,
-            owners: ebpf
-                .take_map("OWNERS")
-                .map(BpfHashMap::try_from)
-                .transpose()
-                .context("opening the owner map (per-socket exchange state)")?,
         }))
     }
 
@@ -53,22 +41,6 @@ impl ExchangeMaps {
             .filter_map(Result::ok)
             .map(|(k, per_cpu)| (k, sum_cpus(per_cpu.iter())))
             .collect()
-    }
-
-    /// Upstream requests open now (sent, no reply byte yet): ns open so far,
-    /// summed per key, each at most `cap_ns`.
-    pub fn open_requests(&self, now_ns: u64, cap_ns: u64) -> HashMap<ExchKey, u64> {
-        let mut out = HashMap::new();
-        let Some(owners) = &self.owners else {
-            return out;
-        };
-        for (_, owned) in owners.iter().filter_map(Result::ok) {
-            let st = owned.exch;
-            if st.last == LAST_SENT && st.key.dir == DIR_UPSTREAM {
-                *out.entry(st.key).or_default() += now_ns.saturating_sub(st.since_ns).min(cap_ns);
-            }
-        }
-        out
     }
 
     /// Makes the kernel's listening-port set the snapshot's listeners.
@@ -104,6 +76,37 @@ pub fn sockets(a: &ExchAgg) -> u64 {
     (a.sockets as i64).max(0) as u64
 }
 
+/// How long the requests open at `at_ns` (boot clock, when `a` was read)
+/// had been open then, summed, ns (exact: the kernel keeps their count and
+/// the sum of their start times).
+pub fn open_ns(a: &ExchAgg, at_ns: u64) -> i64 {
+    a.open.wrapping_mul(at_ns).wrapping_sub(a.open_since) as i64
+}
+
+/// Time with a request outstanding between two reads (`then` at
+/// `then_ns`, `now` at `now_ns`), per key, ns: the exchanges completed
+/// in between, plus what is open at the end, minus what was already open at
+/// the start (that part lies before the window). Exact, whatever the
+/// durations.
+pub fn busy_between(
+    then: &Totals,
+    then_ns: u64,
+    now: &Totals,
+    now_ns: u64,
+) -> HashMap<ExchKey, i64> {
+    let d = delta(then, now);
+    now.iter()
+        .map(|(k, a)| {
+            let done = d.get(k).map_or(0, |s| s.busy_ns as i64);
+            let before = then
+                .get(k)
+                .filter(|b| b.count <= a.count)
+                .map_or(0, |b| open_ns(b, then_ns));
+            (*k, (done + open_ns(a, now_ns) - before).max(0))
+        })
+        .collect()
+}
+
 /// One key's per-CPU values as one total (each CPU counts its own
 /// exchanges: the sums are exact).
 fn sum_cpus<'a>(per_cpu: impl Iterator<Item = &'a ExchAgg>) -> ExchAgg {
@@ -112,6 +115,8 @@ fn sum_cpus<'a>(per_cpu: impl Iterator<Item = &'a ExchAgg>) -> ExchAgg {
         t.count += a.count;
         t.busy_ns += a.busy_ns;
         t.sockets = t.sockets.wrapping_add(a.sockets);
+        t.open = t.open.wrapping_add(a.open);
+        t.open_since = t.open_since.wrapping_add(a.open_since);
         for (sum, n) in t.buckets.iter_mut().zip(a.buckets.iter()) {
             *sum = sum.saturating_add(*n);
         }

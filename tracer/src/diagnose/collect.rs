@@ -11,7 +11,7 @@ use super::window::Window;
 use crate::attribute::procs::{LiveProc, ProcSource};
 use crate::clock::Clock;
 use crate::event::{Event, comm_string};
-use crate::exchange::{Totals, delta, sockets};
+use crate::exchange::{Totals, busy_between, delta, sockets};
 use crate::output::{Second, Sink};
 use crate::snapshot::{Snapshot, TCP_CLOSE_WAIT};
 use tracer_common::exchange::DIR_UPSTREAM;
@@ -69,8 +69,7 @@ impl Sink for DiagnoseSink {
         }
         if let Some(now) = s.exchanges {
             if let Some((then_ns, then)) = &self.prev_exchanges {
-                let dt = s.now_ns.saturating_sub(*then_ns);
-                for (pid, u) in upstream_second(then, now, dt) {
+                for (pid, u) in upstream_second(then, *then_ns, now, s.now_ns) {
                     t.sample_upstream(pid, s.now_ns, u.busy_pct, u.mean_ms);
                 }
             }
@@ -86,29 +85,38 @@ pub struct UpstreamSecond {
     pub mean_ms: Option<u32>,
 }
 
-/// Per process, from two reads of the exchange totals `dt_ns` apart: the
-/// busy share of its upstream connections (time of the exchanges completed
-/// / (connections x dt)) and the mean exchange time.
-pub fn upstream_second(then: &Totals, now: &Totals, dt_ns: u64) -> HashMap<u32, UpstreamSecond> {
-    let window = delta(then, now);
-    let mut per: HashMap<u32, (u64, u64, u64)> = HashMap::new();
+/// Per process, from two reads of the exchange totals (`then` at
+/// `then_ns`, `now` at `now_ns`): the busy share of its upstream
+/// connections (time with a request outstanding / (connections x elapsed))
+/// and the mean time of the exchanges completed in between.
+pub fn upstream_second(
+    then: &Totals,
+    then_ns: u64,
+    now: &Totals,
+    now_ns: u64,
+) -> HashMap<u32, UpstreamSecond> {
+    let dt_ns = now_ns.saturating_sub(then_ns);
+    let done = delta(then, now);
+    let busy = busy_between(then, then_ns, now, now_ns);
+    let mut per: HashMap<u32, (u64, i64, u64, u64)> = HashMap::new();
     for (k, total) in now.iter().filter(|(k, _)| k.dir == DIR_UPSTREAM) {
         let e = per.entry(k.tgid).or_default();
         e.0 += sockets(total);
-        if let Some(w) = window.get(k) {
-            e.1 += w.busy_ns;
-            e.2 += w.count;
+        e.1 += busy.get(k).copied().unwrap_or(0);
+        if let Some(w) = done.get(k) {
+            e.2 += w.busy_ns;
+            e.3 += w.count;
         }
     }
     per.into_iter()
-        .filter(|(_, (conns, _, _))| *conns > 0 && dt_ns > 0)
-        .map(|(pid, (conns, busy, count))| {
+        .filter(|(_, (conns, ..))| *conns > 0 && dt_ns > 0)
+        .map(|(pid, (conns, busy, done_ns, count))| {
             let pct = (busy as f64 * 100.0 / (conns as f64 * dt_ns as f64)).round();
-            let mean_ms = (count > 0).then(|| (busy as f64 / count as f64 / 1e6).round() as u32);
+            let mean_ms = (count > 0).then(|| (done_ns as f64 / count as f64 / 1e6).round() as u32);
             (
                 pid,
                 UpstreamSecond {
-                    busy_pct: pct.min(100.0) as u32,
+                    busy_pct: pct.clamp(0.0, 100.0) as u32,
                     mean_ms,
                 },
             )
@@ -177,16 +185,17 @@ mod tests {
         let up = key(7, DIR_UPSTREAM, 5432);
         let served = key(7, DIR_SERVED, 8080);
         let idle = key(9, DIR_UPSTREAM, 6379);
+        const S: u64 = 1_000_000_000;
         let then: Totals = [(up, agg(&[300; 3], 2)), (idle, agg(&[], 4))].into();
         // 6 more exchanges of 300 ms on 2 connections in one second: 1.8 s
         // of 2 s, busy 90 %; the served port is not an upstream.
-        let now: Totals = [
+        let mut now: Totals = [
             (up, agg(&[300; 9], 2)),
             (served, agg(&[1; 50], 9)),
             (idle, agg(&[], 4)),
         ]
         .into();
-        let s = upstream_second(&then, &now, 1_000_000_000);
+        let s = upstream_second(&then, 10 * S, &now, 11 * S);
         assert_eq!(
             s[&7],
             UpstreamSecond {
@@ -202,5 +211,28 @@ mod tests {
             }
         );
         assert_eq!(s.len(), 2);
+        // Both connections also had a request open since 10.9 s and 10.95 s:
+        // 0.15 s more of the 2 s.
+        let a = now.get_mut(&up).expect("up");
+        a.open = 2;
+        a.open_since = 10 * S + 900_000_000 + 10 * S + 950_000_000;
+        let s = upstream_second(&then, 10 * S, &now, 11 * S);
+        assert_eq!(s[&7].busy_pct, 98);
+        // One request open since 9.5 s on one of 2 connections, nothing
+        // completed: only its second within the window counts, 1 s of 2 s.
+        let slow = key(8, DIR_UPSTREAM, 3306);
+        let open = ExchAgg {
+            open: 1,
+            open_since: 9 * S + S / 2,
+            ..agg(&[], 2)
+        };
+        let (then, now): (Totals, Totals) = ([(slow, open)].into(), [(slow, open)].into());
+        assert_eq!(
+            upstream_second(&then, 10 * S, &now, 11 * S)[&8],
+            UpstreamSecond {
+                busy_pct: 50,
+                mean_ms: None
+            }
+        );
     }
 }

@@ -100,13 +100,11 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
             anyhow::anyhow!("final snapshot of the host's sockets: {e}; {}", e.advice())
         })?;
     let w = window.borrow();
-    let traffic = start
-        .until(&TrafficStart {
-            at_ns: Clock::boot_now(),
-            totals: lp.exchanges.as_ref().map(|x| x.read()).unwrap_or_default(),
-            outbound: None,
-        })
-        .with_open(lp.exchanges.as_ref());
+    let traffic = start.until(&TrafficStart {
+        at_ns: Clock::boot_now(),
+        totals: lp.exchanges.as_ref().map(|x| x.read()).unwrap_or_default(),
+        outbound: None,
+    });
     let host = full_host_view(&end, &traffic, &lp.attr, started, elapsed_s);
     let found = findings::scope(
         findings::findings(&w, &host),
@@ -232,11 +230,26 @@ impl TrafficStart {
 
     /// The window from this start to `end`.
     pub fn until(&self, end: &TrafficStart) -> Traffic {
+        // What was open at the start lies partly before the window; what
+        // is open at the end counts for its time so far.
+        let mut open: HashMap<findings::Endpoint, f64> = HashMap::new();
+        for (k, a) in &end.totals {
+            let Some(ep) = upstream::endpoint(k) else {
+                continue;
+            };
+            let before = self
+                .totals
+                .get(k)
+                .filter(|b| b.count <= a.count)
+                .map_or(0, |b| crate::exchange::open_ns(b, self.at_ns));
+            *open.entry(ep).or_default() +=
+                (crate::exchange::open_ns(a, end.at_ns) - before) as f64;
+        }
         Traffic {
             exchanges: crate::exchange::delta(&self.totals, &end.totals),
             start_outbound: self.outbound.clone(),
             span_s: end.at_ns.saturating_sub(self.at_ns) as f64 / 1e9,
-            open: HashMap::new(),
+            open,
         }
     }
 }
@@ -248,22 +261,11 @@ pub struct Traffic {
     pub start_outbound: Option<HashMap<findings::Endpoint, u64>>,
     /// Seconds between the two reads of the totals.
     pub span_s: f64,
-    /// Upstream requests open at the end: ns so far, per endpoint.
+    /// Per upstream endpoint, ns to add to the completed exchanges' time
+    /// for the time with a request outstanding within the window: open at
+    /// the end so far, minus the part before the window of those open at
+    /// its start.
     pub open: HashMap<findings::Endpoint, f64>,
-}
-
-impl Traffic {
-    /// Adds the requests open in the kernel now (at most the span each).
-    pub fn with_open(mut self, x: Option<&crate::exchange::ExchangeMaps>) -> Self {
-        let Some(x) = x else { return self };
-        let cap = (self.span_s * 1e9) as u64;
-        for (k, ns) in x.open_requests(Clock::boot_now(), cap) {
-            if let Some(ep) = upstream::endpoint(&k) {
-                *self.open.entry(ep).or_default() += ns as f64;
-            }
-        }
-        self
-    }
 }
 
 /// The host view of the end snapshot with the window's exchanges.

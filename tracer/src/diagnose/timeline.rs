@@ -36,7 +36,7 @@ pub struct ProcSeries {
     pub rst_sent: Vec<u64>,
     pub rst_received: Vec<u64>,
     /// Share (percent) of its outbound connections' time spent with a
-    /// request outstanding (exchanges completed that second); `None` where
+    /// request outstanding (open requests included); `None` where
     /// it had no timed upstream connection.
     pub upstream_busy: Vec<Option<u32>>,
     /// Mean time per exchange completed that second, ms.

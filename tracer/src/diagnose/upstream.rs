@@ -145,9 +145,10 @@ pub fn upstream_findings(host: &HostView) -> Vec<Finding> {
             continue;
         }
         let capacity = n as f64 * host.window_s * 1e9;
-        // Requests still open at the end count for their time so far.
+        // Requests still open at the end count for their time so far; the
+        // part before the window of those open at its start does not.
         let open_ns = host.open.get(&ep).copied().unwrap_or(0.0);
-        let busy = ((stat.busy_ns as f64 + open_ns) / capacity).min(1.0);
+        let busy = ((stat.busy_ns as f64 + open_ns) / capacity).clamp(0.0, 1.0);
         log::debug!(
             "upstream {ep:?}: {n} connections (constant: {constant}), {} exchanges ({} ms), {:.0} ms outstanding, busy {busy:.2}",
             stat.count,

@@ -22,7 +22,7 @@ use tracer_common::exchange::{DIR_SERVED, DIR_UPSTREAM, EXCH_BUCKETS, ExchKey, b
 use tracer_common::socket_id;
 
 use super::{Budget, OTHER, lock};
-use crate::exchange::{ExchStat, Totals, delta, sockets};
+use crate::exchange::{ExchStat, Totals, busy_between, delta, sockets};
 
 /// The busy ratio is measured over this many one-second reads.
 pub const BUSY_WINDOW: usize = 10;
@@ -119,6 +119,7 @@ pub struct ExchangeMetrics {
 
 struct RefreshState {
     last: Totals,
+    last_ns: u64,
     /// Busy ns and elapsed ns of the last reads, per upstream label set.
     recent: VecDeque<(u64, HashMap<UpstreamLabels, u64>)>,
     comms: HashMap<u32, String>,
@@ -135,6 +136,7 @@ impl ExchangeMetrics {
             served_time: Family::default(),
             state: Mutex::new(RefreshState {
                 last: Totals::new(),
+                last_ns: 0,
                 recent: VecDeque::new(),
                 comms: HashMap::new(),
                 upstreams: Budget::new(cap),
@@ -148,6 +150,7 @@ impl ExchangeMetrics {
     pub fn refresh(&self, now: Totals, now_ns: u64, comm: &dyn Fn(u32) -> Option<String>) {
         let mut st = lock(&self.state);
         let window = delta(&st.last, &now);
+        let busy = busy_between(&st.last, st.last_ns, &now, now_ns);
         let live: HashSet<u32> = now.keys().map(|k| k.tgid).collect();
         st.comms.retain(|tgid, _| live.contains(tgid));
         let name = |st: &mut RefreshState, tgid: u32| -> String {
@@ -169,8 +172,9 @@ impl ExchangeMetrics {
                             comm: OTHER.into(),
                         });
                     *conns.entry(l.clone()).or_default() += sockets(total);
+                    *busy_now.entry(l.clone()).or_default() +=
+                        busy.get(key).copied().unwrap_or(0).max(0) as u64;
                     if let Some(w) = window.get(key) {
-                        *busy_now.entry(l.clone()).or_default() += w.busy_ns;
                         self.upstream_time.get_or_create(&l).add(w);
                     }
                 }
@@ -195,6 +199,7 @@ impl ExchangeMetrics {
             st.recent.pop_front();
         }
         st.last = now;
+        st.last_ns = now_ns;
         let ratios = busy_ratios(&st.recent, &conns);
         self.connections.clear();
         for (l, n) in &conns {
@@ -219,8 +224,8 @@ fn upstream_labels(key: &ExchKey, comm: String) -> UpstreamLabels {
     UpstreamLabels { remote, comm }
 }
 
-/// Busy time of the exchanges completed over the reads in `recent` (the
-/// first read only marks the start) / (connections x elapsed), at most 1.
+/// Time with a request outstanding over the reads in `recent` (the first
+/// read only marks the start) / (connections x elapsed), at most 1.
 fn busy_ratios(
     recent: &VecDeque<(u64, HashMap<UpstreamLabels, u64>)>,
     conns: &HashMap<UpstreamLabels, u64>,

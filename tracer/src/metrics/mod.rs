@@ -218,7 +218,7 @@ impl Metrics {
         );
         r.register(
             "tracer_upstream_busy_ratio",
-            "Share of the last 10 s those connections spent with a request outstanding (completed exchanges), 0..1",
+            "Share of the last 10 s those connections spent with a request outstanding, 0..1",
             x.busy.clone(),
         );
         r.register(

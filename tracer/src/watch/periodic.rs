@@ -43,9 +43,7 @@ impl Loop<'_> {
         if let Ok(Some(end)) = h.await {
             let next = crate::diagnose::TrafficStart::new(&end, self.exchanges.as_ref());
             let start = std::mem::replace(&mut s.traffic_start, next);
-            let traffic = start
-                .until(&s.traffic_start)
-                .with_open(self.exchanges.as_ref());
+            let traffic = start.until(&s.traffic_start);
             let report = crate::diagnose::verdict_scoped(
                 &window,
                 &end,
