@@ -41,7 +41,18 @@ pub const SUBSET: &[(&str, &[&str])] = &[
     ),
     ("diagnose_e2e", &["diagnose_tells_the_production_story"]),
     ("io_uring_accept", &["io_uring_accept_emfile_is_reported"]),
-    ("upstream_e2e", &[]),
+    // The diagnose run of the pooled incident stays on the host: under TCG
+    // the Python service spends seconds between two exchanges of its pool
+    // (measured in a 6.12 guest), so the pool is not saturated there. The
+    // summary test asserts the same finding from a window of a watch that
+    // was attached before the incident.
+    (
+        "upstream_e2e",
+        &[
+            "summaries_and_metrics_carry_the_upstream",
+            "a_healthy_pool_gets_no_finding",
+        ],
+    ),
     ("kernels", &[]),
 ];
 
