@@ -5,8 +5,9 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    AcceptFailAgg, AcceptFailKey, Filter, KernelOffsets, OwnerEntry, TracepointLayouts,
+    AcceptFailAgg, AcceptFailKey, Filter, KernelOffsets, OwnerEntry, SockInfo, TracepointLayouts,
     exchange::{ExchAgg, ExchKey, ListenPortKey, SockExch},
+    storm::{RstStormAgg, RstStormKey},
 };
 
 /// Every record goes through this ring buffer. Userspace sets its size
@@ -22,7 +23,40 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// kernel runs in the owner's context. Bounded (LRU); entries leave when the
 /// socket is destroyed (`tcp_state.rs`).
 #[map]
-pub static OWNERS: LruHashMap<u64, OwnerEntry> = LruHashMap::with_max_entries(65536, 0);
+pub static OWNERS: LruHashMap<u64, OwnerEntry> =
+    LruHashMap::with_max_entries(65536, BPF_F_NO_COMMON_LRU);
+
+/// `BPF_F_NO_COMMON_LRU`: an LRU list per CPU, so inserts on two CPUs do not
+/// take one lock (a connect storm learns an owner per connection).
+pub const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+
+/// RST storms (`storm.rs`), per key and CPU: resets counted instead of
+/// recorded, a sample of their remote endpoints, the first one's details.
+/// Userspace reads the totals every second and never deletes (a delete
+/// could lose a concurrent increment); the LRU bounds it.
+#[map]
+pub static RST_STORMS: LruPerCpuHashMap<RstStormKey, RstStormAgg> =
+    LruPerCpuHashMap::with_max_entries(4096, BPF_F_NO_COMMON_LRU);
+
+/// Room to describe a reset before it is counted or recorded (off the
+/// 512-byte BPF stack), one slot per nesting level: a softirq's reset
+/// program may interrupt a process-context one on the same CPU.
+#[map]
+pub static RST_SCRATCH: PerCpuArray<RstScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Nesting levels of the reset programs on one CPU that get a slot.
+pub const RST_NESTING: usize = 3;
+
+pub struct RstScratch {
+    /// Reset programs running on this CPU now (each restores it on exit,
+    /// so an interruption between its load and store is harmless).
+    pub depth: u32,
+    pub socks: [SockInfo; RST_NESTING],
+}
+
+/// Staging area for a new RST_STORMS value (too big for the BPF stack).
+#[map]
+pub static STORM_SCRATCH: PerCpuArray<RstStormAgg> = PerCpuArray::with_max_entries(1, 0);
 
 /// Listening socket inode -> the process that last accepted a connection
 /// from it: the one draining its queue. A listener's creator is not always

@@ -231,7 +231,7 @@ impl Metrics {
                     comm: OTHER.into(),
                     ..l
                 });
-                self.rst_sent.get_or_create(&l).inc();
+                self.rst_sent.get_or_create(&l).inc_by(count);
             }
             EventKind::RstReceived => {
                 let l = ServiceComm {
@@ -243,7 +243,7 @@ impl Metrics {
                     port: OTHER.into(),
                     comm: OTHER.into(),
                 });
-                self.rst_received.get_or_create(&l).inc();
+                self.rst_received.get_or_create(&l).inc_by(count);
             }
             EventKind::AcceptFailed => {
                 let l = AcceptLabels {
