@@ -204,7 +204,9 @@ fn emit_from(
     // every field before submit.
     let rec = unsafe { &mut *r };
     // SAFETY: helper without arguments.
-    describe(rec, record_kind, reason, sock, unsafe { bpf_ktime_get_boot_ns() });
+    describe(rec, record_kind, reason, sock, unsafe {
+        bpf_ktime_get_boot_ns()
+    });
     if owner::passes(rec.sock.lport, rec.sock.rport, &rec.owner) {
         entry.submit(submit_flags());
     } else {

@@ -7,8 +7,8 @@ use tracer_common::socket_id as keys;
 use crate::attribute::{Attributor, procs::ProcSource};
 use crate::clock::Clock;
 use crate::event::{Endpoint, Event, EventKind};
-use crate::storm::StormLine;
 use crate::kernel::KernelNames;
+use crate::storm::StormLine;
 
 /// Everything needed to turn records into events.
 pub struct Enricher<'a> {

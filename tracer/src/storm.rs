@@ -68,8 +68,7 @@ impl StormTotals {
             let mut line: Option<StormLine> = None;
             for (cpu, v) in per_cpu.iter().enumerate() {
                 let was = before.and_then(|b| b.get(cpu)).copied().unwrap_or(0);
-                // Evicted and started again: all of it is news.
-                let inc = if v.count >= was { v.count - was } else { v.count };
+                let inc = crate::aggregate::increment(v.count, was);
                 if inc == 0 || v.first.header.kind != key.kind {
                     continue;
                 }

@@ -60,7 +60,12 @@ fn totals_per_cpu_become_counts_with_the_latest_endpoints() {
     // CPU 0's newest four (40009..40006), then CPU 1's fill nothing more.
     assert_eq!(
         l.sample,
-        vec![(ip(1), 40009), (ip(1), 40008), (ip(1), 40007), (ip(1), 40006)]
+        vec![
+            (ip(1), 40009),
+            (ip(1), 40008),
+            (ip(1), 40007),
+            (ip(1), 40006)
+        ]
     );
 
     // Two more on CPU 1 only: the increment, and only its two new endpoints.
@@ -87,7 +92,10 @@ fn evicted_entries_and_zeroed_cpus() {
     let mut fresh = StormTotals::default();
     assert!(
         fresh
-            .increments([(key(80), vec![RstStormAgg::default(), RstStormAgg::default()])])
+            .increments([(
+                key(80),
+                vec![RstStormAgg::default(), RstStormAgg::default()]
+            )])
             .is_empty()
     );
     // Gone from the map, then back: counted from zero again.

@@ -108,7 +108,8 @@ fn the_schema_refuses_broken_events() {
     assert_valid(&v, &rst_sent(), "the base case");
     let mut storm = rst_sent();
     storm["count"] = json!(4900);
-    storm["remote_sample"] = json!([{"addr": "10.0.0.2", "port": 40001}, {"addr": "::1", "port": 2}]);
+    storm["remote_sample"] =
+        json!([{"addr": "10.0.0.2", "port": 40001}, {"addr": "::1", "port": 2}]);
     assert_valid(&v, &storm, "a storm line");
     type Break = Box<dyn Fn(&mut Value)>;
     let broken: Vec<(&str, Break)> = vec![

@@ -17,36 +17,14 @@ use serde_json::Value;
 
 /// Nothing listens on it in a fresh namespace.
 const CLOSED_PORT: u16 = 9;
-/// The client binds its n-th socket to 127.0.0.1:(FIRST_CLIENT_PORT + n),
-/// so the sampled remote endpoints can be checked exactly.
+/// The client (common::REFUSED_CLIENT) binds its n-th socket to
+/// 127.0.0.1:(FIRST_CLIENT_PORT + n), so the sampled remote endpoints can
+/// be checked exactly.
 const FIRST_CLIENT_PORT: u16 = 20000;
-
-/// Connects from consecutive local ports to a closed port; prints its pid,
-/// then `refused N`.
-const BOUND_REFUSED_CLIENT: &str = r#"
-import os, socket, sys
-print(os.getpid(), flush=True)
-n, first, port = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-refused = 0
-for i in range(n):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("127.0.0.1", first + i))
-    try:
-        s.connect(("127.0.0.1", port))
-    except ConnectionRefusedError:
-        refused += 1
-    finally:
-        s.close()
-print("refused", refused, flush=True)
-"#;
 
 /// The resets a line stands for: `count`, 1 when absent.
 fn resets(lines: &[Value]) -> u64 {
-    lines
-        .iter()
-        .map(|e| e["count"].as_u64().unwrap_or(1))
-        .sum()
+    lines.iter().map(|e| e["count"].as_u64().unwrap_or(1)).sum()
 }
 
 fn lost(events: &[Value]) -> u64 {
@@ -68,7 +46,8 @@ struct Storm {
 }
 
 /// Runs `connects` refused connects under `tracer watch --format json
-/// ARGS` and collects the lines of the namespace.
+/// ARGS`, collects the lines of the namespace and checks that their resets
+/// add up to the kernel's count.
 fn storm(test: &str, connects: u16, args: &[&str]) -> Storm {
     let ns = Netns::new();
     let netns = ns.inode();
@@ -77,11 +56,11 @@ fn storm(test: &str, connects: u16, args: &[&str]) -> Storm {
     let started = Instant::now();
     let client = ns.python(
         "client",
-        BOUND_REFUSED_CLIENT,
+        common::REFUSED_CLIENT,
         &[
             &connects.to_string(),
-            &FIRST_CLIENT_PORT.to_string(),
             &CLOSED_PORT.to_string(),
+            &FIRST_CLIENT_PORT.to_string(),
         ],
     );
     let _pid = client.line();
@@ -94,7 +73,11 @@ fn storm(test: &str, connects: u16, args: &[&str]) -> Storm {
             && resets(&select(ev, netns, "rst_received")) + lost(ev) >= u64::from(connects)
     });
     let stopped = tracer.stop();
-    assert!(stopped.status.success(), "tracer exit: {:?}", stopped.status);
+    assert!(
+        stopped.status.success(),
+        "tracer exit: {:?}",
+        stopped.status
+    );
     let events = stopped.events();
     let out = Storm {
         delta,
@@ -113,6 +96,15 @@ fn storm(test: &str, connects: u16, args: &[&str]) -> Storm {
         out.lost
     );
     assert_eq!(delta, u64::from(connects), "{test}: Tcp OutRsts delta");
+    assert_exact(test, "rst_sent", &out.sent, delta, out.lost);
+    // The client gets one reset per connect.
+    assert_exact(
+        test,
+        "rst_received",
+        &out.received,
+        u64::from(connects),
+        out.lost,
+    );
     out
 }
 
@@ -138,11 +130,10 @@ fn closed_port_storm_lines_add_up_to_the_kernel_count() {
     let _one = one_at_a_time();
     const CONNECTS: u16 = 3000;
     let s = storm(test, CONNECTS, &[]);
-    assert_exact(test, "rst_sent", &s.sent, s.delta, s.lost);
-    assert_exact(test, "rst_received", &s.received, u64::from(CONNECTS), s.lost);
 
-    let client_ports: HashSet<u64> =
-        (0..CONNECTS).map(|i| u64::from(FIRST_CLIENT_PORT + i)).collect();
+    let client_ports: HashSet<u64> = (0..CONNECTS)
+        .map(|i| u64::from(FIRST_CLIENT_PORT + i))
+        .collect();
     for e in &s.sent {
         assert_eq!(e["reason"], "NO_SOCKET", "{e}");
         assert_eq!(e["local_port"], CLOSED_PORT, "{e}");
@@ -201,8 +192,6 @@ fn per_rst_keeps_one_line_per_reset() {
     let _one = one_at_a_time();
     const CONNECTS: u16 = 1000;
     let s = storm(test, CONNECTS, &["--per-rst"]);
-    assert_exact(test, "rst_sent", &s.sent, s.delta, s.lost);
-    assert_exact(test, "rst_received", &s.received, u64::from(CONNECTS), s.lost);
     for e in s.sent.iter().chain(&s.received) {
         assert!(
             e.get("count").is_none() && e.get("remote_sample").is_none(),
@@ -220,7 +209,10 @@ fn storm_flags_are_checked() {
         (&["--storm-threshold", "0"][..], "--per-rst"),
         (&["--storm-threshold", "many"][..], "whole number"),
         (&["--storm-threshold", "5000000"][..], "at most"),
-        (&["--per-rst", "--storm-threshold", "5"][..], "cannot be used with"),
+        (
+            &["--per-rst", "--storm-threshold", "5"][..],
+            "cannot be used with",
+        ),
     ] {
         let out = Command::new(tracer_bin())
             .arg("watch")

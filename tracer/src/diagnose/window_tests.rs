@@ -54,7 +54,11 @@ fn storm_lines_weigh_by_count() {
         .expect("an rst_storm finding");
     assert_eq!(storm.count, Some(5000));
     assert_eq!(
-        storm.reasons.as_ref().and_then(|r| r.get("NO_SOCKET")).copied(),
+        storm
+            .reasons
+            .as_ref()
+            .and_then(|r| r.get("NO_SOCKET"))
+            .copied(),
         Some(5000)
     );
     // A single storm line is a storm by itself.

@@ -12,8 +12,8 @@ use anyhow::{Context as _, Result};
 use serde_json::Value;
 
 use super::observer::{Mode, Observer};
-use super::stats::thousands;
 use super::sandbox;
+use super::stats::thousands;
 use super::storm::{Kind, Outcome};
 use super::{Bench, Start};
 
@@ -272,7 +272,12 @@ mod tests {
             count_line(&mut d, line.as_bytes(), 5, 7);
         }
         assert_eq!(
-            (d.rst_sent, d.rst_sent_lines, d.rst_sent_attributed, d.rst_received),
+            (
+                d.rst_sent,
+                d.rst_sent_lines,
+                d.rst_sent_attributed,
+                d.rst_received
+            ),
             (502, 3, 501, 1)
         );
         assert_eq!(
