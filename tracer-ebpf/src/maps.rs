@@ -52,6 +52,10 @@ pub struct RstScratch {
     /// so an interruption between its load and store is harmless).
     pub depth: u32,
     pub socks: [SockInfo; RST_NESTING],
+    /// The storm key of each slot's reset (a map key may live in a map
+    /// value: 16 bytes less on the stack, which 5.10's verifier counts
+    /// across the program and the subprograms it calls).
+    pub keys: [RstStormKey; RST_NESTING],
 }
 
 /// Staging area for a new RST_STORMS value (too big for the BPF stack).

@@ -27,13 +27,20 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 /// Whether this reset is counted in `RST_STORMS` instead of recorded:
 /// `false` for the first ones of its key in this second on this CPU (and
 /// always when counting is off, `--per-rst`).
+/// `key` is room for the storm key off the stack (tcp_reset::emit).
 #[inline(always)]
-pub fn counted(kind: u16, reason: u32, sock: &SockInfo, owner_tgid: u32) -> bool {
+pub fn counted(
+    kind: u16,
+    reason: u32,
+    sock: &SockInfo,
+    owner_tgid: u32,
+    key: &mut RstStormKey,
+) -> bool {
     let threshold = filter().storm_per_cpu;
     if threshold == 0 {
         return false;
     }
-    let key = RstStormKey {
+    *key = RstStormKey {
         netns: sock.netns,
         reason,
         owner_tgid,
@@ -43,8 +50,8 @@ pub fn counted(kind: u16, reason: u32, sock: &SockInfo, owner_tgid: u32) -> bool
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let sec = now / NS_PER_SEC;
-    let Some(agg) = RST_STORMS.get_ptr_mut(&key) else {
-        start(&key, sec);
+    let Some(agg) = RST_STORMS.get_ptr_mut(&*key) else {
+        start(key, sec);
         return false;
     };
     // SAFETY: this CPU's value of the entry (per-CPU map). An entry created

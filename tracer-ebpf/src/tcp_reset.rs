@@ -20,6 +20,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, raw_tracepoint, tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
+use tracer_common::storm::RstStormKey;
 use tracer_common::{
     OFFSET_NONE, REASON_NONE, RECORD_VERSION, RecordHeader, RstRecord, SockInfo, kind, sock_flags,
 };
@@ -175,7 +176,11 @@ pub(crate) fn emit(record_kind: u16, reason: u32, fill_sock: impl FnOnce(&mut So
         return;
     }
     scratch.depth = depth as u32 + 1;
-    emit_from(record_kind, reason, &mut scratch.socks[depth], fill_sock);
+    let (Some(sock), Some(key)) = (scratch.socks.get_mut(depth), scratch.keys.get_mut(depth))
+    else {
+        return;
+    };
+    emit_from(record_kind, reason, sock, key, fill_sock);
     scratch.depth = depth as u32;
 }
 
@@ -184,6 +189,7 @@ fn emit_from(
     record_kind: u16,
     reason: u32,
     sock: &mut SockInfo,
+    key: &mut RstStormKey,
     fill_sock: impl FnOnce(&mut SockInfo),
 ) {
     fill_sock(sock);
@@ -191,7 +197,7 @@ fn emit_from(
     if !owner::passes_ports_pid(sock.lport, sock.rport, owner_tgid) {
         return;
     }
-    if storm::counted(record_kind, reason, sock, owner_tgid) {
+    if storm::counted(record_kind, reason, sock, owner_tgid, key) {
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<RstRecord>(0) else {
