@@ -37,15 +37,12 @@ pub struct RemoteEndpoint {
     pub family: u16,
 }
 
-/// Per-CPU value of the storm map.
+/// Per-CPU value of the storm map: only keys that went past the threshold
+/// on some CPU have an entry (the per-second rate of every key is tracked
+/// apart, in a table the map's LRU never sees).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RstStormAgg {
-    /// The second (boot-time ns / 10^9) this CPU's `passed` belongs to.
-    pub window_sec: u64,
-    /// Resets of this key this CPU let through as records in that second.
-    pub passed: u32,
-    pub _pad: u32,
     /// Resets counted here instead of recorded: a running total, never
     /// reset (userspace takes differences; the LRU bounds the map).
     pub count: u64,
@@ -62,7 +59,7 @@ pub struct RstStormAgg {
 const _: () = {
     assert!(core::mem::size_of::<RstStormKey>() == 16);
     assert!(core::mem::size_of::<RemoteEndpoint>() == 20);
-    assert!(core::mem::size_of::<RstStormAgg>() == 32 + 80 + 184);
+    assert!(core::mem::size_of::<RstStormAgg>() == 16 + 80 + 184);
 };
 
 #[cfg(feature = "user")]

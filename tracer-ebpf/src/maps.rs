@@ -58,6 +58,26 @@ pub struct RstScratch {
     pub keys: [RstStormKey; RST_NESTING],
 }
 
+/// Per CPU, the rate of the reset keys seen lately (`storm.rs`): a table
+/// indexed by a hash of the key, one key a slot; a key that finds its slot
+/// taken takes it over (it starts its second afresh: a few more records,
+/// never a lost count). No map insert per new key, so a storm of one-off
+/// keys (every reset from another local port) costs no LRU churn.
+#[map]
+pub static RST_RATES: PerCpuArray<RstRate> = PerCpuArray::with_max_entries(RST_RATE_SLOTS, 0);
+
+/// Slots of RST_RATES (a power of two).
+pub const RST_RATE_SLOTS: u32 = 1024;
+
+pub struct RstRate {
+    pub key: RstStormKey,
+    /// The second (boot-time ns / 10^9) `passed` belongs to.
+    pub window_sec: u64,
+    /// Resets of `key` this CPU let through as records in that second.
+    pub passed: u32,
+    pub _pad: u32,
+}
+
 /// Staging area for a new RST_STORMS value (too big for the BPF stack).
 #[map]
 pub static STORM_SCRATCH: PerCpuArray<RstStormAgg> = PerCpuArray::with_max_entries(1, 0);

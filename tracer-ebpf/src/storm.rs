@@ -7,18 +7,20 @@
 //! second go out as ring-buffer records; the rest of that second are only
 //! counted in `RST_STORMS` (per-CPU LRU: no atomics across CPUs, no shared
 //! lock), with the latest remote endpoints and the first counted reset's
-//! details. A counted reset costs the socket (or packet) description, the
-//! owner lookup, one time helper and one map lookup: no ring reservation, no
-//! task reads, no inode walk. Depends on no kernel function of its own.
+//! details. The rate itself is kept in `RST_RATES`, a per-CPU table indexed
+//! by a hash of the key. A counted reset costs the socket (or packet)
+//! description, the owner lookup, one time helper, one array and one hash
+//! lookup: no ring reservation, no task reads, no inode walk. Depends on no
+//! kernel function of its own.
 
 use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
 use tracer_common::{
     SockInfo,
-    storm::{RstStormKey, STORM_SAMPLES},
+    storm::{RstStormAgg, RstStormKey, STORM_SAMPLES},
 };
 
 use crate::{
-    maps::{RST_STORMS, STORM_SCRATCH, filter},
+    maps::{RST_RATE_SLOTS, RST_RATES, RST_STORMS, STORM_SCRATCH, count_drop, filter},
     tcp_reset::describe,
 };
 
@@ -26,8 +28,8 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 
 /// Whether this reset is counted in `RST_STORMS` instead of recorded:
 /// `false` for the first ones of its key in this second on this CPU (and
-/// always when counting is off, `--per-rst`).
-/// `key` is room for the storm key off the stack (tcp_reset::emit).
+/// always when counting is off, `--per-rst`). `key` is room for the storm
+/// key off the stack (tcp_reset::emit).
 #[inline(always)]
 pub fn counted(
     kind: u16,
@@ -49,28 +51,56 @@ pub fn counted(
     };
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    let sec = now / NS_PER_SEC;
-    let Some(agg) = RST_STORMS.get_ptr_mut(&*key) else {
-        start(key, sec);
+    if !over_threshold(key, now / NS_PER_SEC, threshold) {
+        return false;
+    }
+    match RST_STORMS.get_ptr_mut(&*key) {
+        // SAFETY: this CPU's value of the entry (per-CPU map). An entry
+        // created on another CPU starts zeroed here: nothing counted.
+        Some(agg) => add(unsafe { &mut *agg }, kind, reason, sock, now),
+        None => start(key, kind, reason, sock, now),
+    }
+    true
+}
+
+/// Counts one more reset of `key` this second on this CPU in its rate slot;
+/// whether that is past the threshold.
+#[inline(always)]
+fn over_threshold(key: &RstStormKey, sec: u64, threshold: u32) -> bool {
+    let Some(rate) = RST_RATES.get_ptr_mut(slot(key)) else {
         return false;
     };
-    // SAFETY: this CPU's value of the entry (per-CPU map). An entry created
-    // on another CPU starts zeroed here: window 0, nothing counted.
-    let agg = unsafe { &mut *agg };
-    if agg.window_sec != sec {
-        agg.window_sec = sec;
-        agg.passed = 1;
+    // SAFETY: this CPU's slot of a per-CPU array; a reset program that
+    // interrupts this one may take the slot over, which at worst lets one
+    // more reset through as a record.
+    let rate = unsafe { &mut *rate };
+    if rate.key != *key || rate.window_sec != sec {
+        rate.key = *key;
+        rate.window_sec = sec;
+        rate.passed = 1;
         return false;
     }
-    if agg.passed < threshold {
-        agg.passed += 1;
+    if rate.passed < threshold {
+        rate.passed += 1;
         return false;
     }
+    true
+}
+
+/// The key's slot in RST_RATES: a multiplicative hash of its fields.
+#[inline(always)]
+fn slot(key: &RstStormKey) -> u32 {
+    let mixed = (u64::from(key.netns) << 32 | u64::from(key.reason))
+        ^ (u64::from(key.owner_tgid) << 32 | u64::from(key.lport) << 16 | u64::from(key.kind))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (mixed.wrapping_mul(0xff51_afd7_ed55_8ccd) >> 54) as u32 & (RST_RATE_SLOTS - 1)
+}
+
+/// One more counted reset in this CPU's value of an existing entry.
+#[inline(always)]
+fn add(agg: &mut RstStormAgg, kind: u16, reason: u32, sock: &SockInfo, now: u64) {
     let n = agg.count;
-    let slot = &mut agg.samples[(n as usize) & (STORM_SAMPLES - 1)];
-    slot.addr = sock.raddr;
-    slot.port = sock.rport;
-    slot.family = sock.family;
+    remember(agg, n, sock);
     if n == 0 {
         describe(&mut agg.first, kind, reason, sock, now);
     }
@@ -85,24 +115,35 @@ pub fn counted(
             1,
         )
     };
-    true
 }
 
-/// The first reset of `key` on any CPU: an entry whose window is this
-/// second, with this reset let through.
+/// Counted reset number `n` writes sample slot `n % STORM_SAMPLES`.
 #[inline(always)]
-fn start(key: &RstStormKey, sec: u64) {
+fn remember(agg: &mut RstStormAgg, n: u64, sock: &SockInfo) {
+    let sample = &mut agg.samples[(n as usize) & (STORM_SAMPLES - 1)];
+    sample.addr = sock.raddr;
+    sample.port = sock.rport;
+    sample.family = sock.family;
+}
+
+/// The first reset of `key` past the threshold on any CPU: a new entry
+/// holding it (the other CPUs' values start zeroed). A refused insert (the
+/// map cannot take it) is reported as a lost record.
+#[inline(always)]
+fn start(key: &RstStormKey, kind: u16, reason: u32, sock: &SockInfo, now: u64) {
     let Some(scratch) = STORM_SCRATCH.get_ptr_mut(0) else {
+        count_drop();
         return;
     };
-    // SAFETY: this CPU's slot of a per-CPU array; `first` and `samples`
-    // are ignored while `count` is 0.
+    // SAFETY: this CPU's slot of a per-CPU array, filled before use.
     let agg = unsafe { &mut *scratch };
-    agg.window_sec = sec;
-    agg.passed = 1;
-    agg.count = 0;
-    agg.last_ns = 0;
-    // An update of an existing entry (another CPU raced us) writes only
-    // this CPU's value.
-    let _ = RST_STORMS.insert(key, &*agg, 0);
+    remember(agg, 0, sock);
+    describe(&mut agg.first, kind, reason, sock, now);
+    agg.last_ns = now;
+    agg.count = 1;
+    // An update of an entry another CPU created meanwhile writes only this
+    // CPU's value.
+    if RST_STORMS.insert(key, &*agg, 0).is_err() {
+        count_drop();
+    }
 }

@@ -221,8 +221,10 @@ fn emit_from(
 }
 
 /// Fills every field of `rec` for a reset of `sock` at `ts_boot_ns`: the
-/// socket's inode, the current task, the owner.
-#[inline(always)]
+/// socket's inode, the current task, the owner. A BPF subprogram, not
+/// inlined: its temporaries (task copies) stay off the program's own frame,
+/// which 5.10's verifier adds to the largest frame it calls (512 in all).
+#[inline(never)]
 pub(crate) fn describe(
     rec: &mut RstRecord,
     record_kind: u16,

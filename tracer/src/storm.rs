@@ -56,7 +56,7 @@ pub struct StormTotals {
 
 impl StormTotals {
     /// Lines for the entries read now (one `Vec` of per-CPU values each),
-    /// in the order read.
+    /// in the order read; a key read twice counts once.
     pub fn increments(
         &mut self,
         now: impl IntoIterator<Item = (RstStormKey, Vec<RstStormAgg>)>,
@@ -64,6 +64,11 @@ impl StormTotals {
         let mut next = HashMap::new();
         let mut out = Vec::new();
         for (key, per_cpu) in now {
+            // A walk of a map the kernel changes meanwhile (an LRU evicting)
+            // can meet a key twice: count it once.
+            if next.contains_key(&key) {
+                continue;
+            }
             let before = self.last.get(&key);
             let mut line: Option<StormLine> = None;
             for (cpu, v) in per_cpu.iter().enumerate() {

@@ -129,3 +129,18 @@ fn threshold_split_over_cpus() {
     assert_eq!(per_cpu_threshold(Some(1), 8), 1);
     assert_eq!(per_cpu_threshold(Some(100), 0), 100);
 }
+
+#[test]
+fn a_key_met_twice_in_one_walk_counts_once() {
+    let mut t = StormTotals::default();
+    let out = t.increments([(key(9), vec![cpu(10, 1)]), (key(9), vec![cpu(10, 1)])]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].count, 10);
+    let out = t.increments([
+        (key(9), vec![cpu(12, 1)]),
+        (key(80), vec![cpu(3, 7)]),
+        (key(9), vec![cpu(12, 1)]),
+    ]);
+    let counts: Vec<u64> = out.iter().map(|l| l.count).collect();
+    assert_eq!(counts, vec![2, 3]);
+}
