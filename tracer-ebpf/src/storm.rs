@@ -64,18 +64,36 @@ pub fn counted(
 }
 
 /// Counts one more reset of `key` this second on this CPU in its rate slot;
-/// whether that is past the threshold.
+/// whether that is past the threshold. Two slots per hash (2-way): a key
+/// not in either takes the one of an older second or, in the same second,
+/// the one that let fewer through, so a storm's slot survives a flood of
+/// one-off keys (each reset from another port) hashing beside it.
 #[inline(always)]
 fn over_threshold(key: &RstStormKey, sec: u64, threshold: u32) -> bool {
-    let Some(rate) = RST_RATES.get_ptr_mut(slot(key)) else {
+    let even = slot(key) & !1;
+    let (Some(a), Some(b)) = (RST_RATES.get_ptr_mut(even), RST_RATES.get_ptr_mut(even | 1))
+    else {
         return false;
     };
-    // SAFETY: this CPU's slot of a per-CPU array; a reset program that
-    // interrupts this one may take the slot over, which at worst lets one
-    // more reset through as a record.
-    let rate = unsafe { &mut *rate };
-    if rate.key != *key || rate.window_sec != sec {
-        rate.key = *key;
+    // SAFETY: two slots of this CPU's part of a per-CPU array; a reset
+    // program that interrupts this one may take one over, which at worst
+    // lets one more reset through as a record.
+    let (a, b) = unsafe { (&mut *a, &mut *b) };
+    let rate = if a.key == *key {
+        a
+    } else if b.key == *key {
+        b
+    } else {
+        let victim = if (a.window_sec, a.passed) <= (b.window_sec, b.passed) {
+            a
+        } else {
+            b
+        };
+        victim.key = *key;
+        victim.window_sec = 0;
+        victim
+    };
+    if rate.window_sec != sec {
         rate.window_sec = sec;
         rate.passed = 1;
         return false;
