@@ -229,6 +229,11 @@ pub struct Filter {
     /// Non-zero: only owners whose `comm` equals `comm` (NUL padded) pass.
     pub has_comm: u32,
     pub comm: [u8; 16],
+    /// RST storms (`storm.rs`): resets of one key each CPU lets through as
+    /// records per second before it counts them instead; 0 = never count
+    /// (one record per RST).
+    pub storm_per_cpu: u32,
+    pub _pad: u32,
 }
 
 impl Filter {
@@ -240,6 +245,8 @@ impl Filter {
         all_states: 0,
         has_comm: 0,
         comm: [0; 16],
+        storm_per_cpu: 0,
+        _pad: 0,
     };
 }
 
@@ -247,7 +254,7 @@ const _: () = {
     assert!(core::mem::size_of::<KernelOffsets>() == 39 * 4);
     assert!(core::mem::size_of::<SendResetLayout>() == 24);
     assert!(core::mem::size_of::<SockEventLayout>() == 48);
-    assert!(core::mem::size_of::<Filter>() == 16 + 8 + 32 + 8 + 16);
+    assert!(core::mem::size_of::<Filter>() == 16 + 8 + 32 + 8 + 16 + 8);
 };
 
 #[cfg(feature = "user")]

@@ -11,6 +11,7 @@ pub mod errno;
 pub mod exchange;
 pub mod record;
 pub mod socket_id;
+pub mod storm;
 
 pub use config::*;
 pub use record::*;

@@ -119,6 +119,23 @@ pub fn sock_ino(sk: u64) -> u64 {
 /// in place.
 #[inline(always)]
 pub fn fill_sock_info(sk: u64, info: &mut SockInfo) {
+    fill_sock_addrs(sk, info);
+    add_sock_ino(info);
+}
+
+/// The socket's file inode (`SockInfo::ino`) for a full socket described by
+/// [`fill_sock_addrs`]: four dependent reads, left out where a reset is only
+/// counted (`storm.rs`).
+#[inline(always)]
+pub fn add_sock_ino(info: &mut SockInfo) {
+    if info.skaddr != 0 && info.flags & sock_flags::HAS_SK != 0 && is_fullsock(info.state) {
+        info.ino = sock_ino(info.skaddr);
+    }
+}
+
+/// Everything [`fill_sock_info`] describes but the inode.
+#[inline(always)]
+pub fn fill_sock_addrs(sk: u64, info: &mut SockInfo) {
     let o = offsets();
     // One read of the head of `struct sock_common` (addresses, ports,
     // family, state, netns pointer and, on x86_64, the IPv6 addresses all
@@ -144,7 +161,6 @@ pub fn fill_sock_info(sk: u64, info: &mut SockInfo) {
     let net: u64 = head.get(sk, o.skc_net).unwrap_or(0);
     info.netns = read_at(net, o.net_ns_inum).unwrap_or(0);
     if is_fullsock(info.state) {
-        info.ino = sock_ino(sk);
         // skc_num is cleared when a closing socket releases its port.
         if let Some(sport) = read_at::<u16>(sk, o.inet_sport) {
             let sport = u16::from_be(sport);

@@ -4,7 +4,7 @@
 //! and never format anything.
 #![no_std]
 #![no_main]
-// atomic_xadd for the drop counter (the eBPF crate builds on nightly).
+// atomic_xadd for the drop counter and storm counts (the eBPF crate builds on nightly).
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 #![allow(static_mut_refs)]
@@ -15,6 +15,7 @@ mod kread;
 mod maps;
 mod owner;
 mod sock_io;
+mod storm;
 mod tcp_reply_reset;
 mod tcp_reset;
 mod tcp_state;

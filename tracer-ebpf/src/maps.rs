@@ -5,8 +5,10 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    AcceptFailAgg, AcceptFailKey, Filter, KernelOffsets, OwnerEntry, SockOwner, TracepointLayouts,
+    AcceptFailAgg, AcceptFailKey, Filter, KernelOffsets, OwnerEntry, SockInfo, SockOwner,
+    TracepointLayouts,
     exchange::{ExchAgg, ExchKey, ListenPortKey},
+    storm::{RstStormAgg, RstStormKey},
 };
 
 /// Every record goes through this ring buffer. Userspace sets its size
@@ -23,7 +25,64 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// (`exchange.rs`). Bounded (LRU); entries leave when the socket is
 /// destroyed (`tcp_state.rs`).
 #[map]
-pub static OWNERS: LruHashMap<u64, SockOwner> = LruHashMap::with_max_entries(65536, 0);
+pub static OWNERS: LruHashMap<u64, SockOwner> =
+    LruHashMap::with_max_entries(65536, BPF_F_NO_COMMON_LRU);
+
+/// `BPF_F_NO_COMMON_LRU`: an LRU list per CPU, so inserts on two CPUs do not
+/// take one lock (a connect storm learns an owner per connection).
+pub const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+
+/// RST storms (`storm.rs`), per key and CPU: resets counted instead of
+/// recorded, a sample of their remote endpoints, the first one's details.
+/// Userspace reads the totals every second and never deletes (a delete
+/// could lose a concurrent increment); the LRU bounds it.
+#[map]
+pub static RST_STORMS: LruPerCpuHashMap<RstStormKey, RstStormAgg> =
+    LruPerCpuHashMap::with_max_entries(4096, BPF_F_NO_COMMON_LRU);
+
+/// Room to describe a reset before it is counted or recorded (off the
+/// 512-byte BPF stack), one slot per nesting level: a softirq's reset
+/// program may interrupt a process-context one on the same CPU.
+#[map]
+pub static RST_SCRATCH: PerCpuArray<RstScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Nesting levels of the reset programs on one CPU that get a slot.
+pub const RST_NESTING: usize = 3;
+
+pub struct RstScratch {
+    /// Reset programs running on this CPU now (each restores it on exit,
+    /// so an interruption between its load and store is harmless).
+    pub depth: u32,
+    pub socks: [SockInfo; RST_NESTING],
+    /// The storm key of each slot's reset (a map key may live in a map
+    /// value: 16 bytes less on the stack, which 5.10's verifier counts
+    /// across the program and the subprograms it calls).
+    pub keys: [RstStormKey; RST_NESTING],
+}
+
+/// Per CPU, the rate of the reset keys seen lately (`storm.rs`): a table
+/// indexed by a hash of the key, one key a slot; a key that finds its slot
+/// taken takes it over (it starts its second afresh: a few more records,
+/// never a lost count). No map insert per new key, so a storm of one-off
+/// keys (every reset from another local port) costs no LRU churn.
+#[map]
+pub static RST_RATES: PerCpuArray<RstRate> = PerCpuArray::with_max_entries(RST_RATE_SLOTS, 0);
+
+/// Slots of RST_RATES (a power of two).
+pub const RST_RATE_SLOTS: u32 = 1024;
+
+pub struct RstRate {
+    pub key: RstStormKey,
+    /// The second (boot-time ns / 10^9) `passed` belongs to.
+    pub window_sec: u64,
+    /// Resets of `key` this CPU let through as records in that second.
+    pub passed: u32,
+    pub _pad: u32,
+}
+
+/// Staging area for a new RST_STORMS value (too big for the BPF stack).
+#[map]
+pub static STORM_SCRATCH: PerCpuArray<RstStormAgg> = PerCpuArray::with_max_entries(1, 0);
 
 /// Listening socket inode -> the process that last accepted a connection
 /// from it: the one draining its queue. A listener's creator is not always

@@ -125,11 +125,37 @@ pub fn resolve(sk: u64, state: u8, current: &TaskInfo, out: &mut TaskInfo) -> u8
     owner_source::NONE
 }
 
+/// The owner's tgid as [`resolve`] would find it (0 none), without
+/// learning or copying: what a counted reset needs for its storm key.
+#[inline(always)]
+pub fn owner_tgid(sk: u64, state: u8) -> u32 {
+    if sk == 0 {
+        return 0;
+    }
+    if state != TCP_LISTEN && is_fullsock(state) && sock_owned_by_user(sk) {
+        return (bpf_get_current_pid_tgid() >> 32) as u32;
+    }
+    // SAFETY: copied out immediately.
+    unsafe { OWNERS.get(sk) }.map_or(0, |e| e.owner.task.tgid)
+}
+
 /// Kernel-side filters: a port filter matches either end; pid and comm
 /// filters only drop events whose owner the kernel knows to be someone else
 /// (the rest go to userspace, which resolves and filters them).
 #[inline(always)]
 pub fn passes(lport: u16, rport: u16, owner: &TaskInfo) -> bool {
+    let f = filter();
+    if f.has_comm != 0 && owner.tgid != 0 && owner.comm != f.comm {
+        return false;
+    }
+    passes_ports_pid(lport, rport, owner.tgid)
+}
+
+/// The port and pid filters of [`passes`] (the comm filter needs the
+/// owner's name, which a counted reset does not read: userspace applies it
+/// to the aggregated line).
+#[inline(always)]
+pub fn passes_ports_pid(lport: u16, rport: u16, owner_tgid: u32) -> bool {
     let f = filter();
     if f.n_ports > 0 {
         let mut hit = false;
@@ -144,14 +170,11 @@ pub fn passes(lport: u16, rport: u16, owner: &TaskInfo) -> bool {
             return false;
         }
     }
-    if f.has_comm != 0 && owner.tgid != 0 && owner.comm != f.comm {
-        return false;
-    }
-    if f.n_pids > 0 && owner.tgid != 0 {
+    if f.n_pids > 0 && owner_tgid != 0 {
         let mut hit = false;
         let mut i = 0;
         while i < tracer_common::MAX_FILTER {
-            if (i as u32) < f.n_pids && f.pids[i] == owner.tgid {
+            if (i as u32) < f.n_pids && f.pids[i] == owner_tgid {
                 hit = true;
             }
             i += 1;

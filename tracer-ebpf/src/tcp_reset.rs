@@ -9,6 +9,9 @@
 //! - `tcp:tcp_receive_reset` (tcp_reset() in net/ipv4/tcp_input.c), raw args
 //!   `(struct sock *sk)`.
 //!
+//! Storms: past a per-second threshold per key, a reset is counted in a
+//! map instead of recorded (`storm.rs`).
+//!
 //! Mechanisms: BTF tracepoint, raw tracepoint (same arguments), classic
 //! tracepoint (fields at offsets read from the format file).
 
@@ -17,14 +20,15 @@ use aya_ebpf::{
     macros::{btf_tracepoint, raw_tracepoint, tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
+use tracer_common::storm::RstStormKey;
 use tracer_common::{
     OFFSET_NONE, REASON_NONE, RECORD_VERSION, RecordHeader, RstRecord, SockInfo, kind, sock_flags,
 };
 
 use crate::{
-    kread::{AF_INET, AF_INET6, fill_current, fill_skb_info, fill_sock_info},
-    maps::{EVENTS, count_drop, layouts, submit_flags},
-    owner,
+    kread::{AF_INET, AF_INET6, add_sock_ino, fill_current, fill_skb_info, fill_sock_addrs},
+    maps::{EVENTS, RST_NESTING, RST_SCRATCH, count_drop, layouts, submit_flags},
+    owner, storm,
 };
 
 #[btf_tracepoint]
@@ -80,7 +84,7 @@ pub fn tcp_send_reset_tp(ctx: TracePointContext) -> i32 {
         // The old layout (before 6.10) fires only for full sockets; the new
         // one also without a socket, when the packet tells the namespace.
         if sk != 0 {
-            fill_sock_info(sk, info);
+            fill_sock_addrs(sk, info);
         } else if skb != 0 {
             fill_skb_info(skb, info);
         } else {
@@ -136,7 +140,7 @@ fn tp_read<T>(ctx: &TracePointContext, off: u32) -> Option<T> {
 fn on_send_reset(sk: u64, skb: u64, reason: u32) {
     emit(kind::RST_SENT, reason, |info| {
         if sk != 0 {
-            fill_sock_info(sk, info);
+            fill_sock_addrs(sk, info);
         } else {
             fill_skb_info(skb, info);
         }
@@ -149,31 +153,93 @@ fn on_receive_reset(sk: u64) {
         return;
     }
     emit(kind::RST_RECEIVED, REASON_NONE, |info| {
-        fill_sock_info(sk, info)
+        fill_sock_addrs(sk, info)
     });
 }
 
-/// Reserves the record in the ring buffer and fills it in place (the BPF
-/// stack is 512 bytes); `fill_sock` describes the socket.
+/// Describes the reset (`fill_sock`: the socket or packet, without its
+/// inode) in this CPU's scratch slot, then either counts it (`storm.rs`)
+/// or writes it as a record, filled in place in the ring buffer (the BPF
+/// stack is 512 bytes).
 #[inline(always)]
 pub(crate) fn emit(record_kind: u16, reason: u32, fill_sock: impl FnOnce(&mut SockInfo)) {
+    let Some(scratch) = RST_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array. A reset program that
+    // interrupts this one takes the next slot and restores `depth` before
+    // this one resumes.
+    let scratch = unsafe { &mut *scratch };
+    let depth = scratch.depth as usize;
+    if depth >= RST_NESTING {
+        count_drop();
+        return;
+    }
+    scratch.depth = depth as u32 + 1;
+    let (Some(sock), Some(key)) = (scratch.socks.get_mut(depth), scratch.keys.get_mut(depth))
+    else {
+        return;
+    };
+    emit_from(record_kind, reason, sock, key, fill_sock);
+    scratch.depth = depth as u32;
+}
+
+#[inline(always)]
+fn emit_from(
+    record_kind: u16,
+    reason: u32,
+    sock: &mut SockInfo,
+    key: &mut RstStormKey,
+    fill_sock: impl FnOnce(&mut SockInfo),
+) {
+    fill_sock(sock);
+    let owner_tgid = owner::owner_tgid(sock.skaddr, sock.state);
+    if !owner::passes_ports_pid(sock.lport, sock.rport, owner_tgid) {
+        return;
+    }
+    if storm::counted(record_kind, reason, sock, owner_tgid, key) {
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<RstRecord>(0) else {
         count_drop();
         return;
     };
     let r = entry.as_mut_ptr();
     // SAFETY: `r` points at reserved ring-buffer memory sized for a
-    // RstRecord, exclusively ours until submit/discard; every field is
-    // written before submit.
+    // RstRecord, exclusively ours until submit/discard; `describe` writes
+    // every field before submit.
     let rec = unsafe { &mut *r };
+    // SAFETY: helper without arguments.
+    describe(rec, record_kind, reason, sock, unsafe {
+        bpf_ktime_get_boot_ns()
+    });
+    if owner::passes(rec.sock.lport, rec.sock.rport, &rec.owner) {
+        entry.submit(submit_flags());
+    } else {
+        entry.discard(0);
+    }
+}
+
+/// Fills every field of `rec` for a reset of `sock` at `ts_boot_ns`: the
+/// socket's inode, the current task, the owner. A BPF subprogram, not
+/// inlined: its temporaries (task copies) stay off the program's own frame,
+/// which 5.10's verifier adds to the largest frame it calls (512 in all).
+#[inline(never)]
+pub(crate) fn describe(
+    rec: &mut RstRecord,
+    record_kind: u16,
+    reason: u32,
+    sock: &SockInfo,
+    ts_boot_ns: u64,
+) {
     rec.header = RecordHeader {
         kind: record_kind,
         version: RECORD_VERSION,
         len: core::mem::size_of::<RstRecord>() as u32,
-        // SAFETY: helper without arguments.
-        ts_boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+        ts_boot_ns,
     };
-    fill_sock(&mut rec.sock);
+    rec.sock = *sock;
+    add_sock_ino(&mut rec.sock);
     fill_current(&mut rec.current);
     rec.owner_source = owner::resolve(
         rec.sock.skaddr,
@@ -183,9 +249,4 @@ pub(crate) fn emit(record_kind: u16, reason: u32, fill_sock: impl FnOnce(&mut So
     );
     rec.reason = reason;
     rec._pad = [0; 3];
-    if owner::passes(rec.sock.lport, rec.sock.rport, &rec.owner) {
-        entry.submit(submit_flags());
-    } else {
-        entry.discard(0);
-    }
 }

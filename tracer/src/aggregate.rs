@@ -123,12 +123,7 @@ impl KernelTotals {
             else {
                 continue;
             };
-            let before = self.last.get(&key).copied().unwrap_or(0);
-            let inc = if total >= before {
-                total - before
-            } else {
-                total
-            };
+            let inc = increment(total, self.last.get(&key).copied().unwrap_or(0));
             if inc > 0 {
                 let last_ns = per_cpu.iter().map(|v| v.last_ns).max().unwrap_or(0);
                 out.push(Interval {
@@ -141,6 +136,17 @@ impl KernelTotals {
         }
         self.last = next;
         out
+    }
+}
+
+/// What a kernel running total gained since it read `before`; a total
+/// lower than that means the entry was evicted and started again, so all
+/// of it is news.
+pub fn increment(total: u64, before: u64) -> u64 {
+    if total >= before {
+        total - before
+    } else {
+        total
     }
 }
 

@@ -62,6 +62,29 @@ pub struct CommonArgs {
     /// kernel bug; each hook falls back to its next rung.
     #[arg(long, value_name = "KIND", value_parser = mechanism_kind)]
     pub no_mechanism: Vec<Kind>,
+    /// One line per RST however many there are: no storm counting in the
+    /// kernel (see --storm-threshold).
+    #[arg(long, conflicts_with = "storm_threshold")]
+    pub per_rst: bool,
+    /// RSTs per second of one key (network namespace, local port, reason,
+    /// owner, sent/received) that stay lines of their own; beyond it, the
+    /// kernel counts them and one line per key and second carries `count`
+    /// and a sample of remote endpoints [default: 100].
+    #[arg(long, value_name = "N", value_parser = storm_threshold)]
+    pub storm_threshold: Option<u32>,
+}
+
+impl CommonArgs {
+    /// The storm threshold in force: `None` with `--per-rst`.
+    pub fn storm_threshold(&self) -> Option<u32> {
+        if self.per_rst {
+            return None;
+        }
+        Some(
+            self.storm_threshold
+                .unwrap_or(crate::storm::DEFAULT_THRESHOLD),
+        )
+    }
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -112,6 +135,8 @@ impl Default for CommonArgs {
             comm: None,
             ring_buffer_kib: DEFAULT_RING_KIB,
             no_mechanism: Vec::new(),
+            per_rst: false,
+            storm_threshold: None,
         }
     }
 }
@@ -121,6 +146,18 @@ fn ring_kib(s: &str) -> Result<u32, String> {
     let kib: u32 = s.parse().map_err(|e| format!("{e}"))?;
     crate::session::ring_bytes(kib).map_err(|e| e.to_string())?;
     Ok(kib)
+}
+
+/// `--storm-threshold`: a whole number of RSTs per second, 1 to 10^6.
+fn storm_threshold(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a whole number of RSTs per second"))?;
+    match n {
+        0 => Err("must be at least 1 (for one line per RST, use --per-rst)".into()),
+        1..=1_000_000 => Ok(n),
+        _ => Err("must be at most 1000000".into()),
+    }
 }
 
 /// `--no-mechanism`: one of the kinds `tracer probes` prints.

@@ -1,13 +1,14 @@
 //! Records + attribution -> interface events.
 
-use tracer_common::{REASON_NONE, RstRecord, SockInfo, StateRecord, sock_flags};
+use tracer_common::{REASON_NONE, RstRecord, SockInfo, StateRecord, kind, sock_flags};
 
 use tracer_common::socket_id as keys;
 
 use crate::attribute::{Attributor, procs::ProcSource};
 use crate::clock::Clock;
-use crate::event::{Event, EventKind};
+use crate::event::{Endpoint, Event, EventKind};
 use crate::kernel::KernelNames;
+use crate::storm::StormLine;
 
 /// Everything needed to turn records into events.
 pub struct Enricher<'a> {
@@ -69,6 +70,27 @@ impl Enricher<'_> {
                 )
             });
         }
+        e
+    }
+
+    /// The line of a storm counted in the kernel: the first counted reset's
+    /// details, `count`, the time of the latest, `remote_sample`. No
+    /// `socket_inode`: one socket's would misdescribe a line of many.
+    pub fn storm(&self, attr: &mut Attributor, line: &StormLine) -> Event {
+        let sent = line.first.header.kind == kind::RST_SENT;
+        let mut e = self.rst(attr, &line.first, sent);
+        e.ts = self.clock.rfc3339(line.last_ns);
+        e.count = Some(line.count);
+        e.remote_sample = Some(
+            line.sample
+                .iter()
+                .map(|(addr, port)| Endpoint {
+                    addr: addr.to_string(),
+                    port: *port,
+                })
+                .collect(),
+        );
+        e.socket_inode = None;
         e
     }
 

@@ -32,6 +32,13 @@ pub enum AttributedBy {
     None,
 }
 
+/// A remote endpoint in `remote_sample`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    pub addr: String,
+    pub port: u16,
+}
+
 /// The process an event is attributed to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Owner {
@@ -107,9 +114,14 @@ pub struct Event {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queued: Option<u32>,
     /// lost: records lost; accept_failed/listen_overflow: occurrences
-    /// aggregated into this line.
+    /// aggregated into this line; rst_sent/rst_received: the resets a storm
+    /// line stands for (absent on a line of one reset).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// rst_sent/rst_received lines that stand for a storm (`count`
+    /// resets counted in the kernel): some of their remote endpoints.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_sample: Option<Vec<Endpoint>>,
     /// Network namespace inode of the socket (extension).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netns: Option<u32>,
@@ -150,6 +162,7 @@ impl Event {
             backlog: None,
             queued: None,
             count: None,
+            remote_sample: None,
             netns: None,
             socket_inode: None,
         }

@@ -22,6 +22,7 @@ mod probes;
 mod probes_cmd;
 mod session;
 mod snapshot;
+mod storm;
 mod watch;
 
 use std::process::ExitCode;

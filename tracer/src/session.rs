@@ -27,6 +27,9 @@ pub struct KernelFilter {
     /// task, so they are filtered in userspace only.
     pub comm: Option<String>,
     pub all_states: bool,
+    /// RST storms: resets per key each CPU lets through per second before
+    /// the kernel counts them instead (`storm::per_cpu_threshold`); 0 never.
+    pub storm_per_cpu: u32,
 }
 
 impl KernelFilter {
@@ -47,6 +50,7 @@ impl KernelFilter {
             f.n_pids = self.pids.len() as u32;
         }
         f.all_states = self.all_states as u32;
+        f.storm_per_cpu = self.storm_per_cpu;
         if let Some(c) = &self.comm
             && !c.is_empty()
             && c.len() < f.comm.len()

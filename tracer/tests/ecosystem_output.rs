@@ -16,12 +16,14 @@ use serde_json::Value;
 use common::{Netns, Tracer, require_root};
 use ecosystem_common::{TRAFFIC, TempDir, done_fields, json_lines};
 
-/// rst_sent lines from `port` in `lines`.
+/// Resets of the rst_sent lines from `port` in `lines` (a storm line
+/// stands for `count` of them).
 fn resets_from(lines: &[Value], port: u64) -> usize {
     lines
         .iter()
         .filter(|e| e["event"] == "rst_sent" && e["local_port"] == port)
-        .count()
+        .map(|e| e["count"].as_u64().unwrap_or(1) as usize)
+        .sum()
 }
 
 fn read(path: &Path) -> String {

@@ -106,6 +106,11 @@ fn rst_sent() -> Value {
 fn the_schema_refuses_broken_events() {
     let v = validator("event.schema.json");
     assert_valid(&v, &rst_sent(), "the base case");
+    let mut storm = rst_sent();
+    storm["count"] = json!(4900);
+    storm["remote_sample"] =
+        json!([{"addr": "10.0.0.2", "port": 40001}, {"addr": "::1", "port": 2}]);
+    assert_valid(&v, &storm, "a storm line");
     type Break = Box<dyn Fn(&mut Value)>;
     let broken: Vec<(&str, Break)> = vec![
         ("unknown field", Box::new(|e| e["surprise"] = json!(1))),
@@ -148,6 +153,21 @@ fn the_schema_refuses_broken_events() {
             Box::new(|e| e["attributed_by"] = json!("none")),
         ),
         ("errno on an rst", Box::new(|e| e["errno"] = json!(24))),
+        (
+            "a storm count without its sample",
+            Box::new(|e| e["count"] = json!(500)),
+        ),
+        (
+            "a sample without its count",
+            Box::new(|e| e["remote_sample"] = json!([{"addr": "10.0.0.2", "port": 1}])),
+        ),
+        (
+            "an empty sample",
+            Box::new(|e| {
+                e["count"] = json!(500);
+                e["remote_sample"] = json!([]);
+            }),
+        ),
         (
             "accept_failed without its fields",
             Box::new(|e| e["event"] = json!("accept_failed")),

@@ -287,6 +287,8 @@ fn ring_buffer_overflow_is_reported_not_silent() {
         "--ring-buffer-kib",
         "4",
         "--states",
+        // One record per RST, so the storm overflows the ring.
+        "--per-rst",
     ]);
     let (tracer, hold) = Tracer::start_cmd_held(cmd);
 

@@ -21,7 +21,9 @@ fn closed_port_rsts_counted_and_attributed() {
     }
     let ns = Netns::new();
     let netns = ns.inode();
-    let tracer = Tracer::watch_json(&[]);
+    // One line per RST: each is checked (tests/rst_storm.rs covers the
+    // aggregated default).
+    let tracer = Tracer::watch_json(&["--per-rst"]);
 
     let before = ns.tcp_out_rsts();
     let client = ns.python(

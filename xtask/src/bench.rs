@@ -5,7 +5,8 @@
 //! it takes. Writes docs/benchmarks.md.
 //!
 //! The machine is shared and noisy, so nothing is a single timing: every
-//! run measures the three modes side by side in a rotating order, and the
+//! run measures the four modes (no tracer, tracer, tracer --per-rst,
+//! bpftrace) side by side in a rotating order, and the
 //! report gives medians over runs of rates and of per-run ratios.
 //!
 //! All traffic runs in a network namespace `tracer-bench-<pid>` on
@@ -40,8 +41,8 @@ use storm::{Kind, Outcome};
 pub struct Args {
     #[command(subcommand)]
     internal: Option<Internal>,
-    /// Runs; in each, every storm runs with no tracer, tracer and bpftrace
-    /// back to back.
+    /// Runs; in each, every storm runs with no tracer, tracer, tracer
+    /// --per-rst and bpftrace back to back.
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=100))]
     runs: u32,
     /// Connections per RST storm (closed port, and aborts).
@@ -182,7 +183,7 @@ fn harness(args: &Args) -> Result<()> {
     let mut starts = Vec::new();
     for run in 0..args.runs {
         for (k, kind) in Kind::ALL.into_iter().enumerate() {
-            // Side by side: the three modes of one storm back to back, in an
+            // Side by side: the four modes of one storm back to back, in an
             // order that rotates with the run and the storm.
             let mut order = Mode::ALL;
             order.rotate_left((run as usize + k) % Mode::ALL.len());

@@ -51,6 +51,10 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
         pids: args.common.pid.clone(),
         comm: args.common.comm.clone(),
         all_states: false,
+        storm_per_cpu: crate::storm::per_cpu_threshold(
+            args.common.storm_threshold(),
+            crate::storm::online_cpus(),
+        ),
     };
     // An unwritable report path fails now, not after the window.
     let mut report_file = args

@@ -59,25 +59,28 @@ impl Window {
     pub fn add(&mut self, e: &Event) {
         match e.event {
             EventKind::RstSent => {
-                self.counters.rst_sent += 1;
+                // A storm line stands for `count` resets, a plain one for 1.
+                let n = e.count.unwrap_or(1);
+                self.counters.rst_sent += n;
                 let g = self
                     .rst_sent
                     .entry((e.pid, e.local_port.unwrap_or(0)))
                     .or_default();
-                g.count += 1;
+                g.count += n;
                 g.comm.clone_from(&e.comm);
                 let reason = e
                     .reason
                     .clone()
                     .flatten()
                     .unwrap_or_else(|| "UNKNOWN".into());
-                *g.reasons.entry(reason).or_default() += 1;
+                *g.reasons.entry(reason).or_default() += n;
             }
             EventKind::RstReceived => {
-                self.counters.rst_received += 1;
+                let n = e.count.unwrap_or(1);
+                self.counters.rst_received += n;
                 let g = self.rst_received.entry(e.pid).or_insert((None, 0));
                 g.0.clone_from(&e.comm);
-                g.1 += 1;
+                g.1 += n;
             }
             EventKind::AcceptFailed => {
                 let n = e.count.unwrap_or(1);
@@ -113,3 +116,7 @@ impl Window {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "window_tests.rs"]
+mod tests;

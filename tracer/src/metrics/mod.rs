@@ -255,7 +255,7 @@ impl Metrics {
                     comm: OTHER.into(),
                     ..l
                 });
-                self.rst_sent.get_or_create(&l).inc();
+                self.rst_sent.get_or_create(&l).inc_by(count);
             }
             EventKind::RstReceived => {
                 let l = ServiceComm {
@@ -267,7 +267,7 @@ impl Metrics {
                     port: OTHER.into(),
                     comm: OTHER.into(),
                 });
-                self.rst_received.get_or_create(&l).inc();
+                self.rst_received.get_or_create(&l).inc_by(count);
             }
             EventKind::AcceptFailed => {
                 let l = AcceptLabels {

@@ -210,3 +210,30 @@ fn service_port_is_the_non_ephemeral_end() {
     assert_eq!(service_port(None, Some(80)), Some(80));
     assert_eq!(service_port(None, None), None);
 }
+
+#[test]
+fn storm_lines_count_their_resets() {
+    let m = Metrics::new();
+    let mut one = ev(EventKind::RstSent, 7, "nginx", 8080);
+    one.reason = Some(Some("NO_SOCKET".into()));
+    m.observe(&one);
+    let mut storm = one.clone();
+    storm.count = Some(4999);
+    m.observe(&storm);
+    let mut recv = ev(EventKind::RstReceived, 8, "curl", 40000);
+    recv.remote_port = Some(443);
+    recv.count = Some(70);
+    m.observe(&recv);
+    let got = samples(&m);
+    assert!(
+        got.contains(
+            &r#"tracer_rst_sent_total{local_port="8080",reason="NO_SOCKET",comm="nginx"} 5000"#
+                .to_string()
+        ),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&r#"tracer_rst_received_total{port="443",comm="curl"} 70"#.to_string()),
+        "{got:?}"
+    );
+}

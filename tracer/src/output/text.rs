@@ -68,12 +68,15 @@ pub fn line(e: &Event) -> String {
     let local = endpoint(&e.local_addr, e.local_port);
     let remote = endpoint(&e.remote_addr, e.remote_port);
     let state = e.state.clone().flatten().unwrap_or_else(|| "-".into());
+    let storm = storm_suffix(e);
     let body = match e.event {
         EventKind::RstSent => {
             let reason = e.reason.clone().flatten().unwrap_or_else(|| "-".into());
-            format!("RST sent     {local} -> {remote} {state} reason={reason} {who}")
+            format!("RST sent     {local} -> {remote} {state} reason={reason} {who}{storm}")
         }
-        EventKind::RstReceived => format!("RST received {local} <- {remote} {state} {who}"),
+        EventKind::RstReceived => {
+            format!("RST received {local} <- {remote} {state} {who}{storm}")
+        }
         EventKind::AcceptFailed => format!(
             "accept() failed {} x{} on {local} {who} fds {}/{}",
             e.error.as_deref().unwrap_or("?"),
@@ -95,6 +98,21 @@ pub fn line(e: &Event) -> String {
         EventKind::Lost => format!("LOST {} events (ring buffer full)", e.count.unwrap_or(0)),
     };
     format!("{} {body}", clock_of(&e.ts))
+}
+
+/// `, x250 (storm, remotes 10.0.0.1:40000 ...)` on a line that stands for
+/// resets counted in the kernel; empty on a line of one reset.
+fn storm_suffix(e: &Event) -> String {
+    let Some(n) = e.count else {
+        return String::new();
+    };
+    let remotes: Vec<String> = e
+        .remote_sample
+        .iter()
+        .flatten()
+        .map(|r| endpoint(&Some(r.addr.clone()), Some(r.port)))
+        .collect();
+    format!(", x{n} (storm, remotes {})", remotes.join(" "))
 }
 
 impl<W: Write> Sink for TextSink<W> {
@@ -171,6 +189,27 @@ mod tests {
         assert_eq!(
             line(&e),
             "12:34:56.789 RST sent     [fe80::1]:8080 -> ? - reason=- no owner"
+        );
+    }
+
+    #[test]
+    fn storm_line_says_how_many_and_whom() {
+        let mut e = rst_sent();
+        e.count = Some(250);
+        e.remote_sample = Some(vec![
+            crate::event::Endpoint {
+                addr: "10.0.0.2".into(),
+                port: 51234,
+            },
+            crate::event::Endpoint {
+                addr: "2001:db8::2".into(),
+                port: 443,
+            },
+        ]);
+        assert!(
+            line(&e).ends_with(", x250 (storm, remotes 10.0.0.2:51234 [2001:db8::2]:443)"),
+            "{}",
+            line(&e)
         );
     }
 

@@ -7,6 +7,7 @@ use anyhow::{Context as _, anyhow};
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::Signal;
+use tracer_common::storm::{RstStormAgg, RstStormKey};
 use tracer_common::{AcceptFailAgg, AcceptFailKey, OwnerEntry};
 
 use crate::aggregate::{ACCEPT_INTERVAL_MS, AcceptAggregator, KernelTotals};
@@ -21,6 +22,7 @@ use crate::output::{self, Sink, is_closed_pipe};
 use crate::overflow::{ListenerMonitor, Poll};
 use crate::session::Session;
 use crate::snapshot::Snapshot;
+use crate::storm::StormTotals;
 
 use super::{End, Signals, UserFilter};
 
@@ -49,6 +51,9 @@ pub struct Loop<'s> {
     /// The kernel's accept-failure counts and their last totals.
     pub(super) accept_fails: Option<PerCpuHashMap<MapData, AcceptFailKey, AcceptFailAgg>>,
     pub(super) accept_totals: KernelTotals,
+    /// The kernel's RST storm counts and their last totals.
+    pub(super) rst_storms: Option<PerCpuHashMap<MapData, RstStormKey, RstStormAgg>>,
+    pub(super) storm_totals: StormTotals,
     /// Listener inode -> the process that last accepted from it (kernel).
     pub(super) listen_owners: Option<aya::maps::HashMap<MapData, u64, OwnerEntry>>,
     /// The kernel's exchange timing and its listening-port set.
@@ -99,6 +104,12 @@ impl<'s> Loop<'s> {
             .map(PerCpuHashMap::try_from)
             .transpose()
             .context("opening the accept-failure counts")?;
+        let rst_storms = session
+            .ebpf
+            .take_map("RST_STORMS")
+            .map(PerCpuHashMap::try_from)
+            .transpose()
+            .context("opening the RST storm counts")?;
         let listen_owners = session
             .ebpf
             .take_map("LISTEN_OWNERS")
@@ -119,6 +130,8 @@ impl<'s> Loop<'s> {
             accepts: AcceptAggregator::default(),
             accept_fails,
             accept_totals: KernelTotals::default(),
+            rst_storms,
+            storm_totals: StormTotals::default(),
             listen_owners,
             exchanges,
             sink,

@@ -87,6 +87,10 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<End> {
         pids: args.common.pid.clone(),
         comm: args.common.comm.clone(),
         all_states: args.states,
+        storm_per_cpu: crate::storm::per_cpu_threshold(
+            args.common.storm_threshold(),
+            crate::storm::online_cpus(),
+        ),
     };
     let mut session = Session::start(&kfilter, ring, &args.common.no_mechanism)?;
     let ufilter = UserFilter {

@@ -200,7 +200,35 @@ impl Loop<'_> {
                 self.emit(&e)?;
             }
         }
+        for e in self.storm_events() {
+            if self.filter.passes(&e) {
+                self.emit(&e)?;
+            }
+        }
         self.sink.flush()
+    }
+
+    /// One line per RST storm key with resets counted in the kernel since
+    /// the last read (`storm.rs`).
+    fn storm_events(&mut self) -> Vec<Event> {
+        let Some(map) = &self.rst_storms else {
+            return Vec::new();
+        };
+        let now: Vec<_> = map
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (k, v.iter().copied().collect::<Vec<_>>()))
+            .collect();
+        let enricher = Enricher {
+            clock: self.clock,
+            names: &self.session.kernel.names,
+            proc_source: &LiveProc,
+        };
+        self.storm_totals
+            .increments(now)
+            .iter()
+            .map(|line| enricher.storm(&mut self.attr, line))
+            .collect()
     }
 
     /// One interval's `accept_failed` line: the first failure's details,

@@ -925,9 +925,14 @@ pub const REFUSED_CLIENT: &str = r#"
 import os, socket, sys
 print(os.getpid(), flush=True)
 n, port = int(sys.argv[1]), int(sys.argv[2])
+# Optional: bind the i-th socket to 127.0.0.1:(first + i).
+first = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 refused = 0
-for _ in range(n):
+for i in range(n):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if first:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", first + i))
     try:
         s.connect(("127.0.0.1", port))
     except ConnectionRefusedError:

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::observer::{Mode, Observer};
 use super::sandbox;
+use super::stats::thousands;
 use super::storm::{Kind, Outcome};
 use super::{Bench, Start};
 
@@ -20,10 +21,16 @@ use super::{Bench, Start};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Delivery {
     pub kind: Option<Kind>,
+    /// Which tracer mode (default: storms counted in the kernel, or
+    /// `--per-rst`).
+    pub mode: Option<Mode>,
     pub outcome: Outcome,
-    /// `rst_sent` lines whose `netns` is the bench namespace.
+    /// Resets of the `rst_sent` lines whose `netns` is the bench namespace
+    /// (the sum of `count`, 1 where absent).
     pub rst_sent: u64,
-    /// Of those, attributed to the generator's pid.
+    /// Those lines.
+    pub rst_sent_lines: u64,
+    /// Of those resets, attributed to the generator's pid.
     pub rst_sent_attributed: u64,
     pub rst_received: u64,
     /// Sum of `count` of `accept_failed` lines in the bench namespace.
@@ -46,9 +53,27 @@ pub fn run(
     sizes: &dyn Fn(Kind) -> u64,
     starts: &mut Vec<Start>,
 ) -> Result<Vec<Delivery>> {
+    let mut all = Vec::new();
+    for mode in Mode::TRACERS {
+        all.extend(run_mode(bench, mode, sizes, starts)?);
+    }
+    Ok(all)
+}
+
+/// Every storm once under one tracer `mode` writing to a file.
+fn run_mode(
+    bench: &Bench,
+    mode: Mode,
+    sizes: &dyn Fn(Kind) -> u64,
+    starts: &mut Vec<Start>,
+) -> Result<Vec<Delivery>> {
     let file = bench.paths.scratch.join("tracer-events.jsonl");
-    println!("bench: delivery run (tracer output to {})", file.display());
-    let mut obs = Observer::start(Mode::Tracer, &bench.paths, Some(&file))?;
+    println!(
+        "bench: delivery run, {} (output to {})",
+        mode.name(),
+        file.display()
+    );
+    let mut obs = Observer::start(mode, &bench.paths, Some(&file))?;
     let mut segments = Vec::new();
     let mut offset = settled_len(&file)?;
     for kind in Kind::ALL {
@@ -63,7 +88,7 @@ pub fn run(
         offset = end;
     }
     starts.push(Start {
-        mode: Mode::Tracer,
+        mode,
         attach: obs.attach,
         peak_rss_kib: obs.peak_rss_kib()?,
     });
@@ -75,6 +100,7 @@ pub fn run(
     let mut out = counted?;
     for (d, (kind, outcome, cpu, _, _)) in out.iter_mut().zip(&segments) {
         d.kind = Some(*kind);
+        d.mode = Some(mode);
         d.outcome = *outcome;
         d.cpu = *cpu;
     }
@@ -138,25 +164,84 @@ fn count_line(d: &mut Delivery, line: &[u8], netns: u64, pid: u32) {
         return;
     };
     let event = v.get("event").and_then(Value::as_str).unwrap_or_default();
-    let count = v.get("count").and_then(Value::as_u64).unwrap_or(0);
+    let count = v.get("count").and_then(Value::as_u64);
     if event == "lost" {
-        d.lost += count;
+        d.lost += count.unwrap_or(0);
         return;
     }
+    // A storm line stands for `count` resets, a line of one reset has none.
+    let resets = count.unwrap_or(1);
     if v.get("netns").and_then(Value::as_u64) != Some(netns) {
         return;
     }
     match event {
         "rst_sent" => {
-            d.rst_sent += 1;
+            d.rst_sent += resets;
+            d.rst_sent_lines += 1;
             if v.get("pid").and_then(Value::as_u64) == Some(u64::from(pid)) {
-                d.rst_sent_attributed += 1;
+                d.rst_sent_attributed += resets;
             }
         }
-        "rst_received" => d.rst_received += 1,
-        "accept_failed" => d.accept_failed += count,
+        "rst_received" => d.rst_received += resets,
+        "accept_failed" => d.accept_failed += count.unwrap_or(0),
         _ => {}
     }
+}
+
+/// The delivery table.
+pub fn render(delivered: &[Delivery], t: &mut String) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        t,
+        "### Delivery (one run per tracer mode, JSON to a file)\n\n\
+         Lines whose `netns` is the bench namespace; `lost` lines are host-wide. \
+         TcpOutRsts Δ is the bench namespace's counter across the storm. Resets: the sum of \
+         `count` over `rst_sent` lines (1 where absent: a line of one reset). Events: the \
+         lines of a RST storm, the failed accepts of the EMFILE burst.\n"
+    );
+    let _ = writeln!(
+        t,
+        "| storm | tracer | operations | rate /s | TcpOutRsts Δ | rst_sent resets | rst_sent lines | \
+         of the resets with the generator's pid | rst_received resets | accept_failed (sum of count) | \
+         lost | lines | tracer CPU ms per 100k events (user + system) |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for d in delivered {
+        let Some(kind) = d.kind else { continue };
+        // Events: the lines of a RST storm; the failures an EMFILE burst's
+        // few aggregated lines stand for.
+        let events = match kind {
+            Kind::Emfile => d.accept_failed,
+            _ => d.lines,
+        };
+        let per_line = if events > 0 {
+            format!(
+                "{:.0} + {:.0}",
+                d.cpu.0 * 1e8 / events as f64,
+                d.cpu.1 * 1e8 / events as f64
+            )
+        } else {
+            "–".into()
+        };
+        let n = |v: u64| thousands(v as f64);
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {per_line} |",
+            kind.name(),
+            d.mode.map_or("?", Mode::name),
+            n(d.outcome.ops),
+            thousands(d.outcome.rate()),
+            n(d.outcome.out_rsts),
+            n(d.rst_sent),
+            n(d.rst_sent_lines),
+            n(d.rst_sent_attributed),
+            n(d.rst_received),
+            n(d.accept_failed),
+            n(d.lost),
+            n(d.lines),
+        );
+    }
+    let _ = writeln!(t);
 }
 
 #[cfg(test)]
@@ -174,6 +259,8 @@ mod tests {
             "\n",
             r#"{"event":"rst_received","pid":7,"netns":5}"#,
             "\n",
+            r#"{"event":"rst_sent","pid":7,"netns":5,"count":500}"#,
+            "\n",
             r#"{"event":"accept_failed","count":40,"netns":5}"#,
             "\n",
             r#"{"event":"lost","count":3}"#,
@@ -185,12 +272,17 @@ mod tests {
             count_line(&mut d, line.as_bytes(), 5, 7);
         }
         assert_eq!(
-            (d.rst_sent, d.rst_sent_attributed, d.rst_received),
-            (2, 1, 1)
+            (
+                d.rst_sent,
+                d.rst_sent_lines,
+                d.rst_sent_attributed,
+                d.rst_received
+            ),
+            (502, 3, 501, 1)
         );
         assert_eq!(
             (d.accept_failed, d.lost, d.lines, d.unparsed),
-            (40, 3, 7, 1)
+            (40, 3, 8, 1)
         );
     }
 }

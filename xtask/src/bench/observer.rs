@@ -20,17 +20,25 @@ use super::sandbox::{Guarded, check_interrupted};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     None,
+    /// `tracer watch` as shipped: RST storms counted in the kernel.
     Tracer,
+    /// `tracer watch --per-rst`: one line per RST.
+    TracerPerRst,
     Bpftrace,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 3] = [Mode::None, Mode::Tracer, Mode::Bpftrace];
+    pub const ALL: [Mode; 4] = [Mode::None, Mode::Tracer, Mode::TracerPerRst, Mode::Bpftrace];
+    /// Every observer.
+    pub const OBSERVERS: [Mode; 3] = [Mode::Tracer, Mode::TracerPerRst, Mode::Bpftrace];
+    /// Both tracer modes.
+    pub const TRACERS: [Mode; 2] = [Mode::Tracer, Mode::TracerPerRst];
 
     pub fn name(self) -> &'static str {
         match self {
             Mode::None => "no tracer",
             Mode::Tracer => "tracer",
+            Mode::TracerPerRst => "tracer --per-rst",
             Mode::Bpftrace => "bpftrace",
         }
     }
@@ -102,10 +110,13 @@ impl Observer {
                     stderr: Arc::default(),
                 });
             }
-            Mode::Tracer => {
+            Mode::Tracer | Mode::TracerPerRst => {
                 let mut cmd = Command::new(&paths.tracer);
                 cmd.args(["watch", "--format", "json"])
                     .env("RUST_LOG", "info");
+                if mode == Mode::TracerPerRst {
+                    cmd.arg("--per-rst");
+                }
                 cmd
             }
             Mode::Bpftrace => {
@@ -153,7 +164,7 @@ impl Observer {
         loop {
             check_interrupted()?;
             let attached_at = match mode {
-                Mode::Tracer => rx.try_recv().ok(),
+                Mode::Tracer | Mode::TracerPerRst => rx.try_recv().ok(),
                 _ => ready_file.exists().then(Instant::now),
             };
             if let Some(at) = attached_at {

@@ -118,7 +118,7 @@ pub fn run(bench: &Bench, sizes: &dyn Fn(Kind) -> u64) -> Result<Vec<Profile>> {
     println!("bench: profile pass (BPF run-time statistics on)");
     let _stats = enable_stats()?;
     let mut out = Vec::new();
-    for mode in [Mode::Tracer, Mode::Bpftrace] {
+    for mode in Mode::OBSERVERS {
         let obs = Observer::start(mode, &bench.paths, None)?;
         let pid = obs
             .pid()

@@ -39,6 +39,13 @@ pub const SUBSET: &[(&str, &[&str])] = &[
             "close_wait_counts_are_exact",
         ],
     ),
+    (
+        "rst_storm",
+        &[
+            "closed_port_storm_lines_add_up_to_the_kernel_count",
+            "per_rst_keeps_one_line_per_reset",
+        ],
+    ),
     ("diagnose_e2e", &["diagnose_tells_the_production_story"]),
     ("io_uring_accept", &["io_uring_accept_emfile_is_reported"]),
     // The diagnose run of the pooled incident stays on the host: under TCG

@@ -1,0 +1,167 @@
+//! RST storms counted in the kernel, for the reset programs
+//! (`tcp_reset.rs`: tcp:tcp_send_reset, tcp:tcp_receive_reset;
+//! `tcp_reply_reset.rs`: tcp_v4_send_reset / tcp_v6_send_reset).
+//!
+//! Per key (network namespace, local port, reason, kernel-side owner,
+//! direction) and CPU, the first `Filter::storm_per_cpu` resets of every
+//! second go out as ring-buffer records; the rest of that second are only
+//! counted in `RST_STORMS` (per-CPU LRU: no atomics across CPUs, no shared
+//! lock), with the latest remote endpoints and the first counted reset's
+//! details. The rate itself is kept in `RST_RATES`, a per-CPU table indexed
+//! by a hash of the key. A counted reset costs the socket (or packet)
+//! description, the owner lookup, one time helper, one array and one hash
+//! lookup: no ring reservation, no task reads, no inode walk. Depends on no
+//! kernel function of its own.
+
+use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
+use tracer_common::{
+    SockInfo,
+    storm::{RstStormAgg, RstStormKey, STORM_SAMPLES},
+};
+
+use crate::{
+    maps::{RST_RATE_SLOTS, RST_RATES, RST_STORMS, STORM_SCRATCH, count_drop, filter},
+    tcp_reset::describe,
+};
+
+const NS_PER_SEC: u64 = 1_000_000_000;
+
+/// Whether this reset is counted in `RST_STORMS` instead of recorded:
+/// `false` for the first ones of its key in this second on this CPU (and
+/// always when counting is off, `--per-rst`). `key` is room for the storm
+/// key off the stack (tcp_reset::emit).
+#[inline(always)]
+pub fn counted(
+    kind: u16,
+    reason: u32,
+    sock: &SockInfo,
+    owner_tgid: u32,
+    key: &mut RstStormKey,
+) -> bool {
+    let threshold = filter().storm_per_cpu;
+    if threshold == 0 {
+        return false;
+    }
+    *key = RstStormKey {
+        netns: sock.netns,
+        reason,
+        owner_tgid,
+        lport: sock.lport,
+        kind,
+    };
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    if !over_threshold(key, now / NS_PER_SEC, threshold) {
+        return false;
+    }
+    match RST_STORMS.get_ptr_mut(&*key) {
+        // SAFETY: this CPU's value of the entry (per-CPU map). An entry
+        // created on another CPU starts zeroed here: nothing counted.
+        Some(agg) => add(unsafe { &mut *agg }, kind, reason, sock, now),
+        None => start(key, kind, reason, sock, now),
+    }
+    true
+}
+
+/// Counts one more reset of `key` this second on this CPU in its rate slot;
+/// whether that is past the threshold. Two slots per hash (2-way): a key
+/// not in either takes the one of an older second or, in the same second,
+/// the one that let fewer through, so a storm's slot survives a flood of
+/// one-off keys (each reset from another port) hashing beside it.
+#[inline(always)]
+fn over_threshold(key: &RstStormKey, sec: u64, threshold: u32) -> bool {
+    let even = slot(key) & !1;
+    let (Some(a), Some(b)) = (RST_RATES.get_ptr_mut(even), RST_RATES.get_ptr_mut(even | 1))
+    else {
+        return false;
+    };
+    // SAFETY: two slots of this CPU's part of a per-CPU array; a reset
+    // program that interrupts this one may take one over, which at worst
+    // lets one more reset through as a record.
+    let (a, b) = unsafe { (&mut *a, &mut *b) };
+    let rate = if a.key == *key {
+        a
+    } else if b.key == *key {
+        b
+    } else {
+        let victim = if (a.window_sec, a.passed) <= (b.window_sec, b.passed) {
+            a
+        } else {
+            b
+        };
+        victim.key = *key;
+        victim.window_sec = 0;
+        victim
+    };
+    if rate.window_sec != sec {
+        rate.window_sec = sec;
+        rate.passed = 1;
+        return false;
+    }
+    if rate.passed < threshold {
+        rate.passed += 1;
+        return false;
+    }
+    true
+}
+
+/// The key's slot in RST_RATES: a multiplicative hash of its fields.
+#[inline(always)]
+fn slot(key: &RstStormKey) -> u32 {
+    let mixed = (u64::from(key.netns) << 32 | u64::from(key.reason))
+        ^ (u64::from(key.owner_tgid) << 32 | u64::from(key.lport) << 16 | u64::from(key.kind))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (mixed.wrapping_mul(0xff51_afd7_ed55_8ccd) >> 54) as u32 & (RST_RATE_SLOTS - 1)
+}
+
+/// One more counted reset in this CPU's value of an existing entry.
+#[inline(always)]
+fn add(agg: &mut RstStormAgg, kind: u16, reason: u32, sock: &SockInfo, now: u64) {
+    let n = agg.count;
+    remember(agg, n, sock);
+    if n == 0 {
+        describe(&mut agg.first, kind, reason, sock, now);
+    }
+    agg.last_ns = now;
+    // SAFETY: a valid, aligned u64 in this CPU's value. Atomic (a plain
+    // BPF_XADD: the result is unused, so no BPF_FETCH, which 5.10 lacks)
+    // because a softirq running another reset program on this CPU may
+    // interrupt this one between a load and a store.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            &mut agg.count,
+            1,
+        )
+    };
+}
+
+/// Counted reset number `n` writes sample slot `n % STORM_SAMPLES`.
+#[inline(always)]
+fn remember(agg: &mut RstStormAgg, n: u64, sock: &SockInfo) {
+    let sample = &mut agg.samples[(n as usize) & (STORM_SAMPLES - 1)];
+    sample.addr = sock.raddr;
+    sample.port = sock.rport;
+    sample.family = sock.family;
+}
+
+/// The first reset of `key` past the threshold on any CPU: a new entry
+/// holding it (the other CPUs' values start zeroed). A refused insert (the
+/// map cannot take it) is reported as a lost record.
+#[inline(always)]
+fn start(key: &RstStormKey, kind: u16, reason: u32, sock: &SockInfo, now: u64) {
+    let Some(scratch) = STORM_SCRATCH.get_ptr_mut(0) else {
+        count_drop();
+        return;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array, filled before use.
+    let agg = unsafe { &mut *scratch };
+    remember(agg, 0, sock);
+    describe(&mut agg.first, kind, reason, sock, now);
+    agg.last_ns = now;
+    agg.count = 1;
+    // An update of an entry another CPU created meanwhile writes only this
+    // CPU's value.
+    if RST_STORMS.insert(key, &*agg, 0).is_err() {
+        count_drop();
+    }
+}
