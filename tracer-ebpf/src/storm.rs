@@ -71,8 +71,7 @@ pub fn counted(
 #[inline(always)]
 fn over_threshold(key: &RstStormKey, sec: u64, threshold: u32) -> bool {
     let even = slot(key) & !1;
-    let (Some(a), Some(b)) = (RST_RATES.get_ptr_mut(even), RST_RATES.get_ptr_mut(even | 1))
-    else {
+    let (Some(a), Some(b)) = (RST_RATES.get_ptr_mut(even), RST_RATES.get_ptr_mut(even | 1)) else {
         return false;
     };
     // SAFETY: two slots of this CPU's part of a per-CPU array; a reset
