@@ -24,14 +24,17 @@ fn scratch() -> Option<&'static mut SockOwner> {
 pub fn learn(sk: u64, task: &TaskInfo) {
     let Some(entry) = scratch() else { return };
     entry.owner.task = *task;
-    learn_entry(sk, entry);
+    // Called from the reset programs, whose combined stack 5.10 bounds at
+    // 512 bytes: no exchange bookkeeping here (a socket changing owner
+    // there is rare; its old aggregate keeps it counted until it closes).
+    learn_entry(sk, entry, false);
 }
 
 /// Inserts `entry` (its task filled in) for `sk` unless that task already
 /// owns it. The entry is built by the caller in place: the BPF stack is
 /// 512 bytes.
 #[inline(always)]
-fn learn_entry(sk: u64, entry: &mut SockOwner) {
+fn learn_entry(sk: u64, entry: &mut SockOwner, leave_old: bool) {
     if sk == 0 || entry.owner.task.tgid == 0 {
         return;
     }
@@ -40,7 +43,9 @@ fn learn_entry(sk: u64, entry: &mut SockOwner) {
         if known.owner.task.tgid == entry.owner.task.tgid {
             return;
         }
-        exchange::leave(&known.exch);
+        if leave_old {
+            exchange::leave(&known.exch);
+        }
     }
     // SAFETY: helper without arguments.
     entry.owner.learned_ns = unsafe { bpf_ktime_get_boot_ns() };
@@ -195,5 +200,5 @@ pub fn learn_current(sk: u64) {
     }
     let Some(entry) = scratch() else { return };
     fill_current(&mut entry.owner.task);
-    learn_entry(sk, entry);
+    learn_entry(sk, entry, true);
 }

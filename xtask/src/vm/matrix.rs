@@ -195,12 +195,27 @@ pub fn run_kernel(kernel: &Kernel, plan: &[Entry], bin: &Path, timeout: Duration
     let command = ["sh".to_owned(), "-c".to_owned(), guest_script(plan)];
     let cwd = workspace_root().join("tracer");
     println!("xtask test: kernel {}: booting", kernel.release);
-    let capture = super::qemu::Capture::default();
-    if let Err(err) = super::run(kernel, &cwd, &env, &command, timeout, Some(capture.clone())) {
-        // What finished before the VM failed is still reported.
-        report.error = Some(format!("{err:#}"));
+    let mut stdout = Vec::new();
+    for attempt in 0..2 {
+        let capture = super::qemu::Capture::default();
+        let run = super::run(kernel, &cwd, &env, &command, timeout, Some(capture.clone()));
+        stdout = capture.lock().map(|b| b.clone()).unwrap_or_default();
+        match run {
+            Ok(_) => break,
+            // A guest that dies before its first test (TCG now and then
+            // panics while a kernel patches its own text at boot) is booted
+            // once more; the tests never ran, so nothing is hidden.
+            Err(err) if attempt == 0 && stdout.is_empty() => println!(
+                "xtask test: kernel {}: the guest failed before any test ran ({err:#}); booting once more",
+                kernel.release
+            ),
+            Err(err) => {
+                // What finished before the VM failed is still reported.
+                report.error = Some(format!("{err:#}"));
+                break;
+            }
+        }
     }
-    let stdout = capture.lock().map(|b| b.clone()).unwrap_or_default();
     let sections = results::sections(&String::from_utf8_lossy(&stdout));
     for entry in plan {
         if entry.exe.is_none() {
