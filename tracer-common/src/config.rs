@@ -70,6 +70,10 @@ pub struct KernelOffsets {
     /// name is its thread-group leader's comm.
     pub task_group_leader: u32,
     pub task_comm: u32,
+    /// `task_struct.tgid` and `inode.i_mode`: what the task-file iterator
+    /// (`task_files.rs`) reports of each open file.
+    pub task_tgid: u32,
+    pub inode_mode: u32,
     /// Non-zero once userspace filled the struct.
     pub valid: u32,
 }
@@ -114,6 +118,8 @@ impl KernelOffsets {
         io_op_accept: OFFSET_NONE,
         task_group_leader: OFFSET_NONE,
         task_comm: OFFSET_NONE,
+        task_tgid: OFFSET_NONE,
+        inode_mode: OFFSET_NONE,
         valid: 0,
     };
 }
@@ -251,7 +257,7 @@ impl Filter {
 }
 
 const _: () = {
-    assert!(core::mem::size_of::<KernelOffsets>() == 39 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 41 * 4);
     assert!(core::mem::size_of::<SendResetLayout>() == 24);
     assert!(core::mem::size_of::<SockEventLayout>() == 48);
     assert!(core::mem::size_of::<Filter>() == 16 + 8 + 32 + 8 + 16 + 8);

@@ -12,6 +12,7 @@ pub mod exchange;
 pub mod record;
 pub mod socket_id;
 pub mod storm;
+pub mod task_file;
 
 pub use config::*;
 pub use record::*;

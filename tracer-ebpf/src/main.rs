@@ -16,6 +16,7 @@ mod maps;
 mod owner;
 mod sock_io;
 mod storm;
+mod task_files;
 mod tcp_reply_reset;
 mod tcp_reset;
 mod tcp_state;

@@ -23,6 +23,7 @@ mod probes_cmd;
 mod session;
 mod snapshot;
 mod storm;
+mod task_iter;
 mod watch;
 
 use std::process::ExitCode;
@@ -32,6 +33,7 @@ use clap::Parser;
 use cli::{Cli, Command, WatchArgs};
 
 fn main() -> ExitCode {
+    single_malloc_arena();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_timestamp(None)
         .init();
@@ -78,4 +80,17 @@ fn one_line(e: &anyhow::Error) -> String {
         }
     }
     parts.join(": ").replace('\n', " ")
+}
+
+/// One malloc arena for all threads. The snapshot is built on blocking
+/// threads; with an arena per thread the memory it freed stayed with those
+/// arenas (some 28 MB on a host with 100k sockets) instead of going back
+/// to the system. tracer's threads seldom allocate at once: no contention.
+fn single_malloc_arena() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter; called first thing
+    // in main, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
 }

@@ -18,8 +18,15 @@ use tracer_common::socket_id::ConnKey;
 
 use crate::snapshot::{self, NetnsRef, SocketEntry, TCP_CLOSE_WAIT, TCP_LISTEN};
 
-/// Every this many polls (about seconds) CLOSE_WAIT sockets are listed too.
+/// Every this many polls (about seconds) CLOSE_WAIT sockets are listed too,
+/// while the count may be off: records were lost since the last listing,
+/// or some CLOSE_WAIT socket still waits in an accept queue (it counts once
+/// a listing shows it accepted).
 pub const CLOSE_WAIT_EVERY: u64 = 5;
+/// Otherwise every event was seen and the count is exact; listing them
+/// walks the kernel's whole connection table once per namespace (costly on
+/// a host with 100k connections), so it is only a safety net.
+pub const CLOSE_WAIT_SETTLED_EVERY: u64 = 60;
 
 /// The CLOSE_WAIT sockets of the namespaces one poll dumped.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -50,7 +57,6 @@ pub struct Overflow {
 }
 
 /// Drop counters seen at the previous poll, keyed by (netns, socket inode).
-#[derive(Default)]
 pub struct ListenerMonitor {
     prev: HashMap<(u32, u64), u32>,
     /// Set after the first diff: from then on a listener seen for the first
@@ -60,7 +66,46 @@ pub struct ListenerMonitor {
     pub namespaces: Vec<NetnsRef>,
     /// Set by the caller while it counts CLOSE_WAIT sockets.
     pub close_wait_wanted: bool,
+    /// Set by the caller while some counted socket waits in an accept queue.
+    pub close_wait_unheld: bool,
+    /// The caller's lost-record total, and its value at the last listing.
+    pub lost_total: u64,
+    lost_at_listing: u64,
     polls: u64,
+    last_listing: u64,
+    /// Each namespace's `ListenDrops` at its last dump: a namespace whose
+    /// counter has not moved is not dumped (no listener there dropped).
+    netns_drops: HashMap<u32, u64>,
+    /// The poll at which each namespace's counter last moved.
+    netns_moved: HashMap<u32, u64>,
+    /// A namespace whose counter has not moved for [`QUIET_AFTER`] polls is
+    /// read every this many polls only (1: every poll). Drops are counters:
+    /// a later read reports all of them, only later.
+    pub quiet_every: u64,
+}
+
+/// Polls without a listener drop after which a namespace counts as quiet.
+pub const QUIET_AFTER: u64 = 30;
+/// How often `watch` reads a quiet namespace's counter (polls, ~seconds).
+pub const QUIET_EVERY: u64 = 10;
+
+impl Default for ListenerMonitor {
+    fn default() -> Self {
+        ListenerMonitor {
+            prev: HashMap::new(),
+            baselined: false,
+            namespaces: Vec::new(),
+            close_wait_wanted: false,
+            close_wait_unheld: false,
+            lost_total: 0,
+            lost_at_listing: 0,
+            polls: 0,
+            last_listing: 0,
+            netns_drops: HashMap::new(),
+            netns_moved: HashMap::new(),
+            quiet_every: QUIET_EVERY,
+        }
+    }
 }
 
 impl ListenerMonitor {
@@ -78,7 +123,18 @@ impl ListenerMonitor {
     /// gone are dropped from the list.
     pub fn poll(&mut self) -> Poll {
         self.polls += 1;
-        let with_close_wait = self.close_wait_wanted && self.polls.is_multiple_of(CLOSE_WAIT_EVERY);
+        let unsettled = self.close_wait_unheld || self.lost_total != self.lost_at_listing;
+        let every = if unsettled {
+            CLOSE_WAIT_EVERY
+        } else {
+            CLOSE_WAIT_SETTLED_EVERY
+        };
+        let with_close_wait =
+            self.close_wait_wanted && self.polls.saturating_sub(self.last_listing) >= every;
+        if with_close_wait {
+            self.last_listing = self.polls;
+            self.lost_at_listing = self.lost_total;
+        }
         let mut states = 1 << TCP_LISTEN;
         if with_close_wait {
             states |= 1 << TCP_CLOSE_WAIT;
@@ -88,9 +144,53 @@ impl ListenerMonitor {
             ..CloseWaitSeen::default()
         };
         let mut listeners = Vec::new();
-        self.namespaces
-            .retain(|ns| match snapshot::dump_netns(ns, states) {
+        let mut dumped = Vec::new();
+        let baselined = self.baselined;
+        let (polls, quiet_every) = (self.polls, self.quiet_every.max(1));
+        let netns_drops = &mut self.netns_drops;
+        let netns_moved = &mut self.netns_moved;
+        self.namespaces.retain(|ns| {
+            let quiet = polls.saturating_sub(netns_moved.get(&ns.inode).copied().unwrap_or(0))
+                > QUIET_AFTER;
+            // Quiet namespaces take turns (spread by inode), every
+            // `quiet_every` polls each.
+            if baselined
+                && !with_close_wait
+                && quiet
+                && !(polls + u64::from(ns.inode)).is_multiple_of(quiet_every)
+            {
+                return true;
+            }
+            // Every listener drop bumps the namespace's ListenDrops: while
+            // it stands still there is nothing to look for (one small read
+            // instead of a walk of the kernel's listener table).
+            let counter = match snapshot::listen_drops(ns) {
+                Ok(c) => c,
+                Err(e) => {
+                    log::debug!("listener poll of netns {} failed: {e}", ns.inode);
+                    return false;
+                }
+            };
+            if baselined
+                && !with_close_wait
+                && counter.is_some()
+                && netns_drops.get(&ns.inode) == counter.as_ref()
+            {
+                return true;
+            }
+            log::trace!(
+                "listener poll: dumping netns {} (ListenDrops {counter:?}, was {:?})",
+                ns.inode,
+                netns_drops.get(&ns.inode)
+            );
+            match snapshot::dump_netns(ns, states) {
                 Ok(entries) => {
+                    if let Some(c) = counter
+                        && netns_drops.insert(ns.inode, c) != Some(c)
+                    {
+                        netns_moved.insert(ns.inode, polls);
+                    }
+                    dumped.push(ns.inode);
                     seen.netns.push(ns.inode);
                     for e in entries {
                         if e.is_listener() {
@@ -105,9 +205,13 @@ impl ListenerMonitor {
                     log::debug!("listener poll of netns {} failed: {e}", ns.inode);
                     false
                 }
-            });
+            }
+        });
+        let alive: Vec<u32> = self.namespaces.iter().map(|n| n.inode).collect();
+        self.netns_drops.retain(|ns, _| alive.contains(ns));
+        self.netns_moved.retain(|ns, _| alive.contains(ns));
         Poll {
-            overflows: self.diff(listeners),
+            overflows: self.diff_in(listeners, Some(&dumped)),
             close_wait: with_close_wait.then_some(seen),
         }
     }
@@ -117,7 +221,21 @@ impl ListenerMonitor {
     /// before tracer started are not reported as happening now); listeners
     /// that appear later start from zero.
     pub fn diff(&mut self, listeners: Vec<SocketEntry>) -> Vec<Overflow> {
-        let mut next = HashMap::with_capacity(listeners.len());
+        self.diff_in(listeners, None)
+    }
+
+    /// [`ListenerMonitor::diff`] for the namespaces in `only` (all when
+    /// `None`): the previous counters of other namespaces are kept.
+    fn diff_in(&mut self, listeners: Vec<SocketEntry>, only: Option<&[u32]>) -> Vec<Overflow> {
+        let mut next: HashMap<(u32, u64), u32> = match only {
+            Some(dumped) => self
+                .prev
+                .iter()
+                .filter(|((ns, _), _)| !dumped.contains(ns))
+                .map(|(k, v)| (*k, *v))
+                .collect(),
+            None => HashMap::with_capacity(listeners.len()),
+        };
         let mut out = Vec::new();
         for l in listeners {
             let Some(drops) = l.drops else { continue };
@@ -181,6 +299,27 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![(11, 5)]
         );
+    }
+
+    #[test]
+    fn a_namespace_left_out_keeps_its_baseline() {
+        let mut m = ListenerMonitor::default();
+        let mut other = listener(20, Some(3));
+        other.netns = 2;
+        assert!(
+            m.diff(vec![listener(10, Some(100)), other.clone()])
+                .is_empty()
+        );
+        // Only namespace 1 dumped: namespace 2's listener is not forgotten,
+        // so its next dump reports only what is new.
+        assert!(
+            m.diff_in(vec![listener(10, Some(100))], Some(&[1]))
+                .is_empty()
+        );
+        other.drops = Some(5);
+        let out = m.diff_in(vec![other], Some(&[2]));
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].listener.inode, out[0].drops), (20, 2));
     }
 
     #[test]

@@ -12,6 +12,10 @@ use crate::probes::{self, HookReport, KernelCaps};
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
 
 pub struct Session {
+    /// Every attached link (detached before the programs are unloaded).
+    links: std::sync::Mutex<Vec<crate::probes::attach::Link>>,
+    /// The thread detaching them early ([`Session::detach_in_background`]).
+    detaching: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     pub ebpf: Ebpf,
     pub kernel: KernelInfo,
     pub caps: KernelCaps,
@@ -154,7 +158,8 @@ impl Session {
         let btf = Btf::parse_file(&btf_path, aya::Endianness::default())
             .with_context(|| format!("reading {} for the BTF programs", btf_path.display()))?;
         log::debug!("start-up: object loaded at {:?}", t0.elapsed());
-        let hooks = probes::attach_all(&mut ebpf, &btf, &plans);
+        let mut links = Vec::new();
+        let hooks = probes::attach_all(&mut ebpf, &btf, &plans, &mut links);
         log::debug!("start-up: hooks attached at {:?}", t0.elapsed());
         let failed: Vec<String> = hooks
             .iter()
@@ -178,14 +183,68 @@ impl Session {
             log::info!("optional hook {} not attached: {}", h.hook, h.purpose);
         }
         log::info!("hooks: {}", chosen_summary(&hooks));
+        // Socket owners at start-up from one kernel pass over every open
+        // file, not a readlink per fd (the /proc scan stays the fallback).
+        match crate::task_iter::TaskFileIter::load(&mut ebpf, &btf) {
+            Ok(iter) => crate::snapshot::set_fd_source(Some(std::sync::Arc::new(iter))),
+            Err(e) => log::info!("{e:#}; socket owners are read from /proc/PID/fd"),
+        }
         drop(btf);
         release_freed_memory();
         Ok(Session {
+            links: std::sync::Mutex::new(links),
+            detaching: std::sync::Mutex::new(None),
             ebpf,
             kernel,
             caps,
             hooks,
         })
+    }
+}
+
+impl Session {
+    /// Starts detaching every hook on a thread of its own: no event after
+    /// this one matters (diagnose, once its window is over), and detaching
+    /// waits for the kernel (an RCU grace period per BTF-attached program,
+    /// 40-90 ms each here). Maps stay readable; dropping the session waits
+    /// for the thread.
+    pub fn detach_in_background(&self) {
+        let links = std::mem::take(&mut *lock(&self.links));
+        let spawned = std::thread::Builder::new()
+            .name("detach".into())
+            .spawn(move || detach(links));
+        match spawned {
+            Ok(handle) => *lock(&self.detaching) = Some(handle),
+            Err(e) => log::debug!("cannot detach in the background ({e}); detaching at exit"),
+        }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Detaches links side by side (the kernel serialises part of the work,
+/// the waits overlap).
+fn detach(links: Vec<crate::probes::attach::Link>) {
+    std::thread::scope(|scope| {
+        for link in links {
+            // If no thread can be started, the link is detached here.
+            let _ = std::thread::Builder::new()
+                .name("detach".into())
+                .spawn_scoped(scope, move || drop(link));
+        }
+    });
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // The iterator holds its program open: release it with the rest.
+        crate::snapshot::set_fd_source(None);
+        detach(std::mem::take(&mut *lock(&self.links)));
+        if let Some(h) = lock(&self.detaching).take() {
+            let _ = h.join();
+        }
     }
 }
 
@@ -204,7 +263,7 @@ pub fn chosen_summary(hooks: &[HookReport]) -> String {
 
 /// Hands the memory start-up freed (parsed BTF, some 20 MiB) back to the
 /// system, so the long-running process does not keep it resident.
-fn release_freed_memory() {
+pub fn release_freed_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free heap pages; no pointer is
     // touched.

@@ -14,6 +14,7 @@
 //! `ip netns exec NS xtask bench storm KIND`. Ctrl-C, SIGTERM or an error
 //! kill what was started and delete the namespace.
 
+mod crowd;
 mod delivery;
 mod exchange;
 mod machine;
@@ -87,6 +88,9 @@ enum Internal {
         #[arg(long)]
         workers: u32,
     },
+    /// A crowded host held inside the bench namespace (internal).
+    #[command(hide = true)]
+    Crowd(crowd::Spec),
 }
 
 pub fn bench(args: Args) -> ExitCode {
@@ -96,6 +100,7 @@ pub fn bench(args: Args) -> ExitCode {
             count,
             workers,
         }) => storm::main(kind, count, workers),
+        Some(Internal::Crowd(spec)) => crowd::main(spec),
         None => sandbox::install_signal_flag().and_then(|()| harness(&args)),
     };
     match result {

@@ -58,9 +58,9 @@ pub struct Attributor {
     /// where several share a port (SO_REUSEPORT).
     listen_inodes: FxHashMap<(u32, u64), Owner>,
     /// (netns, socket inode) -> pid, from snapshots.
-    inode_owners: FxHashMap<(u32, u64), u32>,
+    inode_owners: HashMap<(u32, u64), u32>,
     /// 4-tuple -> socket inode, from snapshots (records without an inode).
-    tuple_inodes: FxHashMap<ConnKey, u64>,
+    tuple_inodes: FxHashMap<u64, u64>,
     /// Sockets in CLOSE_WAIT now.
     pub close_wait: FxHashMap<ConnKey, CloseWait>,
     /// Set when an event on a live socket found no owner: a fresh snapshot
@@ -79,17 +79,31 @@ impl Attributor {
     /// follows the host's sockets over weeks of refreshes; CLOSE_WAIT entries
     /// older than the snapshot that it no longer shows are dropped (their
     /// transition out was missed, e.g. lost in a full ring buffer).
+    #[cfg(test)]
     pub fn seed(&mut self, snap: &Snapshot, now_ns: u64) {
+        self.seed_sockets(snap, now_ns);
+        self.inode_owners = snap.owners.clone();
+    }
+
+    /// [`Attributor::seed`] taking the snapshot: its sockets are freed and
+    /// its owner map moves in, so a big host's snapshot and the
+    /// attributor's copy of it never coexist (peak memory).
+    pub fn seed_owned(&mut self, mut snap: Snapshot, now_ns: u64) {
+        self.seed_sockets(&snap, now_ns);
+        snap.sockets = Vec::new();
+        self.inode_owners = std::mem::take(&mut snap.owners);
+    }
+
+    fn seed_sockets(&mut self, snap: &Snapshot, now_ns: u64) {
         for info in snap.processes.values() {
             self.procs.seed(info);
         }
-        self.inode_owners = snap.owners.iter().map(|(k, v)| (*k, *v)).collect();
         self.tuple_inodes.clear();
         let mut in_close_wait = std::collections::HashSet::new();
         for s in &snap.sockets {
             let key = s.conn_key();
             if s.inode != 0 {
-                self.tuple_inodes.insert(key, s.inode);
+                self.tuple_inodes.insert(tuple_hash(&key), s.inode);
             }
             let pid = snap.owner_of(s);
             if s.state == TCP_LISTEN
@@ -205,7 +219,7 @@ impl Attributor {
         let ino = if sock.ino != 0 {
             Some(sock.ino)
         } else {
-            key.and_then(|k| self.tuple_inodes.get(&k).copied())
+            key.and_then(|k| self.tuple_inodes.get(&tuple_hash(&k)).copied())
         };
         if let Some(ino) = ino
             && let Some(pid) = self.inode_owners.get(&(sock.netns, ino)).copied()
@@ -335,6 +349,11 @@ impl Attributor {
         });
     }
 
+    /// Whether some CLOSE_WAIT socket counted is still in an accept queue.
+    pub fn close_wait_unheld(&self) -> bool {
+        self.close_wait.values().any(|cw| !cw.held)
+    }
+
     /// CLOSE_WAIT sockets each process holds (accepted or connected, not
     /// waiting in an accept queue), per owning pid: (count, oldest entry time; `None`
     /// in the second field means some were there before tracer started).
@@ -350,6 +369,18 @@ impl Attributor {
         }
         out
     }
+}
+
+/// The key of `tuple_inodes`: a 64-bit SipHash of the 4-tuple and netns,
+/// 8 bytes instead of the 44 of a [`ConnKey`] (a host with 100k sockets
+/// keeps one per socket). Two of 100k keys collide with odds of about
+/// 1 in 10^9; the inode found is then checked against the netns in
+/// `inode_owners`.
+fn tuple_hash(key: &ConnKey) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::hash::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use crate::event::comm_string;
 use crate::output;
 use crate::session::{KernelFilter, Session, ring_bytes};
 use crate::snapshot::{self, Snapshot, SnapshotOptions, TCP_CLOSE_WAIT};
-use crate::watch::{Loop, Signals, UserFilter, take_snapshot_blocking};
+use crate::watch::{Loop, Signals, UserFilter};
 use collect::DiagnoseSink;
 use findings::{HostView, ListenerView, ProcView};
 use timeline::Timeline;
@@ -81,21 +81,30 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
     };
     let kernel = session.caps.release.clone();
     let mut lp = Loop::new(&mut session, Box::new(sink), ufilter, false)?;
-    let snap = take_snapshot_blocking().await;
-    if let Some(s) = &snap {
-        collect::seed(&mut timeline.borrow_mut(), s);
+    // The window starts now, with the hooks attached; the start-up
+    // snapshot runs meanwhile and what happens during it waits for it.
+    let start_conns = Rc::new(RefCell::new(None));
+    {
+        let (timeline, start_conns) = (timeline.clone(), start_conns.clone());
+        lp.on_snapshot = Some(Box::new(move |s: &Snapshot| {
+            collect::seed(&mut timeline.borrow_mut(), s);
+            *start_conns.borrow_mut() = Some(upstream::outbound_counts(&stuck::conn_views(s)));
+        }));
     }
-    let start_conns = snap
-        .as_ref()
-        .map(|s| upstream::outbound_counts(&stuck::conn_views(s)));
-    lp.seed(snap);
+    lp.poll_quiet_namespaces_too();
+    lp.start_snapshot();
     let start = TrafficStart {
         at_ns: Clock::boot_now(),
         totals: lp.exchanges.as_ref().map(|x| x.read()).unwrap_or_default(),
-        outbound: start_conns,
+        outbound: None,
     };
     log::info!("attached; observing for {window_s} s");
     lp.run(Some(window_s), &mut signals).await?;
+    lp.session.detach_in_background();
+    let start = TrafficStart {
+        outbound: start_conns.borrow_mut().take(),
+        ..start
+    };
     let elapsed_s = (Clock::boot_now().saturating_sub(started)) as f64 / 1e9;
     let end = tokio::task::spawn_blocking(|| snapshot::take_snapshot(&SnapshotOptions::default()))
         .await
@@ -103,6 +112,7 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
         .map_err(|e| {
             anyhow::anyhow!("final snapshot of the host's sockets: {e}; {}", e.advice())
         })?;
+    log::debug!("final snapshot in");
     let w = window.borrow();
     let traffic = start.until(&TrafficStart {
         at_ns: Clock::boot_now(),
@@ -119,6 +129,7 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
     let rep = report::Report::new(elapsed_s, &w.counters, found);
     let mut t = timeline.borrow_mut();
     t.finish((elapsed_s.round() as usize).max(1));
+    log::debug!("verdict computed");
     report::print(&rep, format)?;
     if format == output::Format::Text {
         print_sparklines(&rep, &t)?;

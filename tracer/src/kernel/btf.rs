@@ -286,6 +286,8 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, KernelError> {
             .unwrap_or(OFFSET_NONE),
         task_group_leader: optional_offset(btf, "task_struct", &["group_leader"])?,
         task_comm: optional_offset(btf, "task_struct", &["comm"])?,
+        task_tgid: optional_offset(btf, "task_struct", &["tgid"])?,
+        inode_mode: optional_offset(btf, "inode", &["i_mode"])?,
         valid: 1,
     })
 }

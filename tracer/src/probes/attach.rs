@@ -68,11 +68,16 @@ pub enum AttachError {
 }
 
 /// Attaches every hook of `plans`; returns one report per hook.
-pub fn attach_all(ebpf: &mut Ebpf, btf: &Btf, plans: &[HookPlan]) -> Vec<HookReport> {
+pub fn attach_all(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    plans: &[HookPlan],
+    links: &mut Vec<Link>,
+) -> Vec<HookReport> {
     let mut loaded = BTreeSet::new();
     plans
         .iter()
-        .map(|plan| attach_hook(ebpf, btf, plan, &mut loaded))
+        .map(|plan| attach_hook(ebpf, btf, plan, &mut loaded, links))
         .collect()
 }
 
@@ -81,6 +86,7 @@ fn attach_hook(
     btf: &Btf,
     plan: &HookPlan,
     loaded: &mut BTreeSet<&'static str>,
+    links: &mut Vec<Link>,
 ) -> HookReport {
     let hook: &Hook = plan.hook;
     let mut report = HookReport {
@@ -97,7 +103,7 @@ fn attach_hook(
         kernel: hook.kernel,
     };
     for mech in &plan.candidates {
-        match attach_one(ebpf, btf, mech, loaded) {
+        match attach_one(ebpf, btf, mech, loaded, links) {
             Ok(targets) => {
                 report.chosen = Some(Chosen {
                     mechanism: mech.kind.name(),
@@ -132,11 +138,24 @@ fn kernel_err(e: impl std::error::Error) -> AttachError {
     AttachError::Kernel(chain(&e))
 }
 
+/// An attached link, owned by the session (dropping it detaches).
+pub type Link = Box<dyn Send>;
+
+/// Keeps an attached link (or turns the failure into an [`AttachError`]).
+fn keep<L: Send + 'static>(
+    links: &mut Vec<Link>,
+    link: Result<L, aya::programs::ProgramError>,
+) -> Result<(), AttachError> {
+    links.push(Box::new(link.map_err(kernel_err)?));
+    Ok(())
+}
+
 fn attach_one(
     ebpf: &mut Ebpf,
     btf: &Btf,
     mech: &Mechanism,
     loaded: &mut BTreeSet<&'static str>,
+    links: &mut Vec<Link>,
 ) -> Result<Vec<&'static str>, AttachError> {
     let program: &mut Program = ebpf
         .program_mut(mech.program)
@@ -149,14 +168,17 @@ fn attach_one(
             if first {
                 p.load(target, btf).map_err(kernel_err)?;
             }
-            p.attach().map(|_| vec![target]).map_err(kernel_err)
+            keep(links, p.attach().and_then(|id| p.take_link(id)))?;
+            Ok(vec![target])
         }
         Kind::RawTracepoint => {
             let p: &mut RawTracePoint = program.try_into().map_err(kernel_err)?;
             if first {
                 p.load().map_err(kernel_err)?;
             }
-            attach_targets(mech, |t| p.attach(t).map(|_| ()).map_err(kernel_err))
+            attach_targets(mech, |t| {
+                keep(links, p.attach(t).and_then(|id| p.take_link(id)))
+            })
         }
         Kind::Tracepoint => {
             let p: &mut TracePoint = program.try_into().map_err(kernel_err)?;
@@ -165,7 +187,7 @@ fn attach_one(
             }
             attach_targets(mech, |t| {
                 let (cat, name) = t.split_once('/').unwrap_or(("", t));
-                p.attach(cat, name).map(|_| ()).map_err(kernel_err)
+                keep(links, p.attach(cat, name).and_then(|id| p.take_link(id)))
             })
         }
         Kind::Fentry => {
@@ -174,7 +196,8 @@ fn attach_one(
             if first {
                 p.load(target, btf).map_err(kernel_err)?;
             }
-            p.attach().map(|_| vec![target]).map_err(kernel_err)
+            keep(links, p.attach().and_then(|id| p.take_link(id)))?;
+            Ok(vec![target])
         }
         Kind::Fexit => {
             let p: &mut FExit = program.try_into().map_err(kernel_err)?;
@@ -182,7 +205,8 @@ fn attach_one(
             if first {
                 p.load(target, btf).map_err(kernel_err)?;
             }
-            p.attach().map(|_| vec![target]).map_err(kernel_err)
+            keep(links, p.attach().and_then(|id| p.take_link(id)))?;
+            Ok(vec![target])
         }
         Kind::Kprobe | Kind::Kretprobe => {
             let p: &mut KProbe = program.try_into().map_err(kernel_err)?;
@@ -190,9 +214,8 @@ fn attach_one(
             if first {
                 p.load().map_err(kernel_err)?;
             }
-            p.attach(target, 0)
-                .map(|_| vec![target])
-                .map_err(kernel_err)
+            keep(links, p.attach(target, 0).and_then(|id| p.take_link(id)))?;
+            Ok(vec![target])
         }
     };
     if first {

@@ -20,18 +20,21 @@
 #![allow(dead_code, unused_imports)]
 
 mod error;
+mod fd_source;
+pub mod handles;
 mod netns;
 mod proc;
 mod sockdiag;
 mod tcpinfo;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use tracer_common::socket_id::ConnKey;
 
 pub use error::{SNAPSHOT_COST, SnapshotError};
+pub use fd_source::{FdSource, TaskFiles, set_fd_source};
 pub use netns::{NetnsRef, find_netns, list_netns, netns_of, self_netns};
 pub use proc::{
     parse_cgroup_v2, parse_nofile_soft, parse_socket_link, process_info, socket_inodes_of,
@@ -241,16 +244,64 @@ impl Snapshot {
 }
 
 /// Dumps the sockets of one namespace (all states in `states`, see
-/// [`ALL_STATES`]) from a short-lived thread that enters it.
+/// [`ALL_STATES`]) over its kept sock_diag socket ([`handles`]).
+///
+/// The kernel walks its one host-wide connection table for every dump,
+/// whichever namespace asks, skipping other namespaces' sockets: on a host
+/// with 100k connections and 100 containers, dumping every namespace in
+/// full is 100 walks of 100k sockets. So when more than listeners is asked
+/// for, the listeners (their own, small table) come first, and the
+/// connection table is walked only when the namespace's sockstat says it
+/// holds sockets beyond them. (Request sockets, SYN_RECV, are in neither
+/// count: a namespace with only listeners is reported without them.)
 pub fn dump_netns(ns: &NetnsRef, states: u32) -> Result<Vec<SocketEntry>, SnapshotError> {
-    let inode = ns.inode;
-    netns::in_netns(ns, move || sockdiag::dump_current_netns(inode, states))
+    let handle = handles::get(ns)?;
+    let h = handles::lock(&handle);
+    let result = dump_with(&h, states);
+    drop(h);
+    if result.is_err() {
+        handles::close(ns.inode);
+    }
+    result
+}
+
+fn dump_with(h: &handles::NetnsHandle, states: u32) -> Result<Vec<SocketEntry>, SnapshotError> {
+    const LISTEN: u32 = 1 << TCP_LISTEN;
+    if states & !LISTEN == 0 {
+        return sockdiag::dump(&h.diag, h.inode, states);
+    }
+    let before = h.tcp_counts();
+    let listeners = sockdiag::dump(&h.diag, h.inode, LISTEN)?;
+    let after = h.tcp_counts();
+    if let (Some(b), Some(a)) = (before, after)
+        && b == a
+        && a.tw == 0
+        && a.inuse == listeners.len() as u64
+    {
+        return Ok(if states & LISTEN != 0 {
+            listeners
+        } else {
+            Vec::new()
+        });
+    }
+    // Room for what sockstat counted (plus some request sockets): no
+    // doubling of a 20 MB vector on a host with 100k connections.
+    let room = after.map_or(0, |a| a.inuse + a.tw + 256);
+    sockdiag::dump_with_room(&h.diag, h.inode, states, room as usize)
 }
 
 /// The listening TCP sockets of one namespace with their queue statistics.
 /// Cheap enough to call periodically.
 pub fn listeners_in(ns: &NetnsRef) -> Result<Vec<SocketEntry>, SnapshotError> {
     dump_netns(ns, 1 << TCP_LISTEN)
+}
+
+/// The namespace's `TcpExt: ListenDrops` counter (over its kept handle):
+/// while it stands still, no listener there dropped anything.
+pub fn listen_drops(ns: &NetnsRef) -> Result<Option<u64>, SnapshotError> {
+    let handle = handles::get(ns)?;
+    let drops = handles::lock(&handle).listen_drops();
+    Ok(drops)
 }
 
 /// Sockets, owners and processes across all network namespaces.
@@ -263,6 +314,12 @@ pub fn take_snapshot(opts: &SnapshotOptions) -> Result<Snapshot, SnapshotError> 
         taken_ns: boot_now_ns(),
         ..Snapshot::default()
     };
+    let t0 = std::time::Instant::now();
+    log::debug!(
+        "snapshot: peak RSS {} before it, RSS {}",
+        peak_rss(),
+        rss_now()
+    );
 
     // 1. Namespaces, and each process's namespace on the way.
     let listing = netns::scan(opts)?;
@@ -278,13 +335,30 @@ pub fn take_snapshot(opts: &SnapshotOptions) -> Result<Snapshot, SnapshotError> 
         snap.truncated = true;
     }
 
-    // 2. Sockets, before the fd scan so that sockets seen here and still
-    //    open are found there.
+    // 2. Sockets. With the task-file iterator, its one read runs beside
+    //    the dumps; the /proc scan, much slower, comes after them so that
+    //    sockets seen here and still open are found there.
+    let (dumps, records) = std::thread::scope(|scope| {
+        let reader = std::thread::Builder::new()
+            .name("task-files".into())
+            .spawn_scoped(scope, fd_source::read_checked)
+            .ok();
+        let dumps: Vec<_> = namespaces
+            .iter()
+            .map(|ns| (ns, dump_netns(ns, opts.states)))
+            .collect();
+        (dumps, reader.and_then(|h| h.join().ok().flatten()))
+    });
     let mut failed = 0usize;
     let mut first_error = None;
     let mut self_error = None;
-    for ns in &namespaces {
-        match dump_netns(ns, opts.states) {
+    // The biggest namespace's vector becomes the snapshot's, the others
+    // are appended to it: never two copies of 100k entries at once.
+    let mut dumps = dumps;
+    dumps.sort_by_key(|(_, d)| std::cmp::Reverse(d.as_ref().map_or(0, Vec::len)));
+    for (ns, dumped) in dumps {
+        match dumped {
+            Ok(entries) if snap.sockets.is_empty() => snap.sockets = entries,
             Ok(mut entries) => snap.sockets.append(&mut entries),
             Err(e) => {
                 failed += 1;
@@ -309,15 +383,24 @@ pub fn take_snapshot(opts: &SnapshotOptions) -> Result<Snapshot, SnapshotError> 
             None => SnapshotError::Thread("no network namespace found".into()),
         });
     }
+    handles::retain(&namespaces);
     snap.namespaces = namespaces;
+    let dumped = t0.elapsed();
+    let mut rss = (peak_rss(), String::new());
 
     // 3. Who holds which socket.
-    let held = proc::scan_fds(opts, &mut snap.netns_of_pid);
+    let mut held = match records {
+        Some(files) => fd_source::scan(files, &mut snap.netns_of_pid),
+        None => proc::scan_fds(opts, &mut snap.netns_of_pid),
+    };
     snap.truncated |= held.truncated;
-    for w in held.warnings {
+    for w in std::mem::take(&mut held.warnings) {
         snap.warn(w);
     }
-    attribute(&mut snap, &held.sockets);
+    let held_sockets = held.sockets.len();
+    attribute(&mut snap, std::mem::take(&mut held.sockets));
+    let scanned = t0.elapsed();
+    rss.1 = peak_rss();
 
     // 4. What those processes look like.
     if opts.process_info {
@@ -332,40 +415,89 @@ pub fn take_snapshot(opts: &SnapshotOptions) -> Result<Snapshot, SnapshotError> 
             }
         }
     }
+    log::debug!(
+        "snapshot: peak RSS {} after the dumps, {} after the fd scan, {} now",
+        rss.0,
+        rss.1,
+        peak_rss()
+    );
+    log::debug!(
+        "snapshot: {} sockets in {} namespaces dumped at {dumped:?}, {} held sockets of {} processes at {scanned:?}, done at {:?}",
+        snap.sockets.len(),
+        snap.namespaces.len(),
+        held_sockets,
+        snap.processes.len(),
+        t0.elapsed()
+    );
     Ok(snap)
+}
+
+/// VmHWM of this process, for the debug log.
+fn peak_rss() -> String {
+    status_field("VmHWM:")
+}
+
+/// VmRSS of this process, for the debug log.
+fn rss_now() -> String {
+    status_field("VmRSS:")
+}
+
+fn status_field(name: &str) -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default()
 }
 
 /// Fills `owners`/`shared_owners` from (pid, pid's netns, socket inode)
 /// triples: keyed by the socket's own netns where sock_diag saw the socket,
 /// by the holder's netns otherwise.
-fn attribute(snap: &mut Snapshot, held: &[proc::HeldSocket]) {
-    // socket inode -> (holder netns, pids)
-    let mut by_inode: BTreeMap<u64, (u32, Vec<u32>)> = BTreeMap::new();
-    for h in held {
-        let slot = by_inode.entry(h.inode).or_insert((h.netns, Vec::new()));
-        slot.1.push(h.pid);
-    }
-    for (_, pids) in by_inode.values_mut() {
-        pids.sort_unstable();
-        pids.dedup();
-    }
+fn attribute(snap: &mut Snapshot, mut held: Vec<proc::HeldSocket>) {
+    // Grouped by inode, lowest pid first (no allocation per socket: a big
+    // host holds 100k of them).
+    held.sort_unstable_by_key(|h| (h.inode, h.pid));
+    held.dedup_by_key(|h| (h.inode, h.pid));
+    snap.owners.reserve(held.len());
+    let mut insert =
+        |owners: &mut HashMap<(u32, u64), u32>, netns: u32, group: &[proc::HeldSocket]| {
+            let Some(first) = group.first() else { return };
+            owners.insert((netns, first.inode), first.pid);
+            if group.len() > 1 {
+                snap_shared(&mut snap.shared_owners, (netns, first.inode), group);
+            }
+        };
     // Socket inodes come from one global counter, so an inode seen by
     // sock_diag in namespace N and held by a process is that socket, even
     // when the process itself runs in another namespace.
-    let mut socket_netns: HashMap<u64, u32> = HashMap::new();
-    for s in &snap.sockets {
-        if s.inode != 0 {
-            socket_netns.insert(s.inode, s.netns);
+    let mut matched = vec![false; held.len()];
+    for s in snap.sockets.iter().filter(|s| s.inode != 0) {
+        let i = held.partition_point(|h| h.inode < s.inode);
+        let n = held[i..].iter().take_while(|h| h.inode == s.inode).count();
+        if n > 0 && !matched[i] {
+            insert(&mut snap.owners, s.netns, &held[i..i + n]);
+            matched[i..i + n].fill(true);
         }
     }
-    for (inode, (holder_netns, pids)) in by_inode {
-        let netns = socket_netns.get(&inode).copied().unwrap_or(holder_netns);
-        let Some(&first) = pids.first() else { continue };
-        snap.owners.insert((netns, inode), first);
-        if pids.len() > 1 {
-            snap.shared_owners.insert((netns, inode), pids);
+    // Other sockets (UDP, unix, newer than the dump): the holder's netns.
+    let mut i = 0;
+    for group in held.chunk_by(|a, b| a.inode == b.inode) {
+        if !matched[i] {
+            insert(&mut snap.owners, group[0].netns, group);
         }
+        i += group.len();
     }
+}
+
+fn snap_shared(
+    shared: &mut HashMap<(u32, u64), Vec<u32>>,
+    key: (u32, u64),
+    group: &[proc::HeldSocket],
+) {
+    shared.insert(key, group.iter().map(|h| h.pid).collect());
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use netlink_packet_sock_diag::{
     constants::{INET_DIAG_INFO, INET_DIAG_SKMEMINFO},
     inet::{ExtensionFlags, InetRequest, InetResponseHeader, SocketId, StateFlags},
 };
-use netlink_sys::{Socket, SocketAddr as NetlinkAddr, protocols::NETLINK_SOCK_DIAG};
+use netlink_sys::Socket;
 
 use super::{SnapshotError, SocketEntry};
 
@@ -32,26 +32,39 @@ const SK_MEMINFO_DROPS: usize = 8;
 /// `max_recvmsg_len`); twice that never truncates.
 const RECV_BUF: usize = 64 * 1024;
 
-/// Opens a sock_diag socket in the calling thread's network namespace and
-/// dumps IPv4 and IPv6 TCP sockets in `states` with skmeminfo.
-pub(crate) fn dump_current_netns(
+/// Dumps IPv4 and IPv6 TCP sockets in `states` with skmeminfo over a
+/// sock_diag socket opened in namespace `netns`.
+pub(crate) fn dump(
+    socket: &Socket,
     netns: u32,
     states: u32,
 ) -> Result<Vec<SocketEntry>, SnapshotError> {
-    let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(SnapshotError::Netlink)?;
-    socket.bind_auto().map_err(SnapshotError::Netlink)?;
-    socket
-        .connect(&NetlinkAddr::new(0, 0))
-        .map_err(SnapshotError::Netlink)?;
-    let mut out = Vec::new();
-    dump_family(&socket, AF_INET, states, 1, netns, &mut out)?;
-    match dump_family(&socket, AF_INET6, states, 2, netns, &mut out) {
+    dump_with_room(socket, netns, states, 0)
+}
+
+/// [`dump`] into a vector with room for `room` entries to start with.
+pub(crate) fn dump_with_room(
+    socket: &Socket,
+    netns: u32,
+    states: u32,
+    room: usize,
+) -> Result<Vec<SocketEntry>, SnapshotError> {
+    let mut out = Vec::with_capacity(room.min(4 << 20));
+    dump_family(socket, AF_INET, states, next_seq(), netns, &mut out)?;
+    match dump_family(socket, AF_INET6, states, next_seq(), netns, &mut out) {
         // A kernel without IPv6 has no inet6 diag handler.
         Err(SnapshotError::Kernel(e))
             if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EAFNOSUPPORT)) => {}
         other => other?,
     }
     Ok(out)
+}
+
+/// A sequence number no earlier dump on any kept socket used, so replies
+/// of an abandoned dump are never taken for this one's.
+fn next_seq() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The bytes of one `SOCK_DIAG_BY_FAMILY` dump request.

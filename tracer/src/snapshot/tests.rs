@@ -50,7 +50,7 @@ fn snapshot_attribution_uses_the_sockets_netns() {
             inode: 7000,
         },
     ];
-    attribute(&mut snap, &held);
+    attribute(&mut snap, held.to_vec());
     assert_eq!(snap.owners.get(&(222, 6000)), Some(&7));
     assert_eq!(snap.owners.get(&(111, 5000)), Some(&8));
     assert_eq!(snap.shared_owners.get(&(111, 5000)), Some(&vec![8, 9]));

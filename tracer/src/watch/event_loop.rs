@@ -1,5 +1,6 @@
 //! The event loop: ring buffer -> decode -> attribute -> enrich -> sink.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,10 @@ use crate::storm::StormTotals;
 
 use super::{End, Signals, UserFilter};
 
+/// What a caller does with the start-up snapshot before the loop is
+/// seeded from it.
+pub type OnSnapshot<'s> = Box<dyn FnMut(&Snapshot) + 's>;
+
 /// State of `watch --summary-every`.
 pub struct Summary {
     pub every: Duration,
@@ -41,6 +46,15 @@ pub struct Summary {
 /// How often the ring buffer is drained when the kernel side does not wake
 /// the loop (bounds the latency of a quiet host's events).
 const DRAIN_EVERY: Duration = Duration::from_millis(10);
+/// While drains find nothing, the timer backs off (doubling) up to this:
+/// an idle host costs 10 wake-ups a second, not 100, and the first record
+/// after a quiet spell waits at most this long.
+const DRAIN_IDLE_MAX: Duration = Duration::from_millis(100);
+
+/// Records held while the start-up snapshot runs (about 10 MiB at most).
+/// Past this the oldest are attributed at once, with what the kernel's
+/// owner map knows: none is dropped.
+pub const HELD_MAX: usize = 65_536;
 
 pub struct Loop<'s> {
     pub(super) ring: AsyncFd<RingBuf<MapData>>,
@@ -79,6 +93,13 @@ pub struct Loop<'s> {
     pub hup: Option<Signal>,
     /// Events go to stdout: end when its reader goes away.
     pub stdout_events: bool,
+    /// The start-up snapshot while it runs ([`Loop::start_snapshot`]); the
+    /// records that arrive meanwhile wait in `held`, to be attributed with
+    /// it.
+    pub(super) startup: Option<tokio::task::JoinHandle<Option<Snapshot>>>,
+    pub(super) held: VecDeque<Record>,
+    /// Called with the start-up snapshot before the loop is seeded from it.
+    pub on_snapshot: Option<OnSnapshot<'s>>,
 }
 
 impl<'s> Loop<'s> {
@@ -149,7 +170,55 @@ impl<'s> Loop<'s> {
             metrics: None,
             hup: None,
             stdout_events: true,
+            startup: None,
+            held: VecDeque::new(),
+            on_snapshot: None,
         })
+    }
+
+    /// Reads every namespace's listener-drop counter every second, quiet
+    /// ones too (diagnose: its window is short and must see every drop in
+    /// it; `watch` reads quiet namespaces every few seconds).
+    pub fn poll_quiet_namespaces_too(&mut self) {
+        if let Some(m) = &mut self.monitor {
+            m.quiet_every = 1;
+        }
+    }
+
+    /// Takes the start-up snapshot in the background: the loop runs (and
+    /// the ring buffer is drained) from now on; records wait until the
+    /// snapshot is in, then are attributed with it.
+    pub fn start_snapshot(&mut self) {
+        self.startup = Some(tokio::spawn(super::take_snapshot_blocking()));
+    }
+
+    /// The start-up snapshot is in: seed from it, then attribute and print
+    /// what waited.
+    pub(super) fn finish_startup(&mut self, snap: Option<Snapshot>) -> std::io::Result<()> {
+        self.startup = None;
+        if let (Some(f), Some(s)) = (&mut self.on_snapshot, &snap) {
+            f(s);
+        }
+        let sockets = snap.as_ref().map_or(0, |s| s.sockets.len());
+        self.seed(snap);
+        let attached = self
+            .session
+            .hooks
+            .iter()
+            .filter(|h| h.chosen.is_some())
+            .count();
+        log::info!(
+            target: "tracer::watch",
+            "attached: {attached} of {} hooks on {}; {sockets} existing sockets known; {} records held meanwhile",
+            self.session.hooks.len(),
+            self.session.caps.release,
+            self.held.len()
+        );
+        while let Some(rec) = self.held.pop_front() {
+            self.process(rec)?;
+        }
+        crate::session::release_freed_memory();
+        self.sink.flush()
     }
 
     pub fn seed(&mut self, snap: Option<Snapshot>) {
@@ -160,13 +229,13 @@ impl<'s> Loop<'s> {
             if let Some(sum) = &mut self.summary {
                 sum.traffic_start = crate::diagnose::TrafficStart::new(&s, self.exchanges.as_ref());
             }
-            self.attr.seed(&s, Clock::boot_now());
             if let Some(m) = &mut self.monitor {
                 m.namespaces = s.namespaces.clone();
                 // Baseline now, so drops before tracer started are not
                 // reported as happening in the first second.
                 m.diff(s.listeners().cloned().collect());
             }
+            self.attr.seed_owned(s, Clock::boot_now());
         }
     }
 
@@ -180,8 +249,9 @@ impl<'s> Loop<'s> {
         let mut tick = tokio::time::interval(Duration::from_millis(ACCEPT_INTERVAL_MS));
         // The kernel side wakes this loop only when records pile up
         // (maps.rs, submit_flags); otherwise it drains on this timer.
-        let mut poll = tokio::time::interval(DRAIN_EVERY);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut drain_every = DRAIN_EVERY;
+        let drain_timer = tokio::time::sleep(drain_every);
+        tokio::pin!(drain_timer);
         let reader = self
             .stdout_events
             .then(crate::output::closed::ReaderGone::stdout);
@@ -194,13 +264,17 @@ impl<'s> Loop<'s> {
                 }
             };
             let step = tokio::select! {
+                snap = wait_startup(&mut self.startup) => {
+                    self.startup = None;
+                    self.finish_startup(snap).map(|()| None).map_err(anyhow::Error::from)
+                }
                 guard = self.ring.readable_mut() => {
                     let mut guard = guard.context("waiting on the ring buffer")?;
                     guard.clear_ready();
                     Ok(None)
                 }
                 _ = tick.tick() => self.on_tick().await.map(|_| None),
-                _ = poll.tick() => Ok(None),
+                _ = &mut drain_timer => Ok(None),
                 _ = signals.int.recv() => Ok(Some(End::Signal)),
                 _ = signals.term.recv() => Ok(Some(End::Signal)),
                 _ = sleep => Ok(Some(End::Duration)),
@@ -217,7 +291,16 @@ impl<'s> Loop<'s> {
             };
             // Drain after every wake-up (also the last one) so nothing the
             // kernel handed over is left unprinted.
-            let drained = self.drain();
+            let drained = self.drain().map(|n| {
+                drain_every = if n > 0 {
+                    DRAIN_EVERY
+                } else {
+                    (drain_every * 2).min(DRAIN_IDLE_MAX)
+                };
+                drain_timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + drain_every);
+            });
             match (step, drained) {
                 (_, Err(e)) if is_closed_pipe(&e) => break End::ReaderClosed,
                 (_, Err(e)) => return Err(e).context("writing events"),
@@ -227,6 +310,18 @@ impl<'s> Loop<'s> {
             }
         };
         self.hup = hup;
+        if let Some(h) = self.startup.take() {
+            // Ended before the start-up snapshot was in: attribute what
+            // waited with it all the same.
+            let snap = h.await.ok().flatten();
+            match self
+                .finish_startup(snap)
+                .and_then(|()| self.drain().map(drop))
+            {
+                Err(e) if is_closed_pipe(&e) => return Ok(End::ReaderClosed),
+                other => other.context("writing events")?,
+            }
+        }
         if end == End::ReaderClosed {
             log::info!("stdout closed by its reader; detaching");
         } else {
@@ -238,51 +333,68 @@ impl<'s> Loop<'s> {
         Ok(end)
     }
 
-    /// Reads everything the ring buffer holds now.
-    pub(super) fn drain(&mut self) -> std::io::Result<()> {
-        let enricher = Enricher {
-            clock: self.clock,
-            names: &self.session.kernel.names,
-            proc_source: &LiveProc,
-        };
+    /// Reads everything the ring buffer holds now; returns how many
+    /// records it read.
+    pub(super) fn drain(&mut self) -> std::io::Result<u32> {
         let mut n = 0u32;
-        while let Some(item) = self.ring.get_mut().next() {
-            let rec = decode(&item);
-            drop(item);
-            let ev = match rec {
-                Ok(Record::RstSent(r)) => Some(enricher.rst(&mut self.attr, &r, true)),
-                Ok(Record::RstReceived(r)) => Some(enricher.rst(&mut self.attr, &r, false)),
-                Ok(Record::State(r)) => {
-                    let e = enricher.state(&mut self.attr, &r);
-                    self.emit_states.then_some(e)
+        loop {
+            let rec = {
+                let Some(item) = self.ring.get_mut().next() else {
+                    break;
+                };
+                decode(&item)
+            };
+            match rec {
+                Ok(rec) if self.startup.is_some() => {
+                    self.held.push_back(rec);
+                    if self.held.len() > HELD_MAX
+                        && let Some(oldest) = self.held.pop_front()
+                    {
+                        self.process(oldest)?;
+                    }
                 }
-                Ok(Record::AcceptFailed(r)) => {
-                    self.accepts.add(&r);
-                    None
-                }
+                Ok(rec) => self.process(rec)?,
                 Err(e) => {
                     self.decode_errors += 1;
                     log::warn!("dropping a malformed record: {e}");
-                    None
                 }
-            };
-            if let Some(e) = ev
-                && self.filter.passes(&e)
-            {
-                // Field by field: the ring buffer item borrows `self.ring`.
-                if let Some(s) = &mut self.summary {
-                    s.window.add(&e);
-                }
-                self.sink.event(&e)?;
-                self.printed += 1;
             }
             n += 1;
             // Keep the lines flowing to the reader during a storm.
-            if n % 4096 == 0 {
+            if n.is_multiple_of(4096) {
                 self.sink.flush()?;
             }
         }
-        self.sink.flush()
+        self.sink.flush()?;
+        Ok(n)
+    }
+
+    /// Attributes, enriches and prints one record.
+    fn process(&mut self, rec: Record) -> std::io::Result<()> {
+        let session = self.session;
+        let enricher = Enricher {
+            clock: self.clock,
+            names: &session.kernel.names,
+            proc_source: &LiveProc,
+        };
+        let ev = match rec {
+            Record::RstSent(r) => Some(enricher.rst(&mut self.attr, &r, true)),
+            Record::RstReceived(r) => Some(enricher.rst(&mut self.attr, &r, false)),
+            Record::State(r) => {
+                let e = enricher.state(&mut self.attr, &r);
+                self.emit_states.then_some(e)
+            }
+            Record::AcceptFailed(r) => {
+                self.accepts.add(&r);
+                None
+            }
+        };
+        if let Some(e) = ev
+            && self.filter.passes(&e)
+        {
+            self.emit(&e)?;
+        }
+        Ok(())
     }
 
     /// Prints an event (and adds it to the summary window).
@@ -293,5 +405,15 @@ impl<'s> Loop<'s> {
         self.sink.event(e)?;
         self.printed += 1;
         Ok(())
+    }
+}
+
+/// The start-up snapshot, once it is in; never, when none is pending.
+async fn wait_startup(
+    pending: &mut Option<tokio::task::JoinHandle<Option<Snapshot>>>,
+) -> Option<Snapshot> {
+    match pending {
+        Some(h) => h.await.ok().flatten(),
+        None => std::future::pending().await,
     }
 }

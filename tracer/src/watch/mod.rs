@@ -111,20 +111,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<End> {
             pending: None,
         });
     }
-    let snap = take_snapshot_blocking().await;
-    let sockets = snap.as_ref().map_or(0, |s| s.sockets.len());
-    lp.seed(snap);
-    let attached = lp
-        .session
-        .hooks
-        .iter()
-        .filter(|h| h.chosen.is_some())
-        .count();
-    log::info!(
-        "attached: {attached} of {} hooks on {}; {sockets} existing sockets known",
-        lp.session.hooks.len(),
-        lp.session.caps.release
-    );
+    lp.start_snapshot();
     lp.run(args.common.duration, &mut signals).await
 }
 

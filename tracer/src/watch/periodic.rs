@@ -73,6 +73,11 @@ impl Loop<'_> {
     pub(super) async fn on_tick(&mut self) -> anyhow::Result<()> {
         // Follow steps and slewing of the wall clock.
         self.clock.resample();
+        if self.startup.is_some() {
+            // The kernel's counts wait in their maps, and attribution for
+            // the snapshot, like the held records.
+            return Ok(());
+        }
         let close_wait = self.attr.close_wait_by_pid();
         let now_ns = Clock::boot_now();
         let exchanges = self.exchanges.as_ref().map(|x| x.read());
@@ -131,6 +136,8 @@ impl Loop<'_> {
                 monitor.watch_netns(ns);
             }
             monitor.close_wait_wanted = !self.attr.close_wait.is_empty();
+            monitor.close_wait_unheld = self.attr.close_wait_unheld();
+            monitor.lost_total = self.drops_seen;
             self.poll = Some(tokio::task::spawn_blocking(move || {
                 let out = monitor.poll();
                 (monitor, out)
@@ -278,7 +285,7 @@ impl Loop<'_> {
                 if let Some(x) = &mut self.exchanges {
                     x.set_listeners(&s);
                 }
-                self.attr.seed(&s, Clock::boot_now());
+                self.attr.seed_owned(s, Clock::boot_now());
             }
             return;
         }
