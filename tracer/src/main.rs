@@ -2,7 +2,10 @@
 //!
 //! Pipeline, in file order: probes (hooks, choice, attach) -> decode (ring
 //! buffer bytes to records) -> attribute (owners) -> enrich (events) ->
-//! output (json, text).
+//! sinks (`sink::Sink`: output's json, text, file; metrics; diagnose's
+//! window). `event` and `report` (the verdict) are what sinks see; the
+//! commands (`watch`, `diagnose_cmd`, `probes_cmd`) sit on top, and CLI
+//! types stop at this file and `cli` (which converts them).
 
 mod aggregate;
 mod attribute;
@@ -11,6 +14,7 @@ mod clock;
 mod container;
 mod decode;
 mod diagnose;
+mod diagnose_cmd;
 mod enrich;
 mod event;
 mod exchange;
@@ -20,7 +24,9 @@ mod output;
 mod overflow;
 mod probes;
 mod probes_cmd;
+mod report;
 mod session;
+mod sink;
 mod snapshot;
 mod storm;
 mod watch;
@@ -29,7 +35,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command, WatchArgs};
+use cli::{Cli, Command, DiagnoseArgs, WatchArgs};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
@@ -56,7 +62,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command.unwrap_or(Command::Watch(WatchArgs::default())) {
         Command::Watch(args) => runtime.block_on(watch::run(args)).map(|_| ()),
-        Command::Diagnose(args) => runtime.block_on(diagnose::run(args)),
+        Command::Diagnose(args) => runtime.block_on(diagnose_cmd::run(diagnose_config(args))),
         Command::Probes(args) => probes_cmd::run(args),
     };
     match result {
@@ -78,4 +84,21 @@ fn one_line(e: &anyhow::Error) -> String {
         }
     }
     parts.join(": ").replace('\n', " ")
+}
+
+/// `diagnose`'s own config from its command line (CLI types stop here).
+fn diagnose_config(a: DiagnoseArgs) -> diagnose_cmd::Config {
+    let storm_threshold = a.common.storm_threshold();
+    let c = a.common;
+    diagnose_cmd::Config {
+        format: c.format,
+        duration: c.duration,
+        ring_buffer_kib: c.ring_buffer_kib,
+        pids: c.pid,
+        ports: c.port,
+        comm: c.comm,
+        storm_threshold,
+        no_mechanism: c.no_mechanism,
+        report: a.report,
+    }
 }

@@ -12,7 +12,7 @@ use crate::attribute::procs::{LiveProc, ProcSource};
 use crate::clock::Clock;
 use crate::event::{Event, comm_string};
 use crate::exchange::{Totals, busy_between, delta, sockets};
-use crate::output::{Second, Sink};
+use crate::sink::{Second, Sink};
 use crate::snapshot::{Snapshot, TCP_CLOSE_WAIT};
 use tracer_common::exchange::DIR_UPSTREAM;
 

@@ -278,7 +278,7 @@ impl<'s> Loop<'s> {
             }
             n += 1;
             // Keep the lines flowing to the reader during a storm.
-            if n % 4096 == 0 {
+            if n.is_multiple_of(4096) {
                 self.sink.flush()?;
             }
         }
