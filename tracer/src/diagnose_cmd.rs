@@ -75,10 +75,12 @@ pub async fn run(args: Config) -> anyhow::Result<()> {
     };
     let started = Clock::boot_now();
     let timeline = Rc::new(RefCell::new(Timeline::new(started)));
+    let gauges = collect::gauge_sampler().context("starting the timeline's gauge collector")?;
     let sink = DiagnoseSink {
         prev_exchanges: None,
         window: window.clone(),
         timeline: timeline.clone(),
+        gauges: gauges.clone(),
     };
     let kernel = session.caps.release.clone();
     let mut lp = Loop::new(&mut session, Box::new(sink), ufilter, false)?;
@@ -97,6 +99,7 @@ pub async fn run(args: Config) -> anyhow::Result<()> {
     };
     log::info!("attached; observing for {window_s} s");
     lp.run(Some(window_s), &mut signals).await?;
+    collect::finish_gauges(&gauges, &timeline).await;
     let elapsed_s = (Clock::boot_now().saturating_sub(started)) as f64 / 1e9;
     let end = tokio::task::spawn_blocking(|| snapshot::take_snapshot(&SnapshotOptions::default()))
         .await

@@ -5,6 +5,7 @@
 
 pub mod collect;
 pub mod findings;
+pub mod gauges;
 pub mod html;
 pub mod model;
 pub mod sparkline;
