@@ -24,6 +24,7 @@ use crate::session::Session;
 use crate::snapshot::Snapshot;
 use crate::storm::StormTotals;
 
+use super::accepts::AcceptReads;
 use super::{End, Signals, UserFilter};
 
 /// State of `watch --summary-every`.
@@ -51,6 +52,8 @@ pub struct Loop<'s> {
     /// The kernel's accept-failure counts and their last totals.
     pub(super) accept_fails: Option<PerCpuHashMap<MapData, AcceptFailKey, AcceptFailAgg>>,
     pub(super) accept_totals: KernelTotals,
+    /// `accept_failed` lines waiting for their fd counts (off the thread).
+    pub(super) accept_reads: AcceptReads,
     /// The kernel's RST storm counts and their last totals.
     pub(super) rst_storms: Option<PerCpuHashMap<MapData, RstStormKey, RstStormAgg>>,
     pub(super) storm_totals: StormTotals,
@@ -130,6 +133,7 @@ impl<'s> Loop<'s> {
             accepts: AcceptAggregator::default(),
             accept_fails,
             accept_totals: KernelTotals::default(),
+            accept_reads: AcceptReads::default(),
             rst_storms,
             storm_totals: StormTotals::default(),
             listen_owners,
@@ -217,7 +221,10 @@ impl<'s> Loop<'s> {
             };
             // Drain after every wake-up (also the last one) so nothing the
             // kernel handed over is left unprinted.
-            let drained = self.drain();
+            let drained = match self.drain() {
+                Ok(()) => self.print_accepts(false).await,
+                Err(e) => Err(e),
+            };
             match (step, drained) {
                 (_, Err(e)) if is_closed_pipe(&e) => break End::ReaderClosed,
                 (_, Err(e)) => return Err(e).context("writing events"),
@@ -230,7 +237,11 @@ impl<'s> Loop<'s> {
         if end == End::ReaderClosed {
             log::info!("stdout closed by its reader; detaching");
         } else {
-            match self.flush_periodic() {
+            let last = match self.flush_periodic() {
+                Ok(()) => self.print_accepts(true).await,
+                Err(e) => Err(e),
+            };
+            match last {
                 Err(e) if is_closed_pipe(&e) => return Ok(End::ReaderClosed),
                 other => other.context("writing events")?,
             }

@@ -157,6 +157,7 @@ pub async fn take_snapshot_blocking() -> Option<Snapshot> {
     }
 }
 
+mod accepts;
 mod event_loop;
 mod periodic;
 

@@ -12,6 +12,7 @@ use crate::overflow::Overflow;
 use crate::snapshot::{self, SnapshotOptions};
 use tracer_common::socket_id;
 
+use super::accepts::Pending;
 use super::{Loop, REFRESH_EVERY};
 
 impl Loop<'_> {
@@ -94,6 +95,7 @@ impl Loop<'_> {
             }
         }
         self.flush_periodic()?;
+        self.print_accepts(false).await?;
         self.maybe_summarize().await?;
         self.maybe_refresh().await;
         self.poll_listeners().await?;
@@ -194,12 +196,15 @@ impl Loop<'_> {
                 self.accepts.add_n(&i.first, i.count, i.last_ns);
             }
         }
+        // Printed when their fds are read (`accepts.rs`), in order.
+        let mut lines = Vec::new();
         for i in self.accepts.drain() {
-            let e = self.accept_event(&i);
-            if self.filter.passes(&e) {
-                self.emit(&e)?;
+            let line = self.accept_event(&i);
+            if self.filter.passes(&line.event) {
+                lines.push(line);
             }
         }
+        self.accept_reads.start(lines);
         for e in self.storm_events() {
             if self.filter.passes(&e) {
                 self.emit(&e)?;
@@ -232,8 +237,9 @@ impl Loop<'_> {
     }
 
     /// One interval's `accept_failed` line: the first failure's details,
-    /// the count, and the time of the last failure it counts.
-    pub(super) fn accept_event(&mut self, interval: &Interval) -> Event {
+    /// the count, and the time of the last failure it counts; its fd
+    /// fields are filled off the event thread (`accepts::fill_fds`).
+    pub(super) fn accept_event(&mut self, interval: &Interval) -> Pending {
         let (rec, count) = (&interval.first, interval.count);
         let enricher = Enricher {
             clock: self.clock,
@@ -254,18 +260,15 @@ impl Loop<'_> {
         }
         e.errno = Some(rec.errno);
         e.error = Some(errno_name(rec.errno));
-        let info = snapshot::process_info(rec.task.tgid);
-        e.fd_count = Some(info.as_ref().map(|i| i.fd_count));
-        e.fd_limit = Some(if rec.fd_limit != 0 {
-            Some(rec.fd_limit)
-        } else {
-            info.and_then(|i| i.fd_limit)
-        });
         e.count = Some(count);
         if e.comm.is_none() {
             e.comm = Some(comm_string(&rec.task.comm));
         }
-        e
+        Pending {
+            event: e,
+            tgid: rec.task.tgid,
+            kernel_fd_limit: rec.fd_limit,
+        }
     }
 
     pub(super) async fn maybe_refresh(&mut self) {
