@@ -9,6 +9,7 @@
 //! `local_port="other"`, `comm="other"`.
 
 pub mod exchange;
+pub mod feed;
 pub mod http;
 pub mod procs;
 

@@ -18,6 +18,7 @@ use crate::diagnose::window::Window;
 use crate::enrich::Enricher;
 use crate::event::Event;
 use crate::metrics::Metrics;
+use crate::metrics::feed::ExchangeFeed;
 use crate::output::{self, Sink, is_closed_pipe};
 use crate::overflow::{ListenerMonitor, Poll};
 use crate::session::Session;
@@ -78,6 +79,8 @@ pub struct Loop<'s> {
     pub decode_errors: u64,
     /// `--metrics-addr`: gauges refreshed every tick.
     pub metrics: Option<Arc<Metrics>>,
+    /// Its exchange refresh thread (started at the first tick).
+    pub(super) exchange_feed: Option<ExchangeFeed>,
     /// `--output`: SIGHUP reopens the file.
     pub hup: Option<Signal>,
     /// Events go to stdout: end when its reader goes away.
@@ -151,6 +154,7 @@ impl<'s> Loop<'s> {
             printed: 0,
             decode_errors: 0,
             metrics: None,
+            exchange_feed: None,
             hup: None,
             stdout_events: true,
         })

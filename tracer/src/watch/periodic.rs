@@ -1,6 +1,7 @@
 //! What the loop does once a second: lost-event lines, aggregated accept
 //! failures, listener polls, snapshot refreshes, summaries, SIGHUP.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::aggregate::Interval;
@@ -8,6 +9,7 @@ use crate::attribute::procs::LiveProc;
 use crate::clock::Clock;
 use crate::enrich::Enricher;
 use crate::event::{AttributedBy, Event, EventKind, comm_string, errno_name};
+use crate::metrics::feed::{ExchangeFeed, proc_comm};
 use crate::overflow::Overflow;
 use crate::snapshot::{self, SnapshotOptions};
 use tracer_common::socket_id;
@@ -85,13 +87,17 @@ impl Loop<'_> {
         if let Some(m) = &self.metrics {
             m.refresh_processes(close_wait);
             if let Some(totals) = exchanges {
-                // Once per process (the refresh caches it): its name.
-                let comm = |tgid: u32| {
-                    std::fs::read_to_string(format!("/proc/{tgid}/comm"))
-                        .ok()
-                        .map(|s| s.trim_end().to_owned())
-                };
-                m.exchanges.refresh(totals, now_ns, &comm);
+                // On its own thread (it reads /proc for new processes' names).
+                if self.exchange_feed.is_none() {
+                    match ExchangeFeed::spawn(Arc::clone(m)) {
+                        Ok(f) => self.exchange_feed = Some(f),
+                        Err(e) => log::warn!("metrics: cannot start the exchange refresh: {e}"),
+                    }
+                }
+                match &mut self.exchange_feed {
+                    Some(f) => f.send(totals, now_ns),
+                    None => m.exchanges.refresh(totals, now_ns, &proc_comm),
+                }
             }
         }
         self.flush_periodic()?;
