@@ -63,7 +63,11 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Watch(WatchArgs::default())) {
         Command::Watch(args) => runtime.block_on(watch::run(args)).map(|_| ()),
         Command::Diagnose(args) => runtime.block_on(diagnose_cmd::run(diagnose_config(args))),
-        Command::Probes(args) => probes_cmd::run(args),
+        Command::Probes(a) => probes_cmd::run(probes_cmd::Config {
+            format: a.format,
+            no_mechanism: a.no_mechanism,
+            verbose: a.verbose,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
