@@ -11,7 +11,7 @@ use tracer_common::storm::{RstStormAgg, RstStormKey};
 use tracer_common::{AcceptFailAgg, AcceptFailKey, OwnerEntry};
 
 use crate::aggregate::{ACCEPT_INTERVAL_MS, AcceptAggregator, KernelTotals};
-use crate::attribute::{Attributor, procs::LiveProc};
+use crate::attribute::Attributor;
 use crate::clock::Clock;
 use crate::decode::{Record, decode};
 use crate::diagnose::window::Window;
@@ -26,6 +26,7 @@ use crate::snapshot::Snapshot;
 use crate::storm::StormTotals;
 
 use super::accepts::AcceptReads;
+use super::owner_proc::OwnerProc;
 use super::{End, Signals, UserFilter};
 
 /// State of `watch --summary-every`.
@@ -258,7 +259,7 @@ impl<'s> Loop<'s> {
         let enricher = Enricher {
             clock: self.clock,
             names: &self.session.kernel.names,
-            proc_source: &LiveProc,
+            proc_source: &OwnerProc,
         };
         let mut n = 0u32;
         while let Some(item) = self.ring.get_mut().next() {

@@ -159,6 +159,7 @@ pub async fn take_snapshot_blocking() -> Option<Snapshot> {
 
 mod accepts;
 mod event_loop;
+mod owner_proc;
 mod periodic;
 
 pub use event_loop::{Loop, Summary};

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::aggregate::Interval;
-use crate::attribute::procs::LiveProc;
 use crate::clock::Clock;
 use crate::enrich::Enricher;
 use crate::event::{AttributedBy, Event, EventKind, comm_string, errno_name};
@@ -15,6 +14,7 @@ use crate::snapshot::{self, SnapshotOptions};
 use tracer_common::socket_id;
 
 use super::accepts::Pending;
+use super::owner_proc::OwnerProc;
 use super::{Loop, REFRESH_EVERY};
 
 impl Loop<'_> {
@@ -164,7 +164,7 @@ impl Loop<'_> {
             l.local.port(),
             l.inode,
             accepting.as_ref(),
-            &LiveProc,
+            &OwnerProc,
         );
         e.set_owner(owner.as_ref(), by);
         e.family = socket_id::family_name(l.family);
@@ -233,7 +233,7 @@ impl Loop<'_> {
         let enricher = Enricher {
             clock: self.clock,
             names: &self.session.kernel.names,
-            proc_source: &LiveProc,
+            proc_source: &OwnerProc,
         };
         self.storm_totals
             .increments(now)
@@ -250,13 +250,13 @@ impl Loop<'_> {
         let enricher = Enricher {
             clock: self.clock,
             names: &self.session.kernel.names,
-            proc_source: &LiveProc,
+            proc_source: &OwnerProc,
         };
         let mut e = Event::new(
             EventKind::AcceptFailed,
             self.clock.rfc3339(interval.last_ns),
         );
-        let owner = self.attr.procs.owner_of_task(&rec.task, &LiveProc);
+        let owner = self.attr.procs.owner_of_task(&rec.task, &OwnerProc);
         e.set_owner(Some(&owner), AttributedBy::CurrentTask);
         if rec.listener.skaddr != 0 {
             enricher.socket_fields(&mut e, &rec.listener);
