@@ -134,4 +134,35 @@ mod tests {
         fill_fds(&mut e, 0, None);
         assert_eq!((e.fd_count, e.fd_limit), (Some(None), Some(None)));
     }
+
+    fn line(tgid: u32, port: u16) -> Pending {
+        let mut event = Event::new(EventKind::AcceptFailed, String::new());
+        event.local_port = Some(port);
+        Pending {
+            event,
+            tgid,
+            kernel_fd_limit: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn lines_come_out_in_order_with_their_fds() {
+        let me = std::process::id();
+        let mut q = AcceptReads::default();
+        q.start(Vec::new());
+        assert!(
+            q.next(true).await.is_none(),
+            "an empty second queues nothing"
+        );
+        q.start(vec![line(me, 1), line(u32::MAX, 2)]);
+        q.start(vec![line(me, 3)]);
+        let mut got = Vec::new();
+        while let Some(b) = q.next(true).await {
+            got.extend(b);
+        }
+        let ports: Vec<_> = got.iter().map(|e| e.local_port).collect();
+        assert_eq!(ports, vec![Some(1), Some(2), Some(3)]);
+        assert!(got[0].fd_count.flatten().is_some_and(|n| n > 0));
+        assert_eq!(got[1].fd_count, Some(None), "a gone process");
+    }
 }
