@@ -2,7 +2,10 @@
 //!
 //! Pipeline, in file order: probes (hooks, choice, attach) -> decode (ring
 //! buffer bytes to records) -> attribute (owners) -> enrich (events) ->
-//! output (json, text).
+//! sinks (`sink::Sink`: output's json, text, file; metrics; diagnose's
+//! window). `event` and `report` (the verdict) are what sinks see; the
+//! commands (`watch`, `diagnose_cmd`, `probes_cmd`) sit on top, and CLI
+//! types stop at this file and `cli` (which converts them).
 
 mod aggregate;
 mod attribute;
@@ -11,6 +14,7 @@ mod clock;
 mod container;
 mod decode;
 mod diagnose;
+mod diagnose_cmd;
 mod enrich;
 mod event;
 mod exchange;
@@ -20,7 +24,9 @@ mod output;
 mod overflow;
 mod probes;
 mod probes_cmd;
+mod report;
 mod session;
+mod sink;
 mod snapshot;
 mod storm;
 mod task_iter;
@@ -30,7 +36,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command, WatchArgs};
+use cli::{Cli, Command, DiagnoseArgs, WatchArgs};
 
 fn main() -> ExitCode {
     single_malloc_arena();
@@ -58,8 +64,12 @@ fn main() -> ExitCode {
     };
     let result = match cli.command.unwrap_or(Command::Watch(WatchArgs::default())) {
         Command::Watch(args) => runtime.block_on(watch::run(args)).map(|_| ()),
-        Command::Diagnose(args) => runtime.block_on(diagnose::run(args)),
-        Command::Probes(args) => probes_cmd::run(args),
+        Command::Diagnose(args) => runtime.block_on(diagnose_cmd::run(diagnose_config(args))),
+        Command::Probes(a) => probes_cmd::run(probes_cmd::Config {
+            format: a.format,
+            no_mechanism: a.no_mechanism,
+            verbose: a.verbose,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -92,5 +102,22 @@ fn single_malloc_arena() {
     // in main, before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+/// `diagnose`'s own config from its command line (CLI types stop here).
+fn diagnose_config(a: DiagnoseArgs) -> diagnose_cmd::Config {
+    let storm_threshold = a.common.storm_threshold();
+    let c = a.common;
+    diagnose_cmd::Config {
+        format: c.format,
+        duration: c.duration,
+        ring_buffer_kib: c.ring_buffer_kib,
+        pids: c.pid,
+        ports: c.port,
+        comm: c.comm,
+        storm_threshold,
+        no_mechanism: c.no_mechanism,
+        report: a.report,
     }
 }

@@ -3,11 +3,20 @@
 
 use std::io::Write;
 
-use crate::cli::ProbesArgs;
 use crate::output::Format;
+use crate::probes::table::Kind;
 use crate::session::{KernelFilter, Session};
 
-pub fn run(args: ProbesArgs) -> anyhow::Result<()> {
+/// What `probes` is asked (built from the command line in `main.rs`).
+pub struct Config {
+    /// `None`: text on a terminal, JSON otherwise.
+    pub format: Option<Format>,
+    pub no_mechanism: Vec<Kind>,
+    /// Text: the kernel's whole answer under each refusal.
+    pub verbose: bool,
+}
+
+pub fn run(args: Config) -> anyhow::Result<()> {
     let format = args.format.unwrap_or_else(Format::default_for_stdout);
     // Attaching for real is the only way to know what the kernel accepts
     // (fexit may be refused at load); the session is dropped right after,

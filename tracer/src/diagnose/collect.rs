@@ -6,13 +6,14 @@ use std::collections::HashMap;
 use std::io;
 use std::rc::Rc;
 
+use super::gauges::{self, Sampler};
 use super::timeline::{Gauge, Timeline};
 use super::window::Window;
-use crate::attribute::procs::{LiveProc, ProcSource};
+use crate::attribute::procs::LiveProc;
 use crate::clock::Clock;
 use crate::event::{Event, comm_string};
 use crate::exchange::{Totals, busy_between, delta, sockets};
-use crate::output::{Second, Sink};
+use crate::sink::{Second, Sink};
 use crate::snapshot::{Snapshot, TCP_CLOSE_WAIT};
 use tracer_common::exchange::DIR_UPSTREAM;
 
@@ -27,6 +28,32 @@ pub struct DiagnoseSink {
     pub timeline: Rc<RefCell<Timeline>>,
     /// The exchange totals of the previous second, and when.
     pub prev_exchanges: Option<(u64, Totals)>,
+    /// Reads the gauges off the event thread; shared with the command,
+    /// which takes it after the window for the readings still due
+    /// ([`finish_gauges`]).
+    pub gauges: Rc<RefCell<Option<Sampler>>>,
+}
+
+/// The gauge collector for a [`DiagnoseSink`] (a thread reading /proc).
+pub fn gauge_sampler() -> io::Result<Rc<RefCell<Option<Sampler>>>> {
+    Ok(Rc::new(RefCell::new(Some(Sampler::spawn(LiveProc)?))))
+}
+
+/// After the window: stops the collector and applies the readings still
+/// due, waiting for them off the event thread.
+pub async fn finish_gauges(gauges: &Rc<RefCell<Option<Sampler>>>, t: &RefCell<Timeline>) {
+    let Some(s) = gauges.borrow_mut().take() else {
+        return;
+    };
+    match tokio::task::spawn_blocking(move || s.finish()).await {
+        Ok(readings) => {
+            let mut t = t.borrow_mut();
+            for r in readings {
+                gauges::apply(&mut t, r);
+            }
+        }
+        Err(e) => log::warn!("timeline: the gauge collector failed: {e}"),
+    }
 }
 
 impl Sink for DiagnoseSink {
@@ -42,30 +69,29 @@ impl Sink for DiagnoseSink {
 
     fn second(&mut self, s: &Second<'_>) {
         let mut t = self.timeline.borrow_mut();
+        let mut sampler = self.gauges.borrow_mut();
+        // The previous seconds' /proc readings first, at their instants.
+        for r in sampler.as_ref().map(Sampler::ready).unwrap_or_default() {
+            gauges::apply(&mut t, r);
+        }
         let close_wait: HashMap<u32, u32> = s
             .close_wait_by_pid
             .iter()
             .filter_map(|(pid, (n, _, _))| Some(((*pid)?, *n as u32)))
             .collect();
-        for (&pid, &n) in &close_wait {
-            if n > 0 && !t.procs.contains_key(&pid) {
-                let comm = LiveProc
-                    .process(pid)
-                    .map(|p| comm_string(&p.comm))
-                    .unwrap_or_default();
-                t.seed(pid, &comm, Gauge::default());
-            }
-        }
-        for pid in t.tracked() {
-            let info = LiveProc.process(pid);
-            let g = Gauge {
-                fds: info
-                    .as_ref()
-                    .and_then(|p| (p.fd_count > 0).then_some(p.fd_count)),
-                fd_limit: info.as_ref().and_then(|p| p.fd_limit),
-                close_wait: close_wait.get(&pid).copied().unwrap_or(0),
-            };
-            t.sample(pid, s.now_ns, g);
+        let mut seed: Vec<u32> = close_wait
+            .iter()
+            .filter(|(pid, n)| **n > 0 && !t.procs.contains_key(pid))
+            .map(|(pid, _)| *pid)
+            .collect();
+        seed.sort_unstable();
+        if let Some(sampler) = sampler.as_mut() {
+            sampler.request(gauges::Request {
+                now_ns: s.now_ns,
+                seed,
+                tracked: t.tracked(),
+                close_wait,
+            });
         }
         if let Some(now) = s.exchanges {
             if let Some((then_ns, then)) = &self.prev_exchanges {

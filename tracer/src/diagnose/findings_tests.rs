@@ -1,9 +1,9 @@
 use std::collections::BTreeMap;
 
-use super::super::report::{Report, narrative};
 use super::super::window::*;
 use super::*;
 use crate::event::{AttributedBy, Event, EventKind, Owner};
+use crate::report::{Report, narrative};
 
 const TS: &str = "2024-05-01T12:34:56.789012345Z";
 /// The init network namespace's usual inode.

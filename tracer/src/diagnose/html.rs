@@ -8,9 +8,9 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use super::model::HostView;
-use super::report::{Report, narrative};
 use super::svg::{Line, chart, esc};
 use super::timeline::{ProcSeries, Timeline};
+use crate::report::{Report, narrative};
 
 /// Where the report came from.
 pub struct Meta {

@@ -4,11 +4,11 @@ use tracer_common::exchange::{DIR_SERVED, DIR_UPSTREAM, ExchAgg, ExchKey, bucket
 
 use super::super::findings::findings;
 use super::super::model::{ListenerView, ProcView};
-use super::super::report::{Report, narrative};
 use super::super::stuck::Handling;
 use super::super::window::Window;
 use super::*;
 use crate::exchange::{Totals, delta};
+use crate::report::{Report, narrative};
 
 const NS: u32 = 4026531840;
 const API: u32 = 4242;

@@ -4,18 +4,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
-
 use crate::event::{Event, EventKind};
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Counters {
-    pub rst_sent: u64,
-    pub rst_received: u64,
-    pub accept_failed: u64,
-    pub listen_overflow: u64,
-    pub lost: u64,
-}
+pub use crate::report::Counters;
 
 /// RSTs sent from one local port, by owner.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

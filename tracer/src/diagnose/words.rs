@@ -1,17 +1,6 @@
 //! Numbers and names as the verdict's sentences spell them.
 
-/// `1811` -> `1,811`.
-pub fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+pub use crate::report::thousands;
 
 pub fn duration_words(secs: f64) -> String {
     if secs >= 7200.0 {

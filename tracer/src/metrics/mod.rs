@@ -9,6 +9,7 @@
 //! `local_port="other"`, `comm="other"`.
 
 pub mod exchange;
+pub mod feed;
 pub mod http;
 pub mod procs;
 
@@ -24,7 +25,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::event::{Event, EventKind};
-use crate::output::Sink;
+use crate::sink::Sink;
 
 /// Distinct label sets per counter family before folding into "other".
 pub const MAX_SERIES: usize = 1000;
@@ -340,7 +341,7 @@ impl Sink for MetricsSink {
         self.inner.flush()
     }
 
-    fn summary(&mut self, ts: &str, r: &crate::diagnose::report::Report) -> io::Result<()> {
+    fn summary(&mut self, ts: &str, r: &crate::report::Report) -> io::Result<()> {
         self.inner.summary(ts, r)
     }
 

@@ -19,7 +19,7 @@ impl ReaderGone {
             .as_fd()
             .try_clone_to_owned()
             .ok()
-            .filter(|fd| is_pipe_or_socket(fd))
+            .filter(is_pipe_or_socket)
             // SAFETY: the OwnedFd is a private duplicate of stdout moved into
             // the AsyncFd: it stays open, and is not reused, while registered.
             .and_then(|fd| unsafe { AsyncFd::register_with_interest(fd, Interest::ERROR) }.ok());

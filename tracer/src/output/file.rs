@@ -136,7 +136,7 @@ impl Sink for FileSink {
         self.inner.flush()
     }
 
-    fn summary(&mut self, ts: &str, r: &crate::diagnose::report::Report) -> io::Result<()> {
+    fn summary(&mut self, ts: &str, r: &crate::report::Report) -> io::Result<()> {
         self.inner.summary(ts, r)
     }
 

@@ -29,7 +29,7 @@ impl<W: Write> Sink for JsonSink<W> {
     }
 
     /// `{"v":1,"ts":...,"event":"summary", ...the diagnose report}`.
-    fn summary(&mut self, ts: &str, r: &crate::diagnose::report::Report) -> io::Result<()> {
+    fn summary(&mut self, ts: &str, r: &crate::report::Report) -> io::Result<()> {
         let mut v = serde_json::to_value(r).map_err(io::Error::from)?;
         if let serde_json::Value::Object(map) = &mut v {
             let mut out = serde_json::Map::new();

@@ -6,14 +6,15 @@ pub mod file;
 pub mod json;
 pub mod text;
 
-use std::collections::HashMap;
 use std::io;
+use std::io::Write as _;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::event::Event;
+use crate::report::{Report, narrative};
+pub use crate::sink::{Second, Sink};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -33,31 +34,6 @@ impl Format {
     }
 }
 
-/// What sinks that chart the window get once a second.
-pub struct Second<'a> {
-    pub now_ns: u64,
-    /// The attributor's sockets in CLOSE_WAIT per owner: (count, earliest
-    /// entry in boot ns, some already there at start).
-    pub close_wait_by_pid: &'a HashMap<Option<u32>, (u64, Option<u64>, bool)>,
-    /// The kernel's exchange totals now, where exchange timing runs.
-    pub exchanges: Option<&'a crate::exchange::Totals>,
-}
-
-pub trait Sink {
-    fn event(&mut self, e: &Event) -> io::Result<()>;
-    /// Once a second (diagnose's timeline samples its gauges).
-    fn second(&mut self, _s: &Second<'_>) {}
-    fn flush(&mut self) -> io::Result<()>;
-    /// A periodic verdict (`watch --summary-every`).
-    fn summary(&mut self, _ts: &str, _r: &crate::diagnose::report::Report) -> io::Result<()> {
-        Ok(())
-    }
-    /// Continues in a fresh file at the same path (`--output`, on SIGHUP).
-    fn reopen(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The sink for `format` writing to `w`.
 pub fn sink<W: io::Write + 'static>(format: Format, w: W) -> Box<dyn Sink> {
     match format {
@@ -66,18 +42,29 @@ pub fn sink<W: io::Write + 'static>(format: Format, w: W) -> Box<dyn Sink> {
     }
 }
 
+/// Where the events go: `--output` and `--metrics-addr` of `watch`
+/// (built from the command line in `cli.rs`).
+#[derive(Clone, Debug, Default)]
+pub struct SinkConfig {
+    /// Append to this file (reopened on SIGHUP) instead of stdout.
+    pub output: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics here.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
 /// The event sink (stdout or `--output`, counted by `--metrics-addr`), the
 /// metrics being served, and the SIGHUP handler that reopens `--output`.
 /// Set up before attaching, so a bad path or a taken port fails at once.
 pub async fn setup(
-    args: &crate::cli::WatchArgs,
+    cfg: impl Into<SinkConfig>,
     format: Format,
 ) -> anyhow::Result<(
     Box<dyn Sink>,
     Option<Arc<crate::metrics::Metrics>>,
     Option<Signal>,
 )> {
-    let (mut out, hup) = match &args.output {
+    let cfg = cfg.into();
+    let (mut out, hup) = match &cfg.output {
         Some(path) => (
             Box::new(file::FileSink::open(format, path)?) as Box<dyn Sink>,
             Some(signal(SignalKind::hangup()).context("installing the SIGHUP handler")?),
@@ -85,7 +72,7 @@ pub async fn setup(
         None => (sink(format, std::io::stdout()), None),
     };
     let mut metrics = None;
-    if let Some(addr) = args.metrics_addr {
+    if let Some(addr) = cfg.metrics_addr {
         let listener = crate::metrics::http::bind(addr).await?;
         let m = crate::metrics::Metrics::new();
         crate::metrics::http::spawn(listener, Arc::clone(&m));
@@ -109,4 +96,20 @@ pub async fn recv_opt(s: &mut Option<Signal>) {
 /// normal end, not a failure.
 pub fn is_closed_pipe(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::BrokenPipe
+}
+
+/// The verdict on stdout: one JSON object, or the story in sentences. A
+/// reader that went away is not an error.
+pub fn print_report(r: &Report, format: Format) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let res = match format {
+        Format::Json => serde_json::to_writer(&mut out, r)
+            .map_err(std::io::Error::from)
+            .and_then(|_| out.write_all(b"\n")),
+        Format::Text => out.write_all(narrative(r).as_bytes()),
+    };
+    match res.and_then(|_| out.flush()) {
+        Err(e) if is_closed_pipe(&e) => Ok(()),
+        other => Ok(other?),
+    }
 }

@@ -124,10 +124,9 @@ impl<W: Write> Sink for TextSink<W> {
         self.out.flush()
     }
 
-    fn summary(&mut self, ts: &str, r: &crate::diagnose::report::Report) -> io::Result<()> {
+    fn summary(&mut self, ts: &str, r: &crate::report::Report) -> io::Result<()> {
         writeln!(self.out, "{} SUMMARY", clock_of(ts))?;
-        self.out
-            .write_all(crate::diagnose::report::narrative(r).as_bytes())?;
+        self.out.write_all(crate::report::narrative(r).as_bytes())?;
         self.out.flush()
     }
 }

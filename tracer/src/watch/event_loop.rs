@@ -12,19 +12,22 @@ use tracer_common::storm::{RstStormAgg, RstStormKey};
 use tracer_common::{AcceptFailAgg, AcceptFailKey, OwnerEntry};
 
 use crate::aggregate::{ACCEPT_INTERVAL_MS, AcceptAggregator, KernelTotals};
-use crate::attribute::{Attributor, procs::LiveProc};
+use crate::attribute::Attributor;
 use crate::clock::Clock;
 use crate::decode::{Record, decode};
 use crate::diagnose::window::Window;
 use crate::enrich::Enricher;
 use crate::event::Event;
 use crate::metrics::Metrics;
+use crate::metrics::feed::ExchangeFeed;
 use crate::output::{self, Sink, is_closed_pipe};
 use crate::overflow::{ListenerMonitor, Poll};
 use crate::session::Session;
 use crate::snapshot::Snapshot;
 use crate::storm::StormTotals;
 
+use super::accepts::AcceptReads;
+use super::owner_proc::OwnerProc;
 use super::{End, Signals, UserFilter};
 
 /// What a caller does with the start-up snapshot before the loop is
@@ -65,6 +68,8 @@ pub struct Loop<'s> {
     /// The kernel's accept-failure counts and their last totals.
     pub(super) accept_fails: Option<PerCpuHashMap<MapData, AcceptFailKey, AcceptFailAgg>>,
     pub(super) accept_totals: KernelTotals,
+    /// `accept_failed` lines waiting for their fd counts (off the thread).
+    pub(super) accept_reads: AcceptReads,
     /// The kernel's RST storm counts and their last totals.
     pub(super) rst_storms: Option<PerCpuHashMap<MapData, RstStormKey, RstStormAgg>>,
     pub(super) storm_totals: StormTotals,
@@ -89,6 +94,8 @@ pub struct Loop<'s> {
     pub decode_errors: u64,
     /// `--metrics-addr`: gauges refreshed every tick.
     pub metrics: Option<Arc<Metrics>>,
+    /// Its exchange refresh thread (started at the first tick).
+    pub(super) exchange_feed: Option<ExchangeFeed>,
     /// `--output`: SIGHUP reopens the file.
     pub hup: Option<Signal>,
     /// Events go to stdout: end when its reader goes away.
@@ -151,6 +158,7 @@ impl<'s> Loop<'s> {
             accepts: AcceptAggregator::default(),
             accept_fails,
             accept_totals: KernelTotals::default(),
+            accept_reads: AcceptReads::default(),
             rst_storms,
             storm_totals: StormTotals::default(),
             listen_owners,
@@ -168,6 +176,7 @@ impl<'s> Loop<'s> {
             printed: 0,
             decode_errors: 0,
             metrics: None,
+            exchange_feed: None,
             hup: None,
             stdout_events: true,
             startup: None,
@@ -291,16 +300,20 @@ impl<'s> Loop<'s> {
             };
             // Drain after every wake-up (also the last one) so nothing the
             // kernel handed over is left unprinted.
-            let drained = self.drain().map(|n| {
-                drain_every = if n > 0 {
-                    DRAIN_EVERY
-                } else {
-                    (drain_every * 2).min(DRAIN_IDLE_MAX)
-                };
-                drain_timer
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + drain_every);
-            });
+            let drained = match self.drain() {
+                Ok(n) => {
+                    drain_every = if n > 0 {
+                        DRAIN_EVERY
+                    } else {
+                        (drain_every * 2).min(DRAIN_IDLE_MAX)
+                    };
+                    drain_timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + drain_every);
+                    self.print_accepts(false).await
+                }
+                Err(e) => Err(e),
+            };
             match (step, drained) {
                 (_, Err(e)) if is_closed_pipe(&e) => break End::ReaderClosed,
                 (_, Err(e)) => return Err(e).context("writing events"),
@@ -325,7 +338,11 @@ impl<'s> Loop<'s> {
         if end == End::ReaderClosed {
             log::info!("stdout closed by its reader; detaching");
         } else {
-            match self.flush_periodic() {
+            let last = match self.flush_periodic() {
+                Ok(()) => self.print_accepts(true).await,
+                Err(e) => Err(e),
+            };
+            match last {
                 Err(e) if is_closed_pipe(&e) => return Ok(End::ReaderClosed),
                 other => other.context("writing events")?,
             }
@@ -375,7 +392,7 @@ impl<'s> Loop<'s> {
         let enricher = Enricher {
             clock: self.clock,
             names: &session.kernel.names,
-            proc_source: &LiveProc,
+            proc_source: &OwnerProc,
         };
         let ev = match rec {
             Record::RstSent(r) => Some(enricher.rst(&mut self.attr, &r, true)),

@@ -144,7 +144,9 @@ pub async fn take_snapshot_blocking() -> Option<Snapshot> {
     }
 }
 
+mod accepts;
 mod event_loop;
+mod owner_proc;
 mod periodic;
 
 pub use event_loop::{Loop, Summary};

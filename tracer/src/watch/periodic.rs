@@ -1,17 +1,20 @@
 //! What the loop does once a second: lost-event lines, aggregated accept
 //! failures, listener polls, snapshot refreshes, summaries, SIGHUP.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::aggregate::Interval;
-use crate::attribute::procs::LiveProc;
 use crate::clock::Clock;
 use crate::enrich::Enricher;
 use crate::event::{AttributedBy, Event, EventKind, comm_string, errno_name};
+use crate::metrics::feed::{ExchangeFeed, proc_comm};
 use crate::overflow::Overflow;
 use crate::snapshot::{self, SnapshotOptions};
 use tracer_common::socket_id;
 
+use super::accepts::Pending;
+use super::owner_proc::OwnerProc;
 use super::{Loop, REFRESH_EVERY};
 
 impl Loop<'_> {
@@ -89,16 +92,21 @@ impl Loop<'_> {
         if let Some(m) = &self.metrics {
             m.refresh_processes(close_wait);
             if let Some(totals) = exchanges {
-                // Once per process (the refresh caches it): its name.
-                let comm = |tgid: u32| {
-                    std::fs::read_to_string(format!("/proc/{tgid}/comm"))
-                        .ok()
-                        .map(|s| s.trim_end().to_owned())
-                };
-                m.exchanges.refresh(totals, now_ns, &comm);
+                // On its own thread (it reads /proc for new processes' names).
+                if self.exchange_feed.is_none() {
+                    match ExchangeFeed::spawn(Arc::clone(m)) {
+                        Ok(f) => self.exchange_feed = Some(f),
+                        Err(e) => log::warn!("metrics: cannot start the exchange refresh: {e}"),
+                    }
+                }
+                match &mut self.exchange_feed {
+                    Some(f) => f.send(totals, now_ns),
+                    None => m.exchanges.refresh(totals, now_ns, &proc_comm),
+                }
             }
         }
         self.flush_periodic()?;
+        self.print_accepts(false).await?;
         self.maybe_summarize().await?;
         self.maybe_refresh().await;
         self.poll_listeners().await?;
@@ -163,7 +171,7 @@ impl Loop<'_> {
             l.local.port(),
             l.inode,
             accepting.as_ref(),
-            &LiveProc,
+            &OwnerProc,
         );
         e.set_owner(owner.as_ref(), by);
         e.family = socket_id::family_name(l.family);
@@ -201,12 +209,15 @@ impl Loop<'_> {
                 self.accepts.add_n(&i.first, i.count, i.last_ns);
             }
         }
+        // Printed when their fds are read (`accepts.rs`), in order.
+        let mut lines = Vec::new();
         for i in self.accepts.drain() {
-            let e = self.accept_event(&i);
-            if self.filter.passes(&e) {
-                self.emit(&e)?;
+            let line = self.accept_event(&i);
+            if self.filter.passes(&line.event) {
+                lines.push(line);
             }
         }
+        self.accept_reads.start(lines);
         for e in self.storm_events() {
             if self.filter.passes(&e) {
                 self.emit(&e)?;
@@ -229,7 +240,7 @@ impl Loop<'_> {
         let enricher = Enricher {
             clock: self.clock,
             names: &self.session.kernel.names,
-            proc_source: &LiveProc,
+            proc_source: &OwnerProc,
         };
         self.storm_totals
             .increments(now)
@@ -239,19 +250,20 @@ impl Loop<'_> {
     }
 
     /// One interval's `accept_failed` line: the first failure's details,
-    /// the count, and the time of the last failure it counts.
-    pub(super) fn accept_event(&mut self, interval: &Interval) -> Event {
+    /// the count, and the time of the last failure it counts; its fd
+    /// fields are filled off the event thread (`accepts::fill_fds`).
+    pub(super) fn accept_event(&mut self, interval: &Interval) -> Pending {
         let (rec, count) = (&interval.first, interval.count);
         let enricher = Enricher {
             clock: self.clock,
             names: &self.session.kernel.names,
-            proc_source: &LiveProc,
+            proc_source: &OwnerProc,
         };
         let mut e = Event::new(
             EventKind::AcceptFailed,
             self.clock.rfc3339(interval.last_ns),
         );
-        let owner = self.attr.procs.owner_of_task(&rec.task, &LiveProc);
+        let owner = self.attr.procs.owner_of_task(&rec.task, &OwnerProc);
         e.set_owner(Some(&owner), AttributedBy::CurrentTask);
         if rec.listener.skaddr != 0 {
             enricher.socket_fields(&mut e, &rec.listener);
@@ -261,18 +273,15 @@ impl Loop<'_> {
         }
         e.errno = Some(rec.errno);
         e.error = Some(errno_name(rec.errno));
-        let info = snapshot::process_info(rec.task.tgid);
-        e.fd_count = Some(info.as_ref().map(|i| i.fd_count));
-        e.fd_limit = Some(if rec.fd_limit != 0 {
-            Some(rec.fd_limit)
-        } else {
-            info.and_then(|i| i.fd_limit)
-        });
         e.count = Some(count);
         if e.comm.is_none() {
             e.comm = Some(comm_string(&rec.task.comm));
         }
-        e
+        Pending {
+            event: e,
+            tgid: rec.task.tgid,
+            kernel_fd_limit: rec.fd_limit,
+        }
     }
 
     pub(super) async fn maybe_refresh(&mut self) {

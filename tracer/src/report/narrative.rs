@@ -1,39 +1,6 @@
-//! The verdict: one JSON object, or the story in sentences.
+//! The verdict told in sentences: what the clients see, which process, why.
 
-use std::io::Write;
-
-use serde::Serialize;
-
-use super::findings::{Finding, Kind, thousands};
-use super::window::Counters;
-use crate::event::SCHEMA_VERSION;
-use crate::output::{Format, is_closed_pipe};
-
-#[derive(Debug, Serialize)]
-pub struct Report {
-    pub v: u32,
-    pub window_s: f64,
-    pub counters: Counters,
-    /// `healthy` when nothing was found, else `unhealthy`.
-    pub verdict: &'static str,
-    pub findings: Vec<Finding>,
-}
-
-impl Report {
-    pub fn new(window_s: f64, counters: &Counters, findings: Vec<Finding>) -> Self {
-        Report {
-            v: SCHEMA_VERSION,
-            window_s: (window_s * 10.0).round() / 10.0,
-            counters: counters.clone(),
-            verdict: if findings.is_empty() {
-                "healthy"
-            } else {
-                "unhealthy"
-            },
-            findings,
-        }
-    }
-}
+use super::{Kind, Report};
 
 /// The text form: what the clients see, which process, why.
 pub fn narrative(r: &Report) -> String {
@@ -187,16 +154,15 @@ fn what_clients_see(r: &Report) -> Option<String> {
     Some(format!("Clients of :{port} see {}.", seen.join(", ")))
 }
 
-pub fn print(r: &Report, format: Format) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    let res = match format {
-        Format::Json => serde_json::to_writer(&mut out, r)
-            .map_err(std::io::Error::from)
-            .and_then(|_| out.write_all(b"\n")),
-        Format::Text => out.write_all(narrative(r).as_bytes()),
-    };
-    match res.and_then(|_| out.flush()) {
-        Err(e) if is_closed_pipe(&e) => Ok(()),
-        other => Ok(other?),
+/// `1811` -> `1,811`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
     }
+    out
 }
