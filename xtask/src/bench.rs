@@ -14,6 +14,7 @@
 //! `ip netns exec NS xtask bench storm KIND`. Ctrl-C, SIGTERM or an error
 //! kill what was started and delete the namespace.
 
+mod bighost;
 mod crowd;
 mod delivery;
 mod exchange;
@@ -68,12 +69,19 @@ pub struct Args {
     /// Seconds of each request/response load (wrk against nginx).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=600))]
     load_secs: u32,
+    /// Runs of the big-host scenario (each about 1.5 min).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    big_host_runs: u32,
+    /// The big host's shape.
+    #[command(flatten)]
+    crowd: crowd::Spec,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Part {
     Storms,
     Exchange,
+    BigHost,
 }
 
 #[derive(clap::Subcommand)]
@@ -91,6 +99,14 @@ enum Internal {
     /// A crowded host held inside the bench namespace (internal).
     #[command(hide = true)]
     Crowd(crowd::Spec),
+    /// A closed-port connect every few ms (internal).
+    #[command(hide = true)]
+    Pace {
+        #[arg(long)]
+        every_ms: u64,
+        #[arg(long)]
+        count: u64,
+    },
 }
 
 pub fn bench(args: Args) -> ExitCode {
@@ -101,6 +117,7 @@ pub fn bench(args: Args) -> ExitCode {
             workers,
         }) => storm::main(kind, count, workers),
         Some(Internal::Crowd(spec)) => crowd::main(spec),
+        Some(Internal::Pace { every_ms, count }) => bighost::pace(every_ms, count),
         None => sandbox::install_signal_flag().and_then(|()| harness(&args)),
     };
     match result {
@@ -168,7 +185,13 @@ fn harness(args: &Args) -> Result<()> {
         "bench: namespace {} (inode {}), {} runs, {} connects, {} accepts, {} workers",
         bench.ns.name, bench.ns.inode, args.runs, args.connects, args.accepts, workers
     );
-    if args.only != Some(Part::Storms) {
+    if args.only.is_none() || args.only == Some(Part::BigHost) {
+        step_big_host(&bench, args)?;
+        if args.only == Some(Part::BigHost) {
+            return Ok(());
+        }
+    }
+    if args.only.is_none() || args.only == Some(Part::Exchange) {
         step_exchange(&bench, args)?;
         if args.only == Some(Part::Exchange) {
             return Ok(());
@@ -224,6 +247,27 @@ fn harness(args: &Args) -> Result<()> {
     if !args.no_doc {
         let doc = workspace_root().join("docs").join("benchmarks.md");
         report::write_doc(&doc, &text)?;
+        println!("bench: wrote {}", doc.display());
+    }
+    Ok(())
+}
+
+/// The big host, its section of docs/benchmarks.md.
+fn step_big_host(bench: &Bench, args: &Args) -> Result<()> {
+    let results = bighost::run(bench, args.crowd, args.big_host_runs, 5.0, 30)?;
+    let mut text = bighost::render(&results);
+    let _ = std::fmt::Write::write_fmt(
+        &mut text,
+        format_args!(
+            "\nReproduce: `cargo xtask bench --only big-host --big-host-runs {} {}` (as root).\n",
+            args.big_host_runs,
+            args.crowd.args().join(" ")
+        ),
+    );
+    println!("\n{text}");
+    if !args.no_doc {
+        let doc = workspace_root().join("docs").join("benchmarks.md");
+        report::write_section(&doc, "bench-big-host", &text)?;
         println!("bench: wrote {}", doc.display());
     }
     Ok(())

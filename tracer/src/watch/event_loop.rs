@@ -101,8 +101,8 @@ pub struct Loop<'s> {
     /// Events go to stdout: end when its reader goes away.
     pub stdout_events: bool,
     /// The start-up snapshot while it runs ([`Loop::start_snapshot`]); the
-    /// records that arrive meanwhile wait in `held`, to be attributed with
-    /// it.
+    /// records that arrive meanwhile and that it may attribute
+    /// ([`needs_snapshot`]) wait in `held`.
     pub(super) startup: Option<tokio::task::JoinHandle<Option<Snapshot>>>,
     pub(super) held: VecDeque<Record>,
     /// Called with the start-up snapshot before the loop is seeded from it.
@@ -362,7 +362,7 @@ impl<'s> Loop<'s> {
                 decode(&item)
             };
             match rec {
-                Ok(rec) if self.startup.is_some() => {
+                Ok(rec) if self.startup.is_some() && needs_snapshot(&rec) => {
                     self.held.push_back(rec);
                     if self.held.len() > HELD_MAX
                         && let Some(oldest) = self.held.pop_front()
@@ -425,6 +425,19 @@ impl<'s> Loop<'s> {
     }
 }
 
+/// Whether the start-up snapshot may know more of a record's owner than
+/// the kernel told: a socket whose owner the kernel side did not know.
+/// Resets with no socket at all (a closed port) and records whose owner
+/// came from the kernel are printed at once, the others wait for it.
+pub fn needs_snapshot(rec: &Record) -> bool {
+    use tracer_common::owner_source::NONE;
+    match rec {
+        Record::RstSent(r) | Record::RstReceived(r) => r.sock.skaddr != 0 && r.owner_source == NONE,
+        Record::State(r) => r.owner_source == NONE,
+        Record::AcceptFailed(_) => false,
+    }
+}
+
 /// The start-up snapshot, once it is in; never, when none is pending.
 async fn wait_startup(
     pending: &mut Option<tokio::task::JoinHandle<Option<Snapshot>>>,
@@ -432,5 +445,30 @@ async fn wait_startup(
     match pending {
         Some(h) => h.await.ok().flatten(),
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracer_common::{AcceptFailedRecord, RstRecord, StateRecord, owner_source};
+
+    #[test]
+    fn only_records_the_snapshot_can_attribute_wait_for_it() {
+        let closed_port = RstRecord::default();
+        assert!(!needs_snapshot(&Record::RstSent(closed_port)));
+        let mut old_socket = RstRecord::default();
+        old_socket.sock.skaddr = 0xffff_8880_0000_1000;
+        assert!(needs_snapshot(&Record::RstReceived(old_socket)));
+        let mut known = old_socket;
+        known.owner_source = owner_source::SOCKET_MAP;
+        assert!(!needs_snapshot(&Record::RstSent(known)));
+        let mut state = StateRecord::default();
+        assert!(needs_snapshot(&Record::State(state)));
+        state.owner_source = owner_source::LOCKED_CURRENT;
+        assert!(!needs_snapshot(&Record::State(state)));
+        assert!(!needs_snapshot(&Record::AcceptFailed(
+            AcceptFailedRecord::default()
+        )));
     }
 }

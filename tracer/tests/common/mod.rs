@@ -503,6 +503,15 @@ impl Tracer {
         Tracer::spawn_ready(cmd, None)
     }
 
+    /// `tracer watch --format json ARGS`, returning as soon as its hooks
+    /// are attached (the `hooks:` line), while the start-up snapshot may
+    /// still run.
+    pub fn watch_json_hooked(args: &[&str]) -> Tracer {
+        let mut cmd = Command::new(tracer_bin());
+        cmd.args(["watch", "--format", "json"]).args(args);
+        Tracer::spawn_until(cmd, None, |l| l.contains("] hooks: "))
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
@@ -723,7 +732,15 @@ impl Tracer {
         unsafe { libc::kill(self.pid() as i32, sig) };
     }
 
-    fn spawn_ready(mut cmd: Command, gate: Option<Receiver<bool>>) -> Tracer {
+    fn spawn_ready(cmd: Command, gate: Option<Receiver<bool>>) -> Tracer {
+        Tracer::spawn_until(cmd, gate, is_ready_line)
+    }
+
+    fn spawn_until(
+        mut cmd: Command,
+        gate: Option<Receiver<bool>>,
+        is_ready: fn(&str) -> bool,
+    ) -> Tracer {
         let what = format!("{cmd:?}");
         let started = Instant::now();
         let mut child = cmd
@@ -767,7 +784,7 @@ impl Tracer {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match err_rx.recv_timeout(left) {
-                Ok(line) if is_ready_line(&line) => break,
+                Ok(line) if is_ready(&line) => break,
                 Ok(_) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     let status = t
