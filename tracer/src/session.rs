@@ -186,7 +186,10 @@ impl Session {
         // Socket owners at start-up from one kernel pass over every open
         // file, not a readlink per fd (the /proc scan stays the fallback).
         match crate::task_iter::TaskFileIter::load(&mut ebpf, &btf) {
-            Ok(iter) => crate::snapshot::set_fd_source(Some(std::sync::Arc::new(iter))),
+            Ok(iter) => {
+                log::info!("socket owners: task_file iterator");
+                crate::snapshot::set_fd_source(Some(std::sync::Arc::new(iter)));
+            }
             Err(e) => log::info!("{e:#}; socket owners are read from /proc/PID/fd"),
         }
         drop(btf);

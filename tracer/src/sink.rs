@@ -22,6 +22,11 @@ pub trait Sink {
     fn event(&mut self, e: &Event) -> io::Result<()>;
     /// Once a second (diagnose's timeline samples its gauges).
     fn second(&mut self, _s: &Second<'_>) {}
+    /// Whether [`Sink::second`] does anything (its inputs are not
+    /// gathered otherwise: a big host's CLOSE_WAIT list each second).
+    fn wants_seconds(&self) -> bool {
+        false
+    }
     fn flush(&mut self) -> io::Result<()>;
     /// A periodic verdict (`watch --summary-every`).
     fn summary(&mut self, _ts: &str, _r: &Report) -> io::Result<()> {

@@ -59,8 +59,11 @@ pub struct Attributor {
     listen_inodes: FxHashMap<(u32, u64), Owner>,
     /// (netns, socket inode) -> pid, from snapshots.
     inode_owners: HashMap<(u32, u64), u32>,
-    /// 4-tuple -> socket inode, from snapshots (records without an inode).
-    tuple_inodes: FxHashMap<u64, u64>,
+    /// 4-tuple -> socket inode, from snapshots (records without an inode):
+    /// (hash of the 4-tuple, inode), sorted: half the memory of a map
+    /// over a big host's 100k sockets; looked up only for records without
+    /// an inode.
+    tuple_inodes: Vec<(u64, u64)>,
     /// Sockets in CLOSE_WAIT now.
     pub close_wait: FxHashMap<ConnKey, CloseWait>,
     /// Set when an event on a live socket found no owner: a fresh snapshot
@@ -98,12 +101,12 @@ impl Attributor {
         for info in snap.processes.values() {
             self.procs.seed(info);
         }
-        self.tuple_inodes.clear();
+        self.tuple_inodes = Vec::with_capacity(snap.sockets.len());
         let mut in_close_wait = std::collections::HashSet::new();
         for s in &snap.sockets {
             let key = s.conn_key();
             if s.inode != 0 {
-                self.tuple_inodes.insert(tuple_hash(&key), s.inode);
+                self.tuple_inodes.push((tuple_hash(&key), s.inode));
             }
             let pid = snap.owner_of(s);
             if s.state == TCP_LISTEN
@@ -125,6 +128,10 @@ impl Attributor {
                     .held = s.inode != 0;
             }
         }
+        // Sorted for lookups; a 4-tuple seen twice (listeners sharing a
+        // port) keeps one inode, as a map would.
+        self.tuple_inodes.sort_unstable();
+        self.tuple_inodes.dedup_by_key(|e| e.0);
         if snap.taken_ns != 0 {
             self.close_wait.retain(|k, cw| {
                 in_close_wait.contains(k) || cw.since_ns.is_some_and(|t| t >= snap.taken_ns)
@@ -219,7 +226,13 @@ impl Attributor {
         let ino = if sock.ino != 0 {
             Some(sock.ino)
         } else {
-            key.and_then(|k| self.tuple_inodes.get(&tuple_hash(&k)).copied())
+            key.and_then(|k| {
+                let h = tuple_hash(&k);
+                self.tuple_inodes
+                    .binary_search_by_key(&h, |&(t, _)| t)
+                    .ok()
+                    .map(|i| self.tuple_inodes[i].1)
+            })
         };
         if let Some(ino) = ino
             && let Some(pid) = self.inode_owners.get(&(sock.netns, ino)).copied()

@@ -67,6 +67,10 @@ impl Sink for DiagnoseSink {
         Ok(())
     }
 
+    fn wants_seconds(&self) -> bool {
+        true
+    }
+
     fn second(&mut self, s: &Second<'_>) {
         let mut t = self.timeline.borrow_mut();
         let mut sampler = self.gauges.borrow_mut();

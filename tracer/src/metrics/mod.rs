@@ -348,6 +348,14 @@ impl Sink for MetricsSink {
     fn reopen(&mut self) -> io::Result<()> {
         self.inner.reopen()
     }
+
+    fn second(&mut self, s: &crate::sink::Second<'_>) {
+        self.inner.second(s)
+    }
+
+    fn wants_seconds(&self) -> bool {
+        self.inner.wants_seconds()
+    }
 }
 
 #[cfg(test)]

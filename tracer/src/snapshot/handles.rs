@@ -9,7 +9,8 @@
 //!
 //! A kept socket also keeps its namespace alive, so a handle is closed as
 //! soon as its namespace's file no longer names it (the process exited, the
-//! bind mount went away) and when it has not been used for [`IDLE`]:
+//! bind mount went away; checked every [`RECHECK`]) and when it has not
+//! been used for [`IDLE`]:
 //! tracer never holds a dead container's namespace for long.
 
 use std::collections::HashMap;
@@ -24,7 +25,7 @@ use super::SnapshotError;
 use super::netns::{NetnsRef, in_netns, is_gone};
 
 /// Handles unused this long are closed.
-pub const IDLE: Duration = Duration::from_secs(10);
+pub const IDLE: Duration = Duration::from_secs(60);
 
 /// What is kept open for one namespace.
 pub struct NetnsHandle {
@@ -145,8 +146,9 @@ struct Entry {
 }
 
 /// A kept handle is re-checked against its namespace file this often (a
-/// `stat`): a namespace whose last process left is released within it.
-const RECHECK: Duration = Duration::from_secs(5);
+/// `stat` of a /proc path, not free with 100 namespaces): a namespace whose
+/// last process left is released within it.
+const RECHECK: Duration = Duration::from_secs(30);
 
 static POOL: Mutex<Option<HashMap<u32, Entry>>> = Mutex::new(None);
 

@@ -81,14 +81,24 @@ impl Loop<'_> {
             // the snapshot, like the held records.
             return Ok(());
         }
-        let close_wait = self.attr.close_wait_by_pid();
+        // What the per-second consumers need, only when there is one.
+        let wanted = self.sink.wants_seconds() || self.metrics.is_some();
+        let close_wait = if wanted {
+            self.attr.close_wait_by_pid()
+        } else {
+            Default::default()
+        };
         let now_ns = Clock::boot_now();
-        let exchanges = self.exchanges.as_ref().map(|x| x.read());
-        self.sink.second(&crate::output::Second {
-            now_ns,
-            close_wait_by_pid: &close_wait,
-            exchanges: exchanges.as_ref(),
-        });
+        let exchanges = wanted
+            .then(|| self.exchanges.as_ref().map(|x| x.read()))
+            .flatten();
+        if self.sink.wants_seconds() {
+            self.sink.second(&crate::output::Second {
+                now_ns,
+                close_wait_by_pid: &close_wait,
+                exchanges: exchanges.as_ref(),
+            });
+        }
         if let Some(m) = &self.metrics {
             m.refresh_processes(close_wait);
             if let Some(totals) = exchanges {

@@ -358,11 +358,17 @@ pub fn render(r: &Results) -> String {
         "| `watch` exec → attached | — | {} | — | |",
         cell(&attach, "s", 3)
     );
+    let after: Vec<f64> = r.runs.iter().map(|x| x.first_event_s - x.attach_s).collect();
     let _ = writeln!(
         t,
-        "| `watch` exec → first event | — | {} | < {FIRST_EVENT_S} s after attach | {} |",
+        "| `watch` exec → first event | — | {} | < {FIRST_EVENT_S} s | {} |",
         cell(&first, "s", 3),
-        met(med(&first) - med(&attach) < FIRST_EVENT_S)
+        met(med(&first) < FIRST_EVENT_S)
+    );
+    let _ = writeln!(
+        t,
+        "| … of which after the hooks were attached | — | {} | — | |",
+        cell(&after, "s", 3)
     );
     let _ = writeln!(
         t,

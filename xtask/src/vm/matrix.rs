@@ -60,6 +60,10 @@ pub const SUBSET: &[(&str, &[&str])] = &[
             "a_healthy_pool_gets_no_finding",
         ],
     ),
+    (
+        "startup_crowded",
+        &["resets_during_the_start_up_snapshot_are_all_reported_and_attributed"],
+    ),
     ("kernels", &[]),
 ];
 
