@@ -97,6 +97,14 @@ impl Attributor {
         self.inode_owners = std::mem::take(&mut snap.owners);
     }
 
+    /// Drops what the last snapshot said about inodes and 4-tuples, to free
+    /// their memory before a refresh builds the next (records that need
+    /// them wait for it).
+    pub fn forget_snapshot(&mut self) {
+        self.inode_owners = HashMap::new();
+        self.tuple_inodes = Vec::new();
+    }
+
     fn seed_sockets(&mut self, snap: &Snapshot, now_ns: u64) {
         for info in snap.processes.values() {
             self.procs.seed(info);

@@ -82,7 +82,10 @@ pub struct Loop<'s> {
     pub(super) emit_states: bool,
     pub session: &'s Session,
     pub(super) clock: Clock,
-    pub(super) refresh: Option<tokio::task::JoinHandle<Option<Snapshot>>>,
+    /// Set while the snapshot in `startup` is a refresh, not the first.
+    pub(super) refreshing: bool,
+    /// How long the last snapshot took (refreshes back off by it).
+    pub(super) last_snapshot_took: Duration,
     /// The listener poller: here between polls, in `poll` during one.
     pub(super) monitor: Option<ListenerMonitor>,
     pub(super) poll: Option<tokio::task::JoinHandle<(ListenerMonitor, Poll)>>,
@@ -168,7 +171,8 @@ impl<'s> Loop<'s> {
             emit_states,
             session: &*session,
             clock: Clock::new(),
-            refresh: None,
+            refreshing: false,
+            last_snapshot_took: Duration::ZERO,
             monitor: Some(ListenerMonitor::default()),
             poll: None,
             summary: None,
@@ -198,6 +202,7 @@ impl<'s> Loop<'s> {
     /// the ring buffer is drained) from now on; records wait until the
     /// snapshot is in, then are attributed with it.
     pub fn start_snapshot(&mut self) {
+        self.last_refresh = Instant::now();
         self.startup = Some(tokio::spawn(super::take_snapshot_blocking()));
     }
 
@@ -205,6 +210,30 @@ impl<'s> Loop<'s> {
     /// what waited.
     pub(super) fn finish_startup(&mut self, snap: Option<Snapshot>) -> std::io::Result<()> {
         self.startup = None;
+        self.last_snapshot_took = self.last_refresh.elapsed();
+        if std::mem::take(&mut self.refreshing) {
+            match snap {
+                Some(s) => {
+                    if let Some(x) = &mut self.exchanges {
+                        x.set_listeners(&s);
+                    }
+                    self.attr.seed_owned(s, Clock::boot_now());
+                }
+                None => log::warn!(
+                    "the snapshot refresh failed: owners of sockets older than tracer are unknown until the next one"
+                ),
+            }
+            log::debug!(
+                "snapshot refresh in after {:?}; {} records held meanwhile",
+                self.last_snapshot_took,
+                self.held.len()
+            );
+            while let Some(rec) = self.held.pop_front() {
+                self.process(rec)?;
+            }
+            crate::session::release_freed_memory();
+            return self.sink.flush();
+        }
         if let (Some(f), Some(s)) = (&mut self.on_snapshot, &snap) {
             f(s);
         }

@@ -358,7 +358,11 @@ pub fn render(r: &Results) -> String {
         "| `watch` exec → attached | — | {} | — | |",
         cell(&attach, "s", 3)
     );
-    let after: Vec<f64> = r.runs.iter().map(|x| x.first_event_s - x.attach_s).collect();
+    let after: Vec<f64> = r
+        .runs
+        .iter()
+        .map(|x| x.first_event_s - x.attach_s)
+        .collect();
     let _ = writeln!(
         t,
         "| `watch` exec → first event | — | {} | < {FIRST_EVENT_S} s | {} |",
