@@ -39,12 +39,7 @@ fn closed_port_rsts_counted_and_attributed() {
         select(ev, netns, "rst_sent").len() >= CONNECTS
             && select(ev, netns, "rst_received").len() >= CONNECTS
     });
-    let stopped = tracer.stop();
-    assert!(
-        stopped.status.success(),
-        "tracer exit: {:?}",
-        stopped.status
-    );
+    let stopped = tracer.stop_ok();
     let events = stopped.events();
     let sent = select(&events, netns, "rst_sent");
     let received = select(&events, netns, "rst_received");

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Netns, Tracer, dump, one_at_a_time, require_root, select, tracer_bin};
+use common::{Netns, Tracer, dump, one_at_a_time, require_root, resets, select, tracer_bin};
 use serde_json::Value;
 
 /// Nothing listens on it in a fresh namespace.
@@ -21,11 +21,6 @@ const CLOSED_PORT: u16 = 9;
 /// 127.0.0.1:(FIRST_CLIENT_PORT + n), so the sampled remote endpoints can
 /// be checked exactly.
 const FIRST_CLIENT_PORT: u16 = 20000;
-
-/// The resets a line stands for: `count`, 1 when absent.
-fn resets(lines: &[Value]) -> u64 {
-    lines.iter().map(|e| e["count"].as_u64().unwrap_or(1)).sum()
-}
 
 fn lost(events: &[Value]) -> u64 {
     events
@@ -72,12 +67,7 @@ fn storm(test: &str, connects: u16, args: &[&str]) -> Storm {
         resets(&select(ev, netns, "rst_sent")) + lost(ev) >= delta
             && resets(&select(ev, netns, "rst_received")) + lost(ev) >= u64::from(connects)
     });
-    let stopped = tracer.stop();
-    assert!(
-        stopped.status.success(),
-        "tracer exit: {:?}",
-        stopped.status
-    );
+    let stopped = tracer.stop_ok();
     let events = stopped.events();
     let out = Storm {
         delta,

@@ -15,7 +15,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{Netns, Tracer, dump, one_at_a_time, require_root, select};
+use common::{Netns, Tracer, dump, one_at_a_time, require_root, resets, select};
 use serde_json::Value;
 
 /// Connections (two sockets each; 16,000 fds in each process).
@@ -24,16 +24,21 @@ const PAIRS: u32 = 16_000;
 const ABORTS: u32 = 500;
 const PORT: u16 = 7400;
 
-/// The server: listens, accepts PAIRS connections, keeps them, prints its
-/// pid and "accepted", then waits for stdin to close.
-const SERVER: &str = r#"
-import os, resource, socket, sys
+/// Both scripts start with this: room for argv[1] connections' fds.
+const RAISE_NOFILE: &str = r#"
+import resource, sys
 # As root the hard limit may be raised (up to fs.nr_open); else use it.
 try:
     resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]) + 64,) * 2)
 except (ValueError, OSError):
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+"#;
+
+/// The server: listens, accepts PAIRS connections, keeps them, prints its
+/// pid and "accepted", then waits for stdin to close.
+const SERVER: &str = r#"
+import os, socket, sys
 pairs, port = int(sys.argv[1]), int(sys.argv[2])
 l = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -52,13 +57,7 @@ sys.stdin.read()
 /// "abort" closes the first ABORTS with SO_LINGER 0, prints "aborted" and
 /// the local ports it aborted, then waits for stdin to close.
 const CLIENT: &str = r#"
-import os, resource, socket, struct, sys
-# As root the hard limit may be raised (up to fs.nr_open); else use it.
-try:
-    resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]) + 64,) * 2)
-except (ValueError, OSError):
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+import os, socket, struct, sys
 pairs, port, aborts = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 print(os.getpid(), flush=True)
 conns = []
@@ -77,11 +76,6 @@ print("aborted", " ".join(map(str, ports)), flush=True)
 sys.stdin.read()
 "#;
 
-/// The resets a line stands for: `count`, 1 when absent.
-fn resets(lines: &[Value]) -> u64 {
-    lines.iter().map(|e| e["count"].as_u64().unwrap_or(1)).sum()
-}
-
 #[test]
 fn resets_during_the_start_up_snapshot_are_all_reported_and_attributed() {
     let test = "resets_during_the_start_up_snapshot_are_all_reported_and_attributed";
@@ -93,9 +87,17 @@ fn resets_during_the_start_up_snapshot_are_all_reported_and_attributed() {
     let netns = ns.inode();
     let pairs = PAIRS.to_string();
     let port = PORT.to_string();
-    let mut server = ns.python("server", SERVER, &[&pairs, &port]);
+    let mut server = ns.python(
+        "server",
+        &format!("{RAISE_NOFILE}{SERVER}"),
+        &[&pairs, &port],
+    );
     let server_pid: u64 = server.line().parse().expect("server pid");
-    let mut client = ns.python("client", CLIENT, &[&pairs, &port, &ABORTS.to_string()]);
+    let mut client = ns.python(
+        "client",
+        &format!("{RAISE_NOFILE}{CLIENT}"),
+        &[&pairs, &port, &ABORTS.to_string()],
+    );
     let client_pid: u64 = client.line().parse().expect("client pid");
     client.expect_line("connected");
     server.expect_line("accepted");
@@ -116,12 +118,7 @@ fn resets_during_the_start_up_snapshot_are_all_reported_and_attributed() {
         resets(&select(ev, netns, "rst_received")) >= u64::from(ABORTS)
             && resets(&select(ev, netns, "rst_sent")) >= u64::from(ABORTS)
     });
-    let stopped = tracer.stop();
-    assert!(
-        stopped.status.success(),
-        "tracer exit: {:?}",
-        stopped.status
-    );
+    let stopped = tracer.stop_ok();
     let events = stopped.events();
     let lost: Vec<&Value> = events.iter().filter(|e| e["event"] == "lost").collect();
     let sent = select(&events, netns, "rst_sent");
@@ -145,8 +142,6 @@ fn resets_during_the_start_up_snapshot_are_all_reported_and_attributed() {
         dump(&lost.into_iter().cloned().collect::<Vec<_>>())
     );
     assert_eq!(delta, u64::from(ABORTS), "{test}: one reset per abort");
-    let count =
-        |lines: &[Value]| -> u64 { lines.iter().map(|e| e["count"].as_u64().unwrap_or(1)).sum() };
     assert_eq!(
         resets(&sent),
         delta,

@@ -559,6 +559,18 @@ impl Tracer {
         }
     }
 
+    /// [`Tracer::stop`], asserting a clean exit.
+    pub fn stop_ok(self) -> Stopped {
+        let stopped = self.stop();
+        assert!(
+            stopped.status.success(),
+            "tracer exit: {:?}; stderr:\n{}",
+            stopped.status,
+            stopped.stderr
+        );
+        stopped
+    }
+
     /// Sends SIGINT, waits (bounded) for the exit, and collects the rest.
     pub fn stop(mut self) -> Stopped {
         if let Some(child) = self.child.as_ref() {
@@ -675,6 +687,12 @@ pub fn sum_count(events: &[Value]) -> u64 {
         .iter()
         .map(|e| e["count"].as_u64().unwrap_or(0))
         .sum()
+}
+
+/// The resets RST lines stand for: each line's `count`, 1 when absent
+/// (a line of its own).
+pub fn resets(lines: &[Value]) -> u64 {
+    lines.iter().map(|e| e["count"].as_u64().unwrap_or(1)).sum()
 }
 
 /// The whitespace-separated numbers of a line a test script printed.
