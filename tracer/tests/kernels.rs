@@ -315,12 +315,29 @@ fn every_reset_once(test: &str, denied: &[&str]) -> Option<HashMap<String, Strin
         assert_eq!(e.get("reason_inferred").is_some(), inferred, "{test}: {e}");
         assert!(e["pid"].is_null(), "{test}: nobody owns a closed port: {e}");
     }
+    let mut from_time_wait = 0;
     for e in exactly(test, "TIME_WAIT resets", &sent, "remote_port", TW_PORT, TW) {
-        assert_eq!(e["state"], "TIME_WAIT", "{test}: {e}");
-        assert_eq!(e["reason"], "TCP_TIMEWAIT_SOCKET", "{test}: {e}");
-        assert_eq!(e.get("reason_inferred").is_some(), inferred, "{test}: {e}");
         assert_eq!(e["local_addr"], "127.0.0.1", "{test}: {e}");
+        if e["state"] == "TIME_WAIT" {
+            from_time_wait += 1;
+            assert_eq!(e["reason"], "TCP_TIMEWAIT_SOCKET", "{test}: {e}");
+            assert_eq!(e.get("reason_inferred").is_some(), inferred, "{test}: {e}");
+        } else {
+            // The client's closed socket stays a full FIN_WAIT2 socket
+            // when the peer's ACK of its FIN arrives while close() still
+            // holds the socket lock (tcp_rcv_state_process(): "we could
+            // lose such FIN otherwise"); the byte then aborts it. Seen
+            // under TCG, where the timing is stretched.
+            assert_eq!(e["state"], "CLOSE", "{test}: {e}");
+            if common::kernel_names_rst_reasons() {
+                assert_eq!(e["reason"], "TCP_ABORT_ON_DATA", "{test}: {e}");
+            }
+        }
     }
+    assert!(
+        from_time_wait >= 1,
+        "{test}: not one of the {TW} resets came from a TIME_WAIT socket"
+    );
     for e in exactly(test, "aborts", &sent, "local_port", ABORT_PORT, ABORTS) {
         assert_eq!(e["pid"], c.server_pid, "{test}: the server aborted: {e}");
     }
