@@ -148,5 +148,6 @@ mod accepts;
 mod event_loop;
 mod owner_proc;
 mod periodic;
+mod startup;
 
 pub use event_loop::{Loop, Summary};
