@@ -111,6 +111,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<End> {
             pending: None,
         });
     }
+    lp.say_attached();
     lp.start_snapshot();
     lp.run(args.common.duration, &mut signals).await
 }

@@ -19,6 +19,25 @@ impl Loop<'_> {
         }
     }
 
+    /// Says the hooks are in (`watch`; `diagnose` says its window began).
+    /// Said before the snapshot, not after it: events flow from here on,
+    /// and a stdout nobody reads (which blocks the loop's writes) must not
+    /// hide that.
+    pub fn say_attached(&self) {
+        let attached = self
+            .session
+            .hooks
+            .iter()
+            .filter(|h| h.chosen.is_some())
+            .count();
+        log::info!(
+            target: "tracer::watch",
+            "attached: {attached} of {} hooks on {}; reading the existing sockets",
+            self.session.hooks.len(),
+            self.session.caps.release
+        );
+    }
+
     /// Takes the start-up snapshot in the background: the loop runs (and
     /// the ring buffer is drained) from now on; records wait until the
     /// snapshot is in, then are attributed with it.
@@ -60,17 +79,10 @@ impl Loop<'_> {
         }
         let sockets = snap.as_ref().map_or(0, |s| s.sockets.len());
         self.seed(snap);
-        let attached = self
-            .session
-            .hooks
-            .iter()
-            .filter(|h| h.chosen.is_some())
-            .count();
         log::info!(
             target: "tracer::watch",
-            "attached: {attached} of {} hooks on {}; {sockets} existing sockets known; {} records held meanwhile",
-            self.session.hooks.len(),
-            self.session.caps.release,
+            "ready: {sockets} existing sockets known after {:.1} s; {} records held meanwhile",
+            self.last_snapshot_took.as_secs_f64(),
             self.held.len()
         );
         while let Some(rec) = self.held.pop_front() {

@@ -425,10 +425,17 @@ impl Drop for Proc {
 // ---------------------------------------------------------------------------
 // The tracer
 
-/// Whether a stderr line is the tracer's "hooks attached, snapshot done"
-/// line (`[INFO  tracer::watch] attached: 8 of 9 hooks ...`), not e.g.
-/// "optional hook X not attached".
+/// Whether a stderr line says the start-up snapshot is in (`watch`:
+/// `[INFO  tracer::watch] ready: N existing sockets known ...`) or the
+/// window has begun (`diagnose`: `attached; observing for ...`).
 fn is_ready_line(line: &str) -> bool {
+    line.contains("] ready: ") || line.contains("attached; observing")
+}
+
+/// Whether a stderr line says the hooks are in (`[INFO  tracer::watch]
+/// attached: 8 of 9 hooks ...`), not e.g. "optional hook X not attached".
+/// The snapshot's "ready" line may wait behind a stdout nobody reads.
+fn is_attached_line(line: &str) -> bool {
     line.contains("attached") && !line.contains("not attached")
 }
 
@@ -740,7 +747,7 @@ impl Tracer {
     /// `start_cmd` with stdout held unread until the `StdoutHold` says.
     pub fn start_cmd_held(cmd: Command) -> (Tracer, StdoutHold) {
         let (tx, rx) = mpsc::channel();
-        (Tracer::spawn_ready(cmd, Some(rx)), StdoutHold(tx))
+        (Tracer::spawn_until(cmd, Some(rx), is_attached_line), StdoutHold(tx))
     }
 
     /// Sends `sig` to the tracer (the process `start*` spawned).
@@ -815,7 +822,7 @@ impl Tracer {
                     );
                 }
                 Err(RecvTimeoutError::Timeout) => panic!(
-                    "{what}: no \"attached\" line within {READY_TIMEOUT:?}; stderr:\n{}",
+                    "{what}: not ready within {READY_TIMEOUT:?}; stderr:\n{}",
                     t.stderr_text()
                 ),
             }

@@ -228,7 +228,8 @@ fn collect<R: Read + Send + 'static>(
 }
 
 impl Running {
-    /// Spawns `cmd` (RUST_LOG=info) and waits for the "attached" line.
+    /// Spawns `cmd` (RUST_LOG=info) and waits for its ready line (`watch`:
+    /// the start-up snapshot is in; `diagnose`: the window began).
     /// Returns Err(stderr) when it exits first.
     pub fn start(mut cmd: Command) -> Result<Running, String> {
         let mut child = cmd
@@ -251,7 +252,9 @@ impl Running {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match err_rx.recv_timeout(left) {
-                Ok(l) if l.contains("attached") && !l.contains("not attached") => return Ok(r),
+                Ok(l) if l.contains("] ready: ") || l.contains("attached; observing") => {
+                    return Ok(r);
+                }
                 Ok(_) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     let _ = r.wait(Duration::from_secs(5));
