@@ -141,16 +141,6 @@ impl Default for CommonArgs {
     }
 }
 
-/// The CLI stops here: each module gets its own config.
-impl From<&WatchArgs> for crate::output::SinkConfig {
-    fn from(a: &WatchArgs) -> Self {
-        crate::output::SinkConfig {
-            output: a.output.clone(),
-            metrics_addr: a.metrics_addr,
-        }
-    }
-}
-
 /// `--ring-buffer-kib`: checked at parse time so a bad value is bad usage.
 fn ring_kib(s: &str) -> Result<u32, String> {
     let kib: u32 = s.parse().map_err(|e| format!("{e}"))?;

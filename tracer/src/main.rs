@@ -4,8 +4,9 @@
 //! buffer bytes to records) -> attribute (owners) -> enrich (events) ->
 //! sinks (`sink::Sink`: output's json, text, file; metrics; diagnose's
 //! window). `event` and `report` (the verdict) are what sinks see; the
-//! commands (`watch`, `diagnose_cmd`, `probes_cmd`) sit on top, and CLI
-//! types stop at this file and `cli` (which converts them).
+//! commands (`watch`, `diagnose_cmd`, `probes_cmd`) sit on top; CLI types
+//! (`cli`) stop at this file, which converts them into each command's
+//! `Config`.
 
 mod aggregate;
 mod attribute;
@@ -63,7 +64,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command.unwrap_or(Command::Watch(WatchArgs::default())) {
-        Command::Watch(args) => runtime.block_on(watch::run(args)).map(|_| ()),
+        Command::Watch(args) => runtime.block_on(watch::run(watch_config(args))).map(|_| ()),
         Command::Diagnose(args) => runtime.block_on(diagnose_cmd::run(diagnose_config(args))),
         Command::Probes(a) => probes_cmd::run(probes_cmd::Config {
             format: a.format,
@@ -102,6 +103,28 @@ fn single_malloc_arena() {
     // in main, before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+/// `watch`'s own config from its command line (CLI types stop here).
+fn watch_config(a: WatchArgs) -> watch::Config {
+    let storm_threshold = a.common.storm_threshold();
+    let c = a.common;
+    watch::Config {
+        format: c.format,
+        duration: c.duration,
+        ring_buffer_kib: c.ring_buffer_kib,
+        pids: c.pid,
+        ports: c.port,
+        comm: c.comm,
+        storm_threshold,
+        no_mechanism: c.no_mechanism,
+        states: a.states,
+        summary_every: a.summary_every,
+        sink: output::SinkConfig {
+            output: a.output,
+            metrics_addr: a.metrics_addr,
+        },
     }
 }
 

@@ -43,7 +43,7 @@ pub fn sink<W: io::Write + 'static>(format: Format, w: W) -> Box<dyn Sink> {
 }
 
 /// Where the events go: `--output` and `--metrics-addr` of `watch`
-/// (built from the command line in `cli.rs`).
+/// (built from the command line in `main.rs`).
 #[derive(Clone, Debug, Default)]
 pub struct SinkConfig {
     /// Append to this file (reopened on SIGHUP) instead of stdout.
@@ -56,14 +56,13 @@ pub struct SinkConfig {
 /// metrics being served, and the SIGHUP handler that reopens `--output`.
 /// Set up before attaching, so a bad path or a taken port fails at once.
 pub async fn setup(
-    cfg: impl Into<SinkConfig>,
+    cfg: SinkConfig,
     format: Format,
 ) -> anyhow::Result<(
     Box<dyn Sink>,
     Option<Arc<crate::metrics::Metrics>>,
     Option<Signal>,
 )> {
-    let cfg = cfg.into();
     let (mut out, hup) = match &cfg.output {
         Some(path) => (
             Box::new(file::FileSink::open(format, path)?) as Box<dyn Sink>,

@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::WatchArgs;
 use crate::clock::Clock;
 use crate::diagnose::window::Window;
 use crate::event::{Event, EventKind};
@@ -73,35 +72,56 @@ impl Signals {
     }
 }
 
-pub async fn run(args: WatchArgs) -> anyhow::Result<End> {
+/// What `watch` runs with (main.rs converts the command line into it).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `None`: JSON into `--output`, else text on a terminal, JSON otherwise.
+    pub format: Option<output::Format>,
+    /// `None`: until a signal or a closed stdout.
+    pub duration: Option<f64>,
+    pub ring_buffer_kib: u32,
+    pub pids: Vec<u32>,
+    pub ports: Vec<u16>,
+    pub comm: Option<String>,
+    /// `session::KernelFilter::storm_per_cpu`'s input: `None` never counts.
+    pub storm_threshold: Option<u32>,
+    pub no_mechanism: Vec<crate::probes::table::Kind>,
+    /// Every state transition too (`state_change` lines).
+    pub states: bool,
+    /// A `summary` line (the verdict of the last N seconds) every N seconds.
+    pub summary_every: Option<f64>,
+    pub sink: output::SinkConfig,
+}
+
+pub async fn run(args: Config) -> anyhow::Result<End> {
     let mut signals = Signals::install()?;
-    let format = match (args.common.format, &args.output) {
+    let format = match (args.format, &args.sink.output) {
         (Some(f), _) => f,
         (None, Some(_)) => output::Format::Json,
         (None, None) => output::Format::default_for_stdout(),
     };
-    let (sink, metrics, hup) = output::setup(&args, format).await?;
-    let ring = ring_bytes(args.common.ring_buffer_kib)?;
+    let (sink, metrics, hup) = output::setup(args.sink.clone(), format).await?;
+    let ring = ring_bytes(args.ring_buffer_kib)?;
     let kfilter = KernelFilter {
-        ports: args.common.port.clone(),
-        pids: args.common.pid.clone(),
-        comm: args.common.comm.clone(),
+        ports: args.ports.clone(),
+        pids: args.pids.clone(),
+        comm: args.comm.clone(),
         all_states: args.states,
         storm_per_cpu: crate::storm::per_cpu_threshold(
-            args.common.storm_threshold(),
+            args.storm_threshold,
             crate::storm::online_cpus(),
         ),
     };
-    let mut session = Session::start(&kfilter, ring, &args.common.no_mechanism)?;
+    let mut session = Session::start(&kfilter, ring, &args.no_mechanism)?;
     let ufilter = UserFilter {
-        pids: args.common.pid.clone(),
-        ports: args.common.port.clone(),
-        comm: args.common.comm.clone(),
+        pids: args.pids,
+        ports: args.ports,
+        comm: args.comm,
     };
     let mut lp = Loop::new(&mut session, sink, ufilter, args.states)?;
     lp.metrics = metrics;
     lp.hup = hup;
-    lp.stdout_events = args.output.is_none();
+    lp.stdout_events = args.sink.output.is_none();
     if let Some(every) = args.summary_every {
         lp.summary = Some(Summary {
             traffic_start: Default::default(),
@@ -113,7 +133,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<End> {
     }
     lp.say_attached();
     lp.start_snapshot();
-    lp.run(args.common.duration, &mut signals).await
+    lp.run(args.duration, &mut signals).await
 }
 
 pub async fn take_snapshot_blocking() -> Option<Snapshot> {
