@@ -25,8 +25,9 @@ use crate::snapshot::{self, NetnsRef, SocketEntry, TCP_CLOSE_WAIT, TCP_LISTEN};
 pub const CLOSE_WAIT_EVERY: u64 = 5;
 /// Otherwise every event was seen and the count is exact; listing them
 /// walks the kernel's whole connection table once per namespace (costly on
-/// a host with 100k connections), so it is only a safety net.
-pub const CLOSE_WAIT_SETTLED_EVERY: u64 = 60;
+/// a host with 100k connections: some 50 ms of kernel time each), so it is
+/// only a safety net, every five minutes.
+pub const CLOSE_WAIT_SETTLED_EVERY: u64 = 300;
 
 /// The CLOSE_WAIT sockets of the namespaces one poll dumped.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -119,6 +119,7 @@ impl Session {
         let mut kernel = KernelInfo::load().context("reading the running kernel's BTF")?;
         log::debug!("start-up: kernel description read in {:?}", t0.elapsed());
         let caps = probes::caps::probe(&kernel);
+        log::debug!("start-up: hooks the kernel offers read at {:?}", t0.elapsed());
         if !caps.ring_buffer {
             bail!(
                 "this kernel has no BPF ring buffer (Linux 5.8 or newer is needed; found {})",
@@ -154,6 +155,7 @@ impl Session {
                     crate::probes::attach::chain(&e)
                 )
             })?;
+        log::debug!("start-up: maps created at {:?}", t0.elapsed());
         let btf_path = crate::kernel::btf::vmlinux_path();
         let btf = Btf::parse_file(&btf_path, aya::Endianness::default())
             .with_context(|| format!("reading {} for the BTF programs", btf_path.display()))?;

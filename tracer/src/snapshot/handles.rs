@@ -101,17 +101,23 @@ pub fn parse_netstat(text: &str, group: &str, name: &str) -> Option<u64> {
     values.split_whitespace().nth(i)?.parse().ok()
 }
 
-/// A seq_file read from its start (pread at 0 makes the kernel regenerate it).
+/// A seq_file read from its start (pread at 0 makes the kernel regenerate
+/// it). A seq_file fills a read until the buffer is full or its text ends,
+/// so a short read is the end: no second read to see 0 bytes (which would
+/// make the kernel generate the whole text once more: ~60 µs for netstat).
 fn read_all(file: &File) -> Option<String> {
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; 16 * 1024];
     let mut len = 0;
     loop {
-        if len == buf.len() {
-            buf.resize(buf.len() * 2, 0);
-        }
         match file.read_at(&mut buf[len..], len as u64) {
-            Ok(0) => break,
-            Ok(n) => len += n,
+            Ok(n) if len + n < buf.len() => {
+                len += n;
+                break;
+            }
+            Ok(n) => {
+                len += n;
+                buf.resize(buf.len() * 2, 0);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return None,
         }

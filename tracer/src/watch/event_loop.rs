@@ -51,9 +51,11 @@ pub struct Summary {
 /// the loop (bounds the latency of a quiet host's events).
 const DRAIN_EVERY: Duration = Duration::from_millis(10);
 /// While drains find nothing, the timer backs off (doubling) up to this:
-/// an idle host costs 10 wake-ups a second, not 100, and the first record
-/// after a quiet spell waits at most this long.
-const DRAIN_IDLE_MAX: Duration = Duration::from_millis(100);
+/// an idle host costs 4 wake-ups a second, not 100, and the first record
+/// after a quiet spell waits at most this long (the kernel side wakes the
+/// loop at once when 256 KiB are waiting, so a storm cannot fill the ring
+/// meanwhile).
+const DRAIN_IDLE_MAX: Duration = Duration::from_millis(250);
 
 /// Records held while the start-up snapshot runs (about 10 MiB at most).
 /// Past this the oldest are attributed at once, with what the kernel's
