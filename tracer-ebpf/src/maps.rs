@@ -99,10 +99,12 @@ pub static ACCEPT_ARGS: HashMap<u64, i32> = HashMap::with_max_entries(16384, 0);
 /// Accept failures counted in the kernel, per process, listener and errno
 /// (per CPU, so no atomics): a server failing millions of accepts a second
 /// costs a map update each, not a ring-buffer record. Userspace reads the
-/// totals every second; the LRU bounds it.
+/// totals every second; the LRU bounds it (1,024 keys: a per-CPU map is
+/// preallocated, a value per key on every CPU; 10,240 keys took some 10 ms
+/// of start-up here and ten times the kernel memory).
 #[map]
 pub static ACCEPT_FAILS: LruPerCpuHashMap<AcceptFailKey, AcceptFailAgg> =
-    LruPerCpuHashMap::with_max_entries(10240, 0);
+    LruPerCpuHashMap::with_max_entries(1024, 0);
 
 /// Staging area for a new ACCEPT_FAILS value (too big for the BPF stack).
 #[map]

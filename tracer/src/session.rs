@@ -236,8 +236,15 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// the patching; the serial wait is hidden behind diagnose's final
 /// snapshot anyway.
 fn detach(links: Vec<crate::probes::attach::Link>) {
-    for link in links {
+    let t0 = std::time::Instant::now();
+    let n = links.len();
+    for (i, link) in links.into_iter().enumerate() {
+        let t = std::time::Instant::now();
         drop(link);
+        log::trace!("link {i} detached in {:?}", t.elapsed());
+    }
+    if n > 0 {
+        log::debug!("{n} hooks detached in {:?}", t0.elapsed());
     }
 }
 

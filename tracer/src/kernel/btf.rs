@@ -129,12 +129,34 @@ fn find_member(
     Ok(None)
 }
 
+/// Structs looked up by name once each: every lookup by name scans the
+/// kernel's whole type list (about a millisecond on a 6.x vmlinux), and
+/// [`kernel_offsets`] asks for `sock` alone some twenty times.
+#[derive(Default)]
+struct Structs(std::cell::RefCell<std::collections::HashMap<String, Option<Struct>>>);
+
+impl Structs {
+    fn get(&self, btf: &Btf, name: &str) -> Result<Option<Struct>, KernelError> {
+        if let Some(s) = self.0.borrow().get(name) {
+            return Ok(s.clone());
+        }
+        let s = find_struct(btf, name)?;
+        self.0.borrow_mut().insert(name.to_string(), s.clone());
+        Ok(s)
+    }
+}
+
 /// Byte offset of `root.path[0].path[1]...`, each step looked up in the
 /// type of the previous one (anonymous members are transparent; pointers
 /// are not followed).
 /// `Ok(None)` when the struct or any member is missing.
-fn offset_of(btf: &Btf, root: &str, path: &[&str]) -> Result<Option<(u32, Type)>, KernelError> {
-    let Some(mut cur) = find_struct(btf, root)? else {
+fn offset_of(
+    btf: &Btf,
+    structs: &Structs,
+    root: &str,
+    path: &[&str],
+) -> Result<Option<(u32, Type)>, KernelError> {
+    let Some(mut cur) = structs.get(btf, root)? else {
         return Ok(None);
     };
     let mut bits = 0u32;
@@ -168,10 +190,20 @@ fn offset_of(btf: &Btf, root: &str, path: &[&str]) -> Result<Option<(u32, Type)>
 /// Byte offset of `root.path...` (e.g. `("sock", &["sk_lock", "owned"])`);
 /// an error names the struct and member when either is missing, or when the
 /// member is a bitfield.
+#[cfg(test)]
 pub fn required_offset(btf: &Btf, root: &str, path: &[&str]) -> Result<u32, KernelError> {
-    match offset_of(btf, root, path)? {
+    required_in(btf, &Structs::default(), root, path)
+}
+
+fn required_in(
+    btf: &Btf,
+    structs: &Structs,
+    root: &str,
+    path: &[&str],
+) -> Result<u32, KernelError> {
+    match offset_of(btf, structs, root, path)? {
         Some((off, _)) => Ok(off),
-        None if find_struct(btf, root)?.is_none() => Err(KernelError::MissingStruct(root.into())),
+        None if structs.get(btf, root)?.is_none() => Err(KernelError::MissingStruct(root.into())),
         None => Err(KernelError::MissingMember {
             strukt: root.to_string(),
             member: path.join("."),
@@ -181,14 +213,20 @@ pub fn required_offset(btf: &Btf, root: &str, path: &[&str]) -> Result<u32, Kern
 
 /// Like [`required_offset`], but a missing struct or member gives
 /// `OFFSET_NONE` (a bitfield is still an error).
-pub fn optional_offset(btf: &Btf, root: &str, path: &[&str]) -> Result<u32, KernelError> {
-    Ok(offset_of(btf, root, path)?.map_or(OFFSET_NONE, |(off, _)| off))
+fn optional_in(
+    btf: &Btf,
+    structs: &Structs,
+    root: &str,
+    path: &[&str],
+) -> Result<u32, KernelError> {
+    Ok(offset_of(btf, structs, root, path)?.map_or(OFFSET_NONE, |(off, _)| off))
 }
 
 /// `offsetof(struct signal_struct, rlim[RLIMIT_NOFILE].rlim_cur)`, or
 /// `OFFSET_NONE` if the layout is not the expected array of `struct rlimit`.
-fn rlim_nofile_cur(btf: &Btf) -> Result<u32, KernelError> {
-    let Some((rlim, Type::Array(arr))) = offset_of(btf, "signal_struct", &["rlim"])? else {
+fn rlim_nofile_cur(btf: &Btf, structs: &Structs) -> Result<u32, KernelError> {
+    let Some((rlim, Type::Array(arr))) = offset_of(btf, structs, "signal_struct", &["rlim"])?
+    else {
         return Ok(OFFSET_NONE);
     };
     if arr.len() <= RLIMIT_NOFILE {
@@ -216,13 +254,13 @@ fn rlim_nofile_cur(btf: &Btf) -> Result<u32, KernelError> {
 
 /// `ns.inum` in `struct net`. The member has been `inum` in `struct
 /// ns_common` since 3.8; the loop leaves room for a rename.
-fn net_ns_inum(btf: &Btf) -> Result<u32, KernelError> {
+fn net_ns_inum(btf: &Btf, structs: &Structs) -> Result<u32, KernelError> {
     for path in [&["ns", "inum"][..], &["ns", "ns_inum"][..]] {
-        if let Some((off, _)) = offset_of(btf, "net", path)? {
+        if let Some((off, _)) = offset_of(btf, structs, "net", path)? {
             return Ok(off);
         }
     }
-    required_offset(btf, "net", &["ns", "inum"])
+    required_in(btf, structs, "net", &["ns", "inum"])
 }
 
 /// Fills every field of [`KernelOffsets`] from BTF. Missing required
@@ -232,9 +270,12 @@ fn net_ns_inum(btf: &Btf) -> Result<u32, KernelError> {
 /// Offsets of `sock_common` members are taken through `struct
 /// sock.__sk_common`, i.e. relative to a `struct sock *`.
 pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, KernelError> {
-    let skc = |m: &str| required_offset(btf, "sock", &["__sk_common", m]);
-    let skc_opt = |m: &str| optional_offset(btf, "sock", &["__sk_common", m]);
-    let task_signal = optional_offset(btf, "task_struct", &["signal"])?;
+    let structs = Structs::default();
+    let required_offset = |root: &str, path: &[&str]| required_in(btf, &structs, root, path);
+    let optional_offset = |root: &str, path: &[&str]| optional_in(btf, &structs, root, path);
+    let skc = |m: &str| required_offset("sock", &["__sk_common", m]);
+    let skc_opt = |m: &str| optional_offset("sock", &["__sk_common", m]);
+    let task_signal = optional_offset("task_struct", &["signal"])?;
     Ok(KernelOffsets {
         skc_family: skc("skc_family")?,
         skc_state: skc("skc_state")?,
@@ -245,49 +286,49 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, KernelError> {
         skc_v6_rcv_saddr: skc_opt("skc_v6_rcv_saddr")?,
         skc_v6_daddr: skc_opt("skc_v6_daddr")?,
         // possible_net_t is empty without CONFIG_NET_NS.
-        skc_net: optional_offset(btf, "sock", &["__sk_common", "skc_net", "net"])?,
-        net_ns_inum: net_ns_inum(btf)?,
-        sk_lock_owned: required_offset(btf, "sock", &["sk_lock", "owned"])?,
-        sk_socket: required_offset(btf, "sock", &["sk_socket"])?,
-        sk_ack_backlog: required_offset(btf, "sock", &["sk_ack_backlog"])?,
-        sk_max_ack_backlog: required_offset(btf, "sock", &["sk_max_ack_backlog"])?,
+        skc_net: optional_offset("sock", &["__sk_common", "skc_net", "net"])?,
+        net_ns_inum: net_ns_inum(btf, &structs)?,
+        sk_lock_owned: required_offset("sock", &["sk_lock", "owned"])?,
+        sk_socket: required_offset("sock", &["sk_socket"])?,
+        sk_ack_backlog: required_offset("sock", &["sk_ack_backlog"])?,
+        sk_max_ack_backlog: required_offset("sock", &["sk_max_ack_backlog"])?,
         // A u16 since 5.6; an 8-bit bitfield before, which cannot be read.
-        sk_protocol: match required_offset(btf, "sock", &["sk_protocol"]) {
+        sk_protocol: match required_offset("sock", &["sk_protocol"]) {
             Err(KernelError::Bitfield { .. }) => OFFSET_NONE,
             other => other?,
         },
-        inet_sport: optional_offset(btf, "inet_sock", &["inet_sport"])?,
-        socket_sk: required_offset(btf, "socket", &["sk"])?,
-        socket_file: required_offset(btf, "socket", &["file"])?,
-        file_private_data: required_offset(btf, "file", &["private_data"])?,
-        file_inode: required_offset(btf, "file", &["f_inode"])?,
-        inode_ino: required_offset(btf, "inode", &["i_ino"])?,
-        skb_head: required_offset(btf, "sk_buff", &["head"])?,
-        skb_data: required_offset(btf, "sk_buff", &["data"])?,
-        skb_network_header: required_offset(btf, "sk_buff", &["network_header"])?,
-        skb_transport_header: required_offset(btf, "sk_buff", &["transport_header"])?,
-        skb_dev: required_offset(btf, "sk_buff", &["dev"])?,
-        netdev_nd_net: optional_offset(btf, "net_device", &["nd_net", "net"])?,
-        task_files: required_offset(btf, "task_struct", &["files"])?,
-        files_fdt: required_offset(btf, "files_struct", &["fdt"])?,
-        fdtable_max_fds: required_offset(btf, "fdtable", &["max_fds"])?,
-        fdtable_fd: required_offset(btf, "fdtable", &["fd"])?,
+        inet_sport: optional_offset("inet_sock", &["inet_sport"])?,
+        socket_sk: required_offset("socket", &["sk"])?,
+        socket_file: required_offset("socket", &["file"])?,
+        file_private_data: required_offset("file", &["private_data"])?,
+        file_inode: required_offset("file", &["f_inode"])?,
+        inode_ino: required_offset("inode", &["i_ino"])?,
+        skb_head: required_offset("sk_buff", &["head"])?,
+        skb_data: required_offset("sk_buff", &["data"])?,
+        skb_network_header: required_offset("sk_buff", &["network_header"])?,
+        skb_transport_header: required_offset("sk_buff", &["transport_header"])?,
+        skb_dev: required_offset("sk_buff", &["dev"])?,
+        netdev_nd_net: optional_offset("net_device", &["nd_net", "net"])?,
+        task_files: required_offset("task_struct", &["files"])?,
+        files_fdt: required_offset("files_struct", &["fdt"])?,
+        fdtable_max_fds: required_offset("fdtable", &["max_fds"])?,
+        fdtable_fd: required_offset("fdtable", &["fd"])?,
         task_signal,
         signal_rlim_nofile_cur: if task_signal == OFFSET_NONE {
             OFFSET_NONE
         } else {
-            rlim_nofile_cur(btf)?
+            rlim_nofile_cur(btf, &structs)?
         },
-        io_kiocb_opcode: optional_offset(btf, "io_kiocb", &["opcode"])?,
-        io_kiocb_file: optional_offset(btf, "io_kiocb", &["file"])?,
+        io_kiocb_opcode: optional_offset("io_kiocb", &["opcode"])?,
+        io_kiocb_file: optional_offset("io_kiocb", &["file"])?,
         io_op_accept: enum_values(btf, "io_uring_op")
             .and_then(|v| v.into_iter().find(|(n, _)| n == "IORING_OP_ACCEPT"))
             .and_then(|(_, v)| u32::try_from(v).ok())
             .unwrap_or(OFFSET_NONE),
-        task_group_leader: optional_offset(btf, "task_struct", &["group_leader"])?,
-        task_comm: optional_offset(btf, "task_struct", &["comm"])?,
-        task_tgid: optional_offset(btf, "task_struct", &["tgid"])?,
-        inode_mode: optional_offset(btf, "inode", &["i_mode"])?,
+        task_group_leader: optional_offset("task_struct", &["group_leader"])?,
+        task_comm: optional_offset("task_struct", &["comm"])?,
+        task_tgid: optional_offset("task_struct", &["tgid"])?,
+        inode_mode: optional_offset("inode", &["i_mode"])?,
         valid: 1,
     })
 }
@@ -311,25 +352,31 @@ pub fn tracepoint_arg_count(btf: &Btf, tp: &str) -> Option<usize> {
     })
 }
 
-/// Whether BTF describes a function called `name` (fentry/kprobe target).
-pub fn has_function(btf: &Btf, name: &str) -> bool {
-    btf.resolve_types_by_name(name)
-        .map(|types| types.iter().any(|t| matches!(t, Type::Func(_))))
-        .unwrap_or(false)
+
+/// `Some` when BTF has a function `name`, with its parameter count when its
+/// prototype resolves (fentry/fexit targets: an fexit program finds the
+/// return value right after the parameters). One lookup for both.
+pub fn function(btf: &Btf, name: &str) -> Option<Option<usize>> {
+    let types = btf.resolve_types_by_name(name).ok()?;
+    let mut found = None;
+    for ty in types {
+        let Type::Func(func) = ty else { continue };
+        let params = btf
+            .resolve_chained_type(&func)
+            .ok()
+            .and_then(|t| peel(btf, t).ok())
+            .and_then(|t| match t {
+                Type::FuncProto(proto) => Some(proto.parameters.len()),
+                _ => None,
+            });
+        if params.is_some() {
+            return Some(params);
+        }
+        found = Some(None);
+    }
+    found
 }
 
-/// Parameter count of the function `name` in BTF (fentry/fexit targets: an
-/// fexit program finds the return value right after the parameters).
-pub fn function_param_count(btf: &Btf, name: &str) -> Option<usize> {
-    let types = btf.resolve_types_by_name(name).ok()?;
-    types.into_iter().find_map(|ty| {
-        let Type::Func(func) = ty else { return None };
-        match peel(btf, btf.resolve_chained_type(&func).ok()?).ok()? {
-            Type::FuncProto(proto) => Some(proto.parameters.len()),
-            _ => None,
-        }
-    })
-}
 
 fn enum_members(btf: &Btf, ty: &Type) -> Option<Vec<(String, i64)>> {
     match ty {

@@ -16,9 +16,7 @@ use std::path::PathBuf;
 
 use tracer_common::{KernelOffsets, TracepointLayouts};
 
-pub use btf::{
-    function_param_count, has_function, kernel_offsets, load_vmlinux, tracepoint_arg_count,
-};
+pub use btf::{kernel_offsets, load_vmlinux, tracepoint_arg_count};
 pub use names::KernelNames;
 pub use tracefs::{ensure_tracefs, layouts};
 
@@ -65,7 +63,7 @@ pub enum KernelError {
 
 /// The running kernel, as the rest of the program sees it.
 pub struct KernelInfo {
-    /// Kept for the start-up queries (`has_function`, argument counts), then
+    /// Kept for the start-up queries (functions, argument counts), then
     /// dropped (`forget_btf`): nothing needs it once the hooks are chosen.
     pub btf: Option<btf_rs::Btf>,
     pub offsets: KernelOffsets,
@@ -108,16 +106,10 @@ impl KernelInfo {
         self.btf = None;
     }
 
-    /// Whether the kernel has a function of this name in BTF.
-    pub fn has_function(&self, name: &str) -> bool {
-        self.btf.as_ref().is_some_and(|b| has_function(b, name))
-    }
-
-    /// Parameter count of the kernel function `name`, from BTF.
-    pub fn function_param_count(&self, name: &str) -> Option<usize> {
-        self.btf
-            .as_ref()
-            .and_then(|b| function_param_count(b, name))
+    /// Whether the kernel has a function of this name in BTF (`Some`), and
+    /// its parameter count when BTF tells it: one lookup for both.
+    pub fn function(&self, name: &str) -> Option<Option<usize>> {
+        self.btf.as_ref().and_then(|b| btf::function(b, name))
     }
 
     /// Parameter count of the BTF tracepoint `tp`, including the leading

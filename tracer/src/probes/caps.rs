@@ -22,9 +22,21 @@ pub fn probe(info: &KernelInfo) -> KernelCaps {
         functions: BTreeSet::new(),
         function_params: BTreeMap::new(),
     };
+    // Each name is looked up once: rungs share their targets (fentry,
+    // fexit, kprobe and kretprobe name the same function), and every BTF
+    // lookup by name is a scan of the kernel's whole type list.
+    let mut looked_up = BTreeSet::new();
     for hook in HOOKS {
         for mech in hook.mechanisms {
             for target in mech.targets {
+                let class = match mech.kind {
+                    Kind::TpBtf | Kind::RawTracepoint => 0,
+                    Kind::Tracepoint => 1,
+                    Kind::Fentry | Kind::Fexit | Kind::Kprobe | Kind::Kretprobe => 2,
+                };
+                if !looked_up.insert((class, *target)) {
+                    continue;
+                }
                 match mech.kind {
                     Kind::TpBtf | Kind::RawTracepoint => {
                         if let Some(n) = info.tracepoint_arg_count(target) {
@@ -44,11 +56,11 @@ pub fn probe(info: &KernelInfo) -> KernelCaps {
                         }
                     }
                     Kind::Fentry | Kind::Fexit | Kind::Kprobe | Kind::Kretprobe => {
-                        if info.has_function(target) {
+                        if let Some(params) = info.function(target) {
                             caps.functions.insert((*target).to_string());
-                        }
-                        if let Some(n) = info.function_param_count(target) {
-                            caps.function_params.insert((*target).to_string(), n);
+                            if let Some(n) = params {
+                                caps.function_params.insert((*target).to_string(), n);
+                            }
                         }
                     }
                 }

@@ -29,6 +29,7 @@ pub mod matrix;
 pub mod mirrors;
 pub mod qemu;
 pub mod results;
+pub mod retry;
 
 /// The whole-VM timeout when none is given.
 pub const DEFAULT_TIMEOUT: &str = "40m";
