@@ -14,25 +14,15 @@ use crate::diagnose::timeline::Timeline;
 use crate::diagnose::window::Window;
 use crate::diagnose::{TrafficStart, findings, full_host_view, html, sparkline, stuck, upstream};
 use crate::output;
-use crate::probes::table::Kind;
 use crate::report::Report;
-use crate::session::{KernelFilter, Session, ring_bytes};
+use crate::session::{Session, ring_bytes};
 use crate::snapshot::{self, Snapshot, SnapshotOptions};
-use crate::watch::{Loop, Signals, UserFilter};
+use crate::watch::{Loop, Signals};
 
 /// What `diagnose` is asked (built from the command line in `cli.rs`).
 pub struct Config {
-    /// `None`: text on a terminal, JSON otherwise.
-    pub format: Option<output::Format>,
-    /// `None`: [`DEFAULT_WINDOW_S`].
-    pub duration: Option<f64>,
-    pub ring_buffer_kib: u32,
-    pub pids: Vec<u32>,
-    pub ports: Vec<u16>,
-    pub comm: Option<String>,
-    /// `session::KernelFilter::storm_per_cpu`'s input: `None` never counts.
-    pub storm_threshold: Option<u32>,
-    pub no_mechanism: Vec<Kind>,
+    /// `duration` `None`: [`DEFAULT_WINDOW_S`].
+    pub common: crate::watch::Common,
     /// `--report FILE`: the HTML page.
     pub report: Option<std::path::PathBuf>,
 }
@@ -43,20 +33,12 @@ pub const DEFAULT_WINDOW_S: f64 = 30.0;
 pub async fn run(args: Config) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
     let format = args
+        .common
         .format
         .unwrap_or_else(output::Format::default_for_stdout);
-    let window_s = args.duration.unwrap_or(DEFAULT_WINDOW_S);
-    let ring = ring_bytes(args.ring_buffer_kib)?;
-    let kfilter = KernelFilter {
-        ports: args.ports.clone(),
-        pids: args.pids.clone(),
-        comm: args.comm.clone(),
-        all_states: false,
-        storm_per_cpu: crate::storm::per_cpu_threshold(
-            args.storm_threshold,
-            crate::storm::online_cpus(),
-        ),
-    };
+    let window_s = args.common.duration.unwrap_or(DEFAULT_WINDOW_S);
+    let ring = ring_bytes(args.common.ring_buffer_kib)?;
+    let kfilter = args.common.kernel_filter(false);
     // An unwritable report path fails now, not after the window.
     let mut report_file = args
         .report
@@ -66,13 +48,9 @@ pub async fn run(args: Config) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot create the report file {}", path.display()))
         })
         .transpose()?;
-    let mut session = Session::start(&kfilter, ring, &args.no_mechanism)?;
+    let mut session = Session::start(&kfilter, ring, &args.common.no_mechanism)?;
     let window = Rc::new(RefCell::new(Window::default()));
-    let ufilter = UserFilter {
-        pids: args.pids.clone(),
-        ports: args.ports.clone(),
-        comm: args.comm.clone(),
-    };
+    let ufilter = args.common.user_filter();
     let started = Clock::boot_now();
     let timeline = Rc::new(RefCell::new(Timeline::new(started)));
     let gauges = collect::gauge_sampler().context("starting the timeline's gauge collector")?;
@@ -128,8 +106,8 @@ pub async fn run(args: Config) -> anyhow::Result<()> {
     let host = full_host_view(&end, &traffic, &lp.attr, started, elapsed_s);
     let found = findings::scope(
         findings::findings(&w, &host),
-        &args.pids,
-        &args.ports,
+        &args.common.pids,
+        &args.common.ports,
         &host,
     );
     let rep = Report::new(elapsed_s, &w.counters, found);

@@ -108,17 +108,8 @@ fn single_malloc_arena() {
 
 /// `watch`'s own config from its command line (CLI types stop here).
 fn watch_config(a: WatchArgs) -> watch::Config {
-    let storm_threshold = a.common.storm_threshold();
-    let c = a.common;
     watch::Config {
-        format: c.format,
-        duration: c.duration,
-        ring_buffer_kib: c.ring_buffer_kib,
-        pids: c.pid,
-        ports: c.port,
-        comm: c.comm,
-        storm_threshold,
-        no_mechanism: c.no_mechanism,
+        common: common_config(a.common),
         states: a.states,
         summary_every: a.summary_every,
         sink: output::SinkConfig {
@@ -128,19 +119,24 @@ fn watch_config(a: WatchArgs) -> watch::Config {
     }
 }
 
-/// `diagnose`'s own config from its command line (CLI types stop here).
+/// `diagnose`'s own config from its command line.
 fn diagnose_config(a: DiagnoseArgs) -> diagnose_cmd::Config {
-    let storm_threshold = a.common.storm_threshold();
-    let c = a.common;
     diagnose_cmd::Config {
+        common: common_config(a.common),
+        report: a.report,
+    }
+}
+
+/// What `watch` and `diagnose` share.
+fn common_config(c: cli::CommonArgs) -> watch::Common {
+    watch::Common {
+        storm_threshold: c.storm_threshold(),
         format: c.format,
         duration: c.duration,
         ring_buffer_kib: c.ring_buffer_kib,
         pids: c.pid,
         ports: c.port,
         comm: c.comm,
-        storm_threshold,
         no_mechanism: c.no_mechanism,
-        report: a.report,
     }
 }

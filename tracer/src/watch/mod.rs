@@ -72,12 +72,14 @@ impl Signals {
     }
 }
 
-/// What `watch` runs with (main.rs converts the command line into it).
+/// What `watch` and `diagnose` share (main.rs converts the command line
+/// into it).
 #[derive(Debug, Clone)]
-pub struct Config {
-    /// `None`: JSON into `--output`, else text on a terminal, JSON otherwise.
+pub struct Common {
+    /// `None`: text on a terminal, JSON otherwise (`watch --output`: JSON).
     pub format: Option<output::Format>,
-    /// `None`: until a signal or a closed stdout.
+    /// `None`: until a signal or a closed stdout (`diagnose`: its default
+    /// window).
     pub duration: Option<f64>,
     pub ring_buffer_kib: u32,
     pub pids: Vec<u32>,
@@ -86,6 +88,37 @@ pub struct Config {
     /// `session::KernelFilter::storm_per_cpu`'s input: `None` never counts.
     pub storm_threshold: Option<u32>,
     pub no_mechanism: Vec<crate::probes::table::Kind>,
+}
+
+impl Common {
+    /// What the kernel side filters before a record is written.
+    pub fn kernel_filter(&self, all_states: bool) -> KernelFilter {
+        KernelFilter {
+            ports: self.ports.clone(),
+            pids: self.pids.clone(),
+            comm: self.comm.clone(),
+            all_states,
+            storm_per_cpu: crate::storm::per_cpu_threshold(
+                self.storm_threshold,
+                crate::storm::online_cpus(),
+            ),
+        }
+    }
+
+    /// What userspace filters after (the kernel applies what it can).
+    pub fn user_filter(&self) -> UserFilter {
+        UserFilter {
+            pids: self.pids.clone(),
+            ports: self.ports.clone(),
+            comm: self.comm.clone(),
+        }
+    }
+}
+
+/// What `watch` runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub common: Common,
     /// Every state transition too (`state_change` lines).
     pub states: bool,
     /// A `summary` line (the verdict of the last N seconds) every N seconds.
@@ -95,29 +128,16 @@ pub struct Config {
 
 pub async fn run(args: Config) -> anyhow::Result<End> {
     let mut signals = Signals::install()?;
-    let format = match (args.format, &args.sink.output) {
+    let format = match (args.common.format, &args.sink.output) {
         (Some(f), _) => f,
         (None, Some(_)) => output::Format::Json,
         (None, None) => output::Format::default_for_stdout(),
     };
     let (sink, metrics, hup) = output::setup(args.sink.clone(), format).await?;
-    let ring = ring_bytes(args.ring_buffer_kib)?;
-    let kfilter = KernelFilter {
-        ports: args.ports.clone(),
-        pids: args.pids.clone(),
-        comm: args.comm.clone(),
-        all_states: args.states,
-        storm_per_cpu: crate::storm::per_cpu_threshold(
-            args.storm_threshold,
-            crate::storm::online_cpus(),
-        ),
-    };
-    let mut session = Session::start(&kfilter, ring, &args.no_mechanism)?;
-    let ufilter = UserFilter {
-        pids: args.pids,
-        ports: args.ports,
-        comm: args.comm,
-    };
+    let ring = ring_bytes(args.common.ring_buffer_kib)?;
+    let kfilter = args.common.kernel_filter(args.states);
+    let mut session = Session::start(&kfilter, ring, &args.common.no_mechanism)?;
+    let ufilter = args.common.user_filter();
     let mut lp = Loop::new(&mut session, sink, ufilter, args.states)?;
     lp.metrics = metrics;
     lp.hup = hup;
@@ -133,7 +153,7 @@ pub async fn run(args: Config) -> anyhow::Result<End> {
     }
     lp.say_attached();
     lp.start_snapshot();
-    lp.run(args.duration, &mut signals).await
+    lp.run(args.common.duration, &mut signals).await
 }
 
 pub async fn take_snapshot_blocking() -> Option<Snapshot> {
