@@ -119,7 +119,10 @@ impl Session {
         let mut kernel = KernelInfo::load().context("reading the running kernel's BTF")?;
         log::debug!("start-up: kernel description read in {:?}", t0.elapsed());
         let caps = probes::caps::probe(&kernel);
-        log::debug!("start-up: hooks the kernel offers read at {:?}", t0.elapsed());
+        log::debug!(
+            "start-up: hooks the kernel offers read at {:?}",
+            t0.elapsed()
+        );
         if !caps.ring_buffer {
             bail!(
                 "this kernel has no BPF ring buffer (Linux 5.8 or newer is needed; found {})",

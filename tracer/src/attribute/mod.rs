@@ -212,21 +212,37 @@ impl Attributor {
         now_ns: u64,
         src: &dyn ProcSource,
     ) -> (Option<Owner>, AttributedBy) {
-        match source {
+        let kernel_answer = match source {
             owner_source::LOCKED_CURRENT if kernel_owner.tgid != 0 => {
-                return (
-                    Some(self.procs.owner_of_task(kernel_owner, src)),
-                    AttributedBy::CurrentTask,
-                );
+                Some(AttributedBy::CurrentTask)
             }
-            owner_source::SOCKET_MAP if kernel_owner.tgid != 0 => {
-                return (
-                    Some(self.procs.owner_of_task(kernel_owner, src)),
-                    AttributedBy::SocketOwner,
-                );
+            owner_source::SOCKET_MAP if kernel_owner.tgid != 0 => Some(AttributedBy::SocketOwner),
+            _ => None,
+        };
+        if let Some(by) = kernel_answer {
+            if !is_own(kernel_owner) {
+                return (Some(self.procs.owner_of_task(kernel_owner, src)), by);
             }
-            _ => {}
+            // tracer itself, on a socket it may not hold: see `is_own`.
+            // Its holder as for an unknown owner; tracer when none is
+            // known (its metrics connections are its own).
+            return match self.resolve_socket(sock, now_ns, src) {
+                (Some(o), found_by) => (Some(o), found_by),
+                (None, _) => (Some(self.procs.owner_of_task(kernel_owner, src)), by),
+            };
         }
+        self.resolve_socket(sock, now_ns, src)
+    }
+
+    /// The owner of a socket the kernel side named no owner for: the
+    /// snapshot's holder of its inode (or 4-tuple), a recently closed
+    /// socket's, else its listener's.
+    fn resolve_socket(
+        &mut self,
+        sock: &SockInfo,
+        now_ns: u64,
+        src: &dyn ProcSource,
+    ) -> (Option<Owner>, AttributedBy) {
         if sock.netns != 0 && self.seen_netns.len() < 4096 {
             self.seen_netns.insert(sock.netns);
         }
@@ -397,6 +413,17 @@ impl Attributor {
 /// keeps one per socket). Two of 100k keys collide with odds of about
 /// 1 in 10^9; the inode found is then checked against the netns in
 /// `inode_owners`.
+/// Whether the kernel side's owner is tracer's own process. tracer's
+/// snapshot readers (the task_file iterator, the /proc/PID/fd fallback)
+/// hold a reference to every open file for a moment; when a process closes
+/// a socket meanwhile, tracer drops the last reference and the kernel
+/// closes (and may reset) the socket in tracer's thread, which then looks
+/// like the socket's owner (locked by it, or learned at that close).
+pub fn is_own(task: &TaskInfo) -> bool {
+    static OWN: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    task.tgid != 0 && task.tgid == *OWN.get_or_init(std::process::id)
+}
+
 fn tuple_hash(key: &ConnKey) -> u64 {
     use std::hash::{Hash as _, Hasher as _};
     let mut h = std::hash::DefaultHasher::new();

@@ -943,3 +943,37 @@ fn queued_close_wait_children_are_not_held_until_accepted() {
         HashMap::from([(Some(7), (2, Some(100), false))])
     );
 }
+
+#[test]
+fn a_socket_tracer_closed_for_its_holder_is_the_holders() {
+    // tracer's snapshot reader dropped the last reference of a socket the
+    // holder had just closed: the kernel side names tracer (locked by it,
+    // or learned at that close); the snapshot knows the real holder.
+    let src = procs();
+    let mut a = seeded_with_established();
+    let own = task(std::process::id(), b"tracer", 1);
+    assert!(is_own(&own));
+    for source in [owner_source::LOCKED_CURRENT, owner_source::SOCKET_MAP] {
+        let r = rst(conn(40000, 5555), own, source, 1_000);
+        assert_eq!(
+            summary(a.rst_owner(&r, &src)),
+            (
+                who(300, "postgres", Some("/system.slice/postgresql.service")),
+                AttributedBy::SocketOwner
+            )
+        );
+    }
+    // A socket of tracer's own (nobody else known to hold it) stays its.
+    let r = rst(conn(41000, 0), own, owner_source::LOCKED_CURRENT, 1_000);
+    let (owner, by) = a.rst_owner(&r, &src);
+    assert_eq!(owner.map(|o| o.pid), Some(std::process::id()));
+    assert_eq!(by, AttributedBy::CurrentTask);
+    // Another process's own answer is kept as it was.
+    let r = rst(
+        conn(40000, 5555),
+        task(100, b"curl", 1),
+        owner_source::LOCKED_CURRENT,
+        1_000,
+    );
+    assert_eq!(summary(a.rst_owner(&r, &src)).0.map(|w| w.0), Some(100));
+}

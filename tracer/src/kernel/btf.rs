@@ -352,7 +352,6 @@ pub fn tracepoint_arg_count(btf: &Btf, tp: &str) -> Option<usize> {
     })
 }
 
-
 /// `Some` when BTF has a function `name`, with its parameter count when its
 /// prototype resolves (fentry/fexit targets: an fexit program finds the
 /// return value right after the parameters). One lookup for both.
@@ -376,7 +375,6 @@ pub fn function(btf: &Btf, name: &str) -> Option<Option<usize>> {
     }
     found
 }
-
 
 fn enum_members(btf: &Btf, ty: &Type) -> Option<Vec<(String, i64)>> {
     match ty {

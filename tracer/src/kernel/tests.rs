@@ -263,8 +263,14 @@ fn kernel_btf_names_and_probes() {
     assert_eq!(btf::tracepoint_arg_count(&b, "tcp_send_reset"), Some(4));
     assert_eq!(btf::tracepoint_arg_count(&b, "tcp_receive_reset"), Some(2));
     assert_eq!(btf::tracepoint_arg_count(&b, "no_such_tracepoint"), None);
-    assert!(matches!(btf::function(&b, "tcp_v4_send_reset"), Some(Some(2 | 3))));
-    assert!(matches!(btf::function(&b, "inet_csk_accept"), Some(Some(2 | 4))));
+    assert!(matches!(
+        btf::function(&b, "tcp_v4_send_reset"),
+        Some(Some(2 | 3))
+    ));
+    assert!(matches!(
+        btf::function(&b, "inet_csk_accept"),
+        Some(Some(2 | 4))
+    ));
     assert_eq!(btf::function(&b, "sk_buff"), None);
     let states = btf::anon_enum_containing(&b, "TCP_LISTEN").expect("test data");
     assert!(states.contains(&("TCP_CLOSE_WAIT".to_string(), 8)));

@@ -206,8 +206,7 @@ fn hex(text: &str) -> Vec<u8> {
     digits
         .chunks(2)
         .map(|p| {
-            u8::from_str_radix(std::str::from_utf8(p).expect("test data"), 16)
-                .expect("test data")
+            u8::from_str_radix(std::str::from_utf8(p).expect("test data"), 16).expect("test data")
         })
         .collect()
 }

@@ -112,14 +112,19 @@ impl Loop<'_> {
 }
 
 /// Whether the start-up snapshot may know more of a record's owner than
-/// the kernel told: a socket whose owner the kernel side did not know.
+/// the kernel told: a socket whose owner the kernel side did not know, or
+/// named as tracer itself (`attribute::is_own`: a socket its snapshot
+/// reader closed for the process that had just let go of it).
 /// Resets with no socket at all (a closed port) and records whose owner
 /// came from the kernel are printed at once, the others wait for it.
 pub fn needs_snapshot(rec: &Record) -> bool {
+    use crate::attribute::is_own;
     use tracer_common::owner_source::NONE;
     match rec {
-        Record::RstSent(r) | Record::RstReceived(r) => r.sock.skaddr != 0 && r.owner_source == NONE,
-        Record::State(r) => r.owner_source == NONE,
+        Record::RstSent(r) | Record::RstReceived(r) => {
+            r.sock.skaddr != 0 && (r.owner_source == NONE || is_own(&r.owner))
+        }
+        Record::State(r) => r.owner_source == NONE || is_own(&r.owner),
         Record::AcceptFailed(_) => false,
     }
 }
@@ -148,11 +153,19 @@ mod tests {
         assert!(needs_snapshot(&Record::RstReceived(old_socket)));
         let mut known = old_socket;
         known.owner_source = owner_source::SOCKET_MAP;
+        known.owner.tgid = 4242;
         assert!(!needs_snapshot(&Record::RstSent(known)));
+        // Named as tracer itself: the snapshot knows the real holder.
+        let mut own = known;
+        own.owner.tgid = std::process::id();
+        assert!(needs_snapshot(&Record::RstSent(own)));
         let mut state = StateRecord::default();
         assert!(needs_snapshot(&Record::State(state)));
         state.owner_source = owner_source::LOCKED_CURRENT;
+        state.owner.tgid = 4242;
         assert!(!needs_snapshot(&Record::State(state)));
+        state.owner.tgid = std::process::id();
+        assert!(needs_snapshot(&Record::State(state)));
         assert!(!needs_snapshot(&Record::AcceptFailed(
             AcceptFailedRecord::default()
         )));

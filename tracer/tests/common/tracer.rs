@@ -215,7 +215,6 @@ impl Drop for Tracer {
     }
 }
 
-
 // ---------------------------------------------------------------------------
 // Robustness helpers (robustness_*.rs): tracers started by a given command,
 // a held stdout, and the BPF objects a process holds.
@@ -245,7 +244,10 @@ impl Tracer {
     /// `start_cmd` with stdout held unread until the `StdoutHold` says.
     pub fn start_cmd_held(cmd: Command) -> (Tracer, StdoutHold) {
         let (tx, rx) = mpsc::channel();
-        (Tracer::spawn_until(cmd, Some(rx), is_attached_line), StdoutHold(tx))
+        (
+            Tracer::spawn_until(cmd, Some(rx), is_attached_line),
+            StdoutHold(tx),
+        )
     }
 
     /// Sends `sig` to the tracer (the process `start*` spawned).
