@@ -211,7 +211,7 @@ fn required_in(
     }
 }
 
-/// Like [`required_offset`], but a missing struct or member gives
+/// Like [`required_in`], but a missing struct or member gives
 /// `OFFSET_NONE` (a bitfield is still an error).
 fn optional_in(
     btf: &Btf,
