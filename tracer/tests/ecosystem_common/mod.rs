@@ -3,6 +3,10 @@
 //! (e.g. under `setpriv`), a traffic generator, a scraper.
 //!
 //! Every wait is bounded and every guard cleans up in `Drop`.
+//!
+//! It uses `common` (the helpers of the root tests) for what both share:
+//! every test that declares `mod ecosystem_common;` declares `mod common;`
+//! too, so each shared file is compiled once per test.
 
 #![allow(dead_code)]
 
@@ -16,12 +20,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::common::time_scale;
+
 /// How long a tracer may take to attach (times [`time_scale`]).
 pub const READY: Duration = Duration::from_secs(20);
-
-#[path = "../shared/time_scale.rs"]
-mod time_scale;
-pub use time_scale::time_scale;
 
 /// A traffic generator driven line by line on stdin. Prints its pid first,
 /// then answers each command with one line. PORT, when given, is the
