@@ -48,6 +48,10 @@ pub fn require_root(test: &str) -> bool {
 mod time_scale;
 pub use time_scale::time_scale;
 
+#[path = "../shared/ready.rs"]
+mod ready;
+pub use ready::{is_ready_line, wait_for_line};
+
 /// The running kernel's (major, minor).
 pub fn kernel_version() -> (u32, u32) {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");

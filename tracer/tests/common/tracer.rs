@@ -4,13 +4,6 @@ use super::*;
 
 // The tracer
 
-/// Whether a stderr line says the start-up snapshot is in (`watch`:
-/// `[INFO  tracer::watch] ready: N existing sockets known ...`) or the
-/// window has begun (`diagnose`: `attached; observing for ...`).
-fn is_ready_line(line: &str) -> bool {
-    line.contains("] ready: ") || line.contains("attached; observing")
-}
-
 /// Whether a stderr line says the hooks are in (`[INFO  tracer::watch]
 /// attached: 8 of 9 hooks ...`), not e.g. "optional hook X not attached".
 /// The snapshot's "ready" line may wait behind a stdout nobody reads.
@@ -306,26 +299,22 @@ impl Tracer {
             ready_after: Duration::ZERO,
         };
         let deadline = started + scaled(READY_TIMEOUT);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match err_rx.recv_timeout(left) {
-                Ok(line) if is_ready(&line) => break,
-                Ok(_) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = t
-                        .child
-                        .as_mut()
-                        .and_then(|c| wait_bounded(c, Duration::from_secs(5)));
-                    panic!(
-                        "{what} ended before it was ready ({status:?}); stderr:\n{}",
-                        t.stderr_text()
-                    );
-                }
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "{what}: not ready within {READY_TIMEOUT:?}; stderr:\n{}",
+        match wait_for_line(&err_rx, deadline, is_ready) {
+            Ok(()) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = t
+                    .child
+                    .as_mut()
+                    .and_then(|c| wait_bounded(c, Duration::from_secs(5)));
+                panic!(
+                    "{what} ended before it was ready ({status:?}); stderr:\n{}",
                     t.stderr_text()
-                ),
+                );
             }
+            Err(RecvTimeoutError::Timeout) => panic!(
+                "{what}: not ready within {READY_TIMEOUT:?}; stderr:\n{}",
+                t.stderr_text()
+            ),
         }
         t.ready_after = started.elapsed();
         t

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::time_scale;
+use crate::common::{is_ready_line, time_scale, wait_for_line};
 
 /// How long a tracer may take to attach (times [`time_scale`]).
 pub const READY: Duration = Duration::from_secs(20);
@@ -251,23 +251,17 @@ impl Running {
             stderr,
         };
         let deadline = Instant::now() + READY * time_scale();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match err_rx.recv_timeout(left) {
-                Ok(l) if l.contains("] ready: ") || l.contains("attached; observing") => {
-                    return Ok(r);
-                }
-                Ok(_) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    let _ = r.wait(Duration::from_secs(5));
-                    return Err(r.stderr_text());
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!(
-                        "tracer not ready within {READY:?}; stderr:\n{}",
-                        r.stderr_text()
-                    )
-                }
+        match wait_for_line(&err_rx, deadline, is_ready_line) {
+            Ok(()) => Ok(r),
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = r.wait(Duration::from_secs(5));
+                Err(r.stderr_text())
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                panic!(
+                    "tracer not ready within {READY:?}; stderr:\n{}",
+                    r.stderr_text()
+                )
             }
         }
     }
