@@ -408,11 +408,6 @@ impl Attributor {
     }
 }
 
-/// The key of `tuple_inodes`: a 64-bit SipHash of the 4-tuple and netns,
-/// 8 bytes instead of the 44 of a [`ConnKey`] (a host with 100k sockets
-/// keeps one per socket). Two of 100k keys collide with odds of about
-/// 1 in 10^9; the inode found is then checked against the netns in
-/// `inode_owners`.
 /// Whether the kernel side's owner is tracer's own process. tracer's
 /// snapshot readers (the task_file iterator, the /proc/PID/fd fallback)
 /// hold a reference to every open file for a moment; when a process closes
@@ -424,6 +419,11 @@ pub fn is_own(task: &TaskInfo) -> bool {
     task.tgid != 0 && task.tgid == *OWN.get_or_init(std::process::id)
 }
 
+/// The key of `tuple_inodes`: a 64-bit SipHash of the 4-tuple and netns,
+/// 8 bytes instead of the 44 of a [`ConnKey`] (a host with 100k sockets
+/// keeps one per socket). Two of 100k keys collide with odds of about
+/// 1 in 10^9; the inode found is then checked against the netns in
+/// `inode_owners`.
 fn tuple_hash(key: &ConnKey) -> u64 {
     use std::hash::{Hash as _, Hasher as _};
     let mut h = std::hash::DefaultHasher::new();
