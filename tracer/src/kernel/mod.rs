@@ -6,6 +6,7 @@
 
 pub mod btf;
 pub mod names;
+pub mod offsets;
 pub mod tracefs;
 
 #[cfg(test)]
@@ -16,8 +17,9 @@ use std::path::PathBuf;
 
 use tracer_common::{KernelOffsets, TracepointLayouts};
 
-pub use btf::{kernel_offsets, load_vmlinux, tracepoint_arg_count};
+pub use btf::{load_vmlinux, tracepoint_arg_count};
 pub use names::KernelNames;
+pub use offsets::kernel_offsets;
 pub use tracefs::{ensure_tracefs, layouts};
 
 /// Why reading the kernel's description failed.

@@ -8,6 +8,7 @@ use tracer_common::{KernelOffsets, OFFSET_NONE};
 
 use super::btf::{self, VMLINUX_BTF};
 use super::names::KernelNames;
+use super::offsets;
 use super::tracefs::{Formats, layouts_from, parse_format, symbolic_tables};
 
 const SEND_RESET_618: &str = include_str!("../../tests/fixtures/format-6.18/tcp_send_reset.format");
@@ -190,7 +191,7 @@ fn vmlinux() -> Option<btf_rs::Btf> {
 #[test]
 fn kernel_btf_offsets() {
     let Some(b) = vmlinux() else { return };
-    let o = btf::kernel_offsets(&b).expect("kernel offsets");
+    let o = offsets::kernel_offsets(&b).expect("kernel offsets");
     println!("{o:#?}");
     assert_eq!(o.valid, 1);
     let required = [
