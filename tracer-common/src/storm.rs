@@ -1,12 +1,14 @@
-//! RST storms counted in the kernel: when one key (network namespace, local
-//! port, reason, owner, direction) repeats beyond a per-second threshold,
-//! the reset programs count it in a per-CPU map instead of writing one
-//! ring-buffer record per RST; userspace reads the totals once a second and
-//! writes one line per key with `count` and a sample of remote endpoints.
+//! RST storms counted in the kernel: when one key (network namespace, the
+//! service's port, reason, owner, direction) repeats beyond a per-second
+//! threshold, the reset programs count it in a per-CPU map instead of
+//! writing one ring-buffer record per RST; userspace reads the totals once
+//! a second and writes one line per key with `count` and a sample of the
+//! endpoints that vary (the peers of a local service, or this host's own
+//! ends of connections it made to one remote port).
 
 use crate::RstRecord;
 
-/// Remote endpoints kept per key and CPU (the most recent ones counted).
+/// Endpoints kept per key and CPU (the most recent ones counted).
 pub const STORM_SAMPLES: usize = 4;
 
 /// Key of the storm map: what one aggregated line stands for.
@@ -19,16 +21,24 @@ pub struct RstStormKey {
     pub reason: u32,
     /// The owner the kernel side knows (`RstRecord::owner.tgid`), 0 none.
     pub owner_tgid: u32,
-    /// Local port, host order.
-    pub lport: u16,
+    /// The port the key names, host order: the local one, or the remote
+    /// one when `by_remote` is set.
+    pub port: u16,
     /// `kind::RST_SENT` or `kind::RST_RECEIVED`.
-    pub kind: u16,
+    pub kind: u8,
+    /// 1 when the key names the remote port: a connection this host made
+    /// (its socket in SYN_SENT, or a local port no listener of its
+    /// namespace has), whose own local port is a new one each time; the
+    /// samples are then local endpoints. 0: the local port (a service, a
+    /// closed port a packet sought); the samples are remote endpoints.
+    pub by_remote: u8,
 }
 
-/// One remote endpoint of a counted reset.
+/// One endpoint of a counted reset: its remote end, or its local end when
+/// the key names the remote port (`RstStormKey::by_remote`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct RemoteEndpoint {
+pub struct StormEndpoint {
     /// 4 bytes for AF_INET, 16 for AF_INET6, network order.
     pub addr: [u8; 16],
     /// Host order.
@@ -48,9 +58,9 @@ pub struct RstStormAgg {
     pub count: u64,
     /// `bpf_ktime_get_boot_ns()` of the latest counted reset.
     pub last_ns: u64,
-    /// Ring of remote endpoints: counted reset number `n` (from 0) wrote
-    /// slot `n % STORM_SAMPLES`.
-    pub samples: [RemoteEndpoint; STORM_SAMPLES],
+    /// Ring of endpoints (remote, or local when the key is `by_remote`):
+    /// counted reset number `n` (from 0) wrote slot `n % STORM_SAMPLES`.
+    pub samples: [StormEndpoint; STORM_SAMPLES],
     /// The first counted reset of this CPU, fully described (valid when
     /// `count > 0` and `first.header.kind` is the key's kind).
     pub first: RstRecord,
@@ -58,7 +68,7 @@ pub struct RstStormAgg {
 
 const _: () = {
     assert!(core::mem::size_of::<RstStormKey>() == 16);
-    assert!(core::mem::size_of::<RemoteEndpoint>() == 20);
+    assert!(core::mem::size_of::<StormEndpoint>() == 20);
     assert!(core::mem::size_of::<RstStormAgg>() == 16 + 80 + 184);
 };
 

@@ -11,7 +11,9 @@
 //! their `ret`), else fexit on `tcp_sendmsg` / `tcp_recvmsg` (their return
 //! value). The kprobe rung sees no byte count: no timing there.
 //! Which sockets were accepted: `LISTEN_PORTS`, the (netns, port) set of
-//! listeners userspace writes from its snapshots.
+//! listeners userspace writes from its snapshots, to which `tcp_state.rs`
+//! adds each listener as it starts (`sock:inet_sock_set_state` -> LISTEN).
+//! The storm keys of `storm.rs` use it too.
 
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns};
 use tracer_common::{
@@ -23,8 +25,8 @@ use tracer_common::{
 };
 
 use crate::{
-    kread::fill_sock_info,
-    maps::{EXCH_ZERO, EXCHANGES, LISTEN_PORTS},
+    kread::{fill_sock_info, read_at},
+    maps::{EXCH_ZERO, EXCHANGES, LISTEN_PORTS, offsets},
 };
 
 /// A send (`received == false`) or receive of `ret` bytes on TCP socket
@@ -102,6 +104,27 @@ fn key_of(sk: u64) -> ExchKey {
         key.addr = info.raddr;
     }
     key
+}
+
+/// Adds listener `sk` (entering LISTEN, its port bound) to `LISTEN_PORTS`
+/// at once, so its connections count as accepted before the next snapshot
+/// says so. Userspace's snapshots remove the ports of closed listeners
+/// (several listeners may share a port: one closing does not end it).
+#[inline(always)]
+pub fn note_listener(sk: u64) {
+    let o = offsets();
+    let port: u16 = read_at(sk, o.skc_num).unwrap_or(0);
+    let net: u64 = read_at(sk, o.skc_net).unwrap_or(0);
+    let netns: u32 = read_at(net, o.net_ns_inum).unwrap_or(0);
+    if port == 0 || netns == 0 {
+        return;
+    }
+    let lp = ListenPortKey {
+        netns,
+        port,
+        _pad: 0,
+    };
+    let _ = LISTEN_PORTS.insert(&lp, &1, 0);
 }
 
 /// A socket whose exchange state is `st` leaves its aggregate (destroyed,

@@ -129,7 +129,8 @@ pub static EXCHANGES: LruPerCpuHashMap<ExchKey, ExchAgg> =
 pub static EXCH_ZERO: PerCpuArray<ExchAgg> = PerCpuArray::with_max_entries(1, 0);
 
 /// (netns, port) of this host's listeners, written by userspace from its
-/// snapshots: a socket on such a port was accepted, not connected.
+/// snapshots and by `tcp_state.rs` as a listener starts: a socket on such a
+/// port was accepted, not connected (exchange direction, storm keys).
 #[map]
 pub static LISTEN_PORTS: HashMap<ListenPortKey, u8> = HashMap::with_max_entries(16384, 0);
 

@@ -2,25 +2,32 @@
 //! (`tcp_reset.rs`: tcp:tcp_send_reset, tcp:tcp_receive_reset;
 //! `tcp_reply_reset.rs`: tcp_v4_send_reset / tcp_v6_send_reset).
 //!
-//! Per key (network namespace, local port, reason, kernel-side owner,
-//! direction) and CPU, the first `Filter::storm_per_cpu` resets of every
+//! Per key (network namespace, the service's port, reason, kernel-side
+//! owner, direction) and CPU, the first `Filter::storm_per_cpu` resets of every
 //! second go out as ring-buffer records; the rest of that second are only
 //! counted in `RST_STORMS` (per-CPU LRU: no atomics across CPUs, no shared
-//! lock), with the latest remote endpoints and the first counted reset's
-//! details. The rate itself is kept in `RST_RATES`, a per-CPU table indexed
+//! lock), with the latest endpoints and the first counted reset's
+//! details. The service's port is the local one for this host's services
+//! and for packets that found no socket, the remote one for connections
+//! this host made (a refused connect's RST arrives at a new local port each
+//! time): `keyed_by_remote`. The rate itself is kept in `RST_RATES`, a per-CPU table indexed
 //! by a hash of the key. A counted reset costs the socket (or packet)
 //! description, the owner lookup, one time helper, one array and one hash
-//! lookup: no ring reservation, no task reads, no inode walk. Depends on no
-//! kernel function of its own.
+//! lookup (and, for an established socket, one lookup of its local port
+//! among the listeners, `LISTEN_PORTS`): no ring reservation, no task
+//! reads, no inode walk. Depends on no kernel function of its own.
 
 use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
 use tracer_common::{
     SockInfo,
+    exchange::ListenPortKey,
+    sock_flags,
     storm::{RstStormAgg, RstStormKey, STORM_SAMPLES},
 };
 
 use crate::{
-    maps::{RST_RATE_SLOTS, RST_RATES, RST_STORMS, STORM_SCRATCH, count_drop, filter},
+    kread::{TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_SYN_SENT},
+    maps::{LISTEN_PORTS, RST_RATE_SLOTS, RST_RATES, RST_STORMS, STORM_SCRATCH, count_drop, filter},
     tcp_reset::describe,
 };
 
@@ -42,12 +49,14 @@ pub fn counted(
     if threshold == 0 {
         return false;
     }
+    let by_remote = keyed_by_remote(sock);
     *key = RstStormKey {
         netns: sock.netns,
         reason,
         owner_tgid,
-        lport: sock.lport,
-        kind,
+        port: if by_remote { sock.rport } else { sock.lport },
+        kind: kind as u8,
+        by_remote: by_remote as u8,
     };
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
@@ -57,10 +66,35 @@ pub fn counted(
     match RST_STORMS.get_ptr_mut(&*key) {
         // SAFETY: this CPU's value of the entry (per-CPU map). An entry
         // created on another CPU starts zeroed here: nothing counted.
-        Some(agg) => add(unsafe { &mut *agg }, kind, reason, sock, now),
-        None => start(key, kind, reason, sock, now),
+        Some(agg) => add(unsafe { &mut *agg }, kind, reason, sock, now, by_remote),
+        None => start(key, kind, reason, sock, now, by_remote),
     }
     true
+}
+
+/// Whether the storm key names the remote port: for a socket this host
+/// connected (in SYN_SENT, or established on a local port that no listener
+/// of its namespace has, `LISTEN_PORTS`), whose local port is new each
+/// time. Packets without a socket, listeners, request sockets and the
+/// connections of a listening port keep the local port.
+#[inline(always)]
+fn keyed_by_remote(sock: &SockInfo) -> bool {
+    if sock.flags & sock_flags::HAS_SK == 0 {
+        return false;
+    }
+    match sock.state {
+        TCP_SYN_SENT => true,
+        TCP_LISTEN | TCP_NEW_SYN_RECV => false,
+        _ => {
+            let lp = ListenPortKey {
+                netns: sock.netns,
+                port: sock.lport,
+                _pad: 0,
+            };
+            // SAFETY: a read-only lookup; the value is not kept.
+            unsafe { LISTEN_PORTS.get(&lp) }.is_none()
+        }
+    }
 }
 
 /// Counts one more reset of `key` this second on this CPU in its rate slot;
@@ -108,16 +142,26 @@ fn over_threshold(key: &RstStormKey, sec: u64, threshold: u32) -> bool {
 #[inline(always)]
 fn slot(key: &RstStormKey) -> u32 {
     let mixed = (u64::from(key.netns) << 32 | u64::from(key.reason))
-        ^ (u64::from(key.owner_tgid) << 32 | u64::from(key.lport) << 16 | u64::from(key.kind))
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        ^ (u64::from(key.owner_tgid) << 32
+            | u64::from(key.port) << 16
+            | u64::from(key.kind) << 8
+            | u64::from(key.by_remote))
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
     (mixed.wrapping_mul(0xff51_afd7_ed55_8ccd) >> 54) as u32 & (RST_RATE_SLOTS - 1)
 }
 
 /// One more counted reset in this CPU's value of an existing entry.
 #[inline(always)]
-fn add(agg: &mut RstStormAgg, kind: u16, reason: u32, sock: &SockInfo, now: u64) {
+fn add(
+    agg: &mut RstStormAgg,
+    kind: u16,
+    reason: u32,
+    sock: &SockInfo,
+    now: u64,
+    by_remote: bool,
+) {
     let n = agg.count;
-    remember(agg, n, sock);
+    remember(agg, n, sock, by_remote);
     if n == 0 {
         describe(&mut agg.first, kind, reason, sock, now);
     }
@@ -134,12 +178,18 @@ fn add(agg: &mut RstStormAgg, kind: u16, reason: u32, sock: &SockInfo, now: u64)
     };
 }
 
-/// Counted reset number `n` writes sample slot `n % STORM_SAMPLES`.
+/// Counted reset number `n` writes sample slot `n % STORM_SAMPLES`: its
+/// remote end, or its local end when the key names the remote port.
 #[inline(always)]
-fn remember(agg: &mut RstStormAgg, n: u64, sock: &SockInfo) {
+fn remember(agg: &mut RstStormAgg, n: u64, sock: &SockInfo, by_remote: bool) {
     let sample = &mut agg.samples[(n as usize) & (STORM_SAMPLES - 1)];
-    sample.addr = sock.raddr;
-    sample.port = sock.rport;
+    if by_remote {
+        sample.addr = sock.laddr;
+        sample.port = sock.lport;
+    } else {
+        sample.addr = sock.raddr;
+        sample.port = sock.rport;
+    }
     sample.family = sock.family;
 }
 
@@ -147,14 +197,21 @@ fn remember(agg: &mut RstStormAgg, n: u64, sock: &SockInfo) {
 /// holding it (the other CPUs' values start zeroed). A refused insert (the
 /// map cannot take it) is reported as a lost record.
 #[inline(always)]
-fn start(key: &RstStormKey, kind: u16, reason: u32, sock: &SockInfo, now: u64) {
+fn start(
+    key: &RstStormKey,
+    kind: u16,
+    reason: u32,
+    sock: &SockInfo,
+    now: u64,
+    by_remote: bool,
+) {
     let Some(scratch) = STORM_SCRATCH.get_ptr_mut(0) else {
         count_drop();
         return;
     };
     // SAFETY: this CPU's slot of a per-CPU array, filled before use.
     let agg = unsafe { &mut *scratch };
-    remember(agg, 0, sock);
+    remember(agg, 0, sock, by_remote);
     describe(&mut agg.first, kind, reason, sock, now);
     agg.last_ns = now;
     agg.count = 1;

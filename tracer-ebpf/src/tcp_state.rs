@@ -9,6 +9,8 @@
 //!   (ESTABLISHED->CLOSE_WAIT) and handshakes.
 //! - `tcp:tcp_destroy_sock` (tcp_v4_destroy_sock), raw args `(struct sock *sk)`:
 //!   the owner entry leaves the map.
+//!
+//! A socket entering LISTEN joins the listening-port set (`exchange.rs`).
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_boot_ns,
@@ -21,6 +23,7 @@ use crate::{
     kread::{
         TCP_CLOSE, TCP_CLOSE_WAIT, TCP_LISTEN, TCP_SYN_SENT, fill_current, fill_sock_info, read_at,
     },
+    exchange,
     maps::{EVENTS, count_drop, filter, layouts, offsets, submit_flags},
     owner,
 };
@@ -123,6 +126,9 @@ fn on_set_state(sk: u64, old: u8, new: u8) {
     // locked: learn the owner even when the transition is not emitted.
     if new == TCP_SYN_SENT || new == TCP_LISTEN {
         owner::learn_current(sk);
+    }
+    if new == TCP_LISTEN {
+        exchange::note_listener(sk);
     }
     if !wanted(old, new) {
         return;

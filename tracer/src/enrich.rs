@@ -74,14 +74,15 @@ impl Enricher<'_> {
     }
 
     /// The line of a storm counted in the kernel: the first counted reset's
-    /// details, `count`, the time of the latest, `remote_sample`. No
-    /// `socket_inode`: one socket's would misdescribe a line of many.
+    /// details, `count`, the time of the latest, `remote_sample` (or
+    /// `local_sample`, for a key of a remote port). No `socket_inode`: one
+    /// socket's would misdescribe a line of many.
     pub fn storm(&self, attr: &mut Attributor, line: &StormLine) -> Event {
         let sent = line.first.header.kind == kind::RST_SENT;
         let mut e = self.rst(attr, &line.first, sent);
         e.ts = self.clock.rfc3339(line.last_ns);
         e.count = Some(line.count);
-        e.remote_sample = Some(
+        let sample = Some(
             line.sample
                 .iter()
                 .map(|(addr, port)| Endpoint {
@@ -90,6 +91,11 @@ impl Enricher<'_> {
                 })
                 .collect(),
         );
+        if line.by_remote {
+            e.local_sample = sample;
+        } else {
+            e.remote_sample = sample;
+        }
         e.socket_inode = None;
         e
     }

@@ -32,7 +32,7 @@ pub enum AttributedBy {
     None,
 }
 
-/// A remote endpoint in `remote_sample`.
+/// An endpoint in `remote_sample` or `local_sample`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Endpoint {
     pub addr: String,
@@ -119,9 +119,16 @@ pub struct Event {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
     /// rst_sent/rst_received lines that stand for a storm (`count`
-    /// resets counted in the kernel): some of their remote endpoints.
+    /// resets counted in the kernel) of one local port: some of their
+    /// remote endpoints.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_sample: Option<Vec<Endpoint>>,
+    /// A storm line of connections this host made to one remote port (a
+    /// refused connect's RST, say): some of their local endpoints (each
+    /// connection's own local port). A storm line has this or
+    /// `remote_sample`, never both.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_sample: Option<Vec<Endpoint>>,
     /// Network namespace inode of the socket (extension).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netns: Option<u32>,
@@ -163,6 +170,7 @@ impl Event {
             queued: None,
             count: None,
             remote_sample: None,
+            local_sample: None,
             netns: None,
             socket_inode: None,
         }

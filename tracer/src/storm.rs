@@ -1,7 +1,8 @@
 //! RST storms counted in the kernel (tracer-ebpf/src/storm.rs): the per-CPU
 //! totals of `RST_STORMS`, read once a second, become one line's worth per
 //! key: how many resets it stands for, the first one's details, the time of
-//! the latest, and a sample of remote endpoints. Entries are never deleted
+//! the latest, and a sample of the endpoints that vary (remote ones for a
+//! key of a local port, local ones for a key of a remote port). Entries are never deleted
 //! from userspace (a delete could lose a concurrent increment): the kernel's
 //! LRU bounds the map, and a total lower than last time means the entry was
 //! evicted and started again.
@@ -11,9 +12,10 @@ use std::net::IpAddr;
 
 use tracer_common::RstRecord;
 use tracer_common::socket_id;
-use tracer_common::storm::{RemoteEndpoint, RstStormAgg, RstStormKey, STORM_SAMPLES};
+use tracer_common::storm::{RstStormAgg, RstStormKey, STORM_SAMPLES, StormEndpoint};
 
-/// Remote endpoints one aggregated line lists at most (`remote_sample`).
+/// Endpoints one aggregated line lists at most (`remote_sample`,
+/// `local_sample`).
 pub const SAMPLE_MAX: usize = STORM_SAMPLES;
 
 /// Default `--storm-threshold`: resets per second and key that stay lines
@@ -43,9 +45,12 @@ pub struct StormLine {
     pub count: u64,
     /// Boot-time ns of the latest of them.
     pub last_ns: u64,
-    /// Distinct remote endpoints among the latest counted, at most
-    /// [`SAMPLE_MAX`].
+    /// Distinct endpoints among the latest counted, at most
+    /// [`SAMPLE_MAX`]: remote ones, or local ones when `by_remote`.
     pub sample: Vec<(IpAddr, u16)>,
+    /// The key names the remote port (connections this host made): the
+    /// sample holds local endpoints.
+    pub by_remote: bool,
 }
 
 /// Totals of `RST_STORMS` as last read, per key and CPU.
@@ -74,7 +79,7 @@ impl StormTotals {
             for (cpu, v) in per_cpu.iter().enumerate() {
                 let was = before.and_then(|b| b.get(cpu)).copied().unwrap_or(0);
                 let inc = crate::aggregate::increment(v.count, was);
-                if inc == 0 || v.first.header.kind != key.kind {
+                if inc == 0 || v.first.header.kind != u16::from(key.kind) {
                     continue;
                 }
                 let l = line.get_or_insert_with(|| StormLine {
@@ -82,6 +87,7 @@ impl StormTotals {
                     count: 0,
                     last_ns: 0,
                     sample: Vec::new(),
+                    by_remote: key.by_remote != 0,
                 });
                 if v.first.header.ts_boot_ns < l.first.header.ts_boot_ns {
                     l.first = v.first;
@@ -113,7 +119,7 @@ fn add_samples(sample: &mut Vec<(IpAddr, u16)>, v: &RstStormAgg, inc: u64) {
     }
 }
 
-fn endpoint(e: &RemoteEndpoint) -> Option<(IpAddr, u16)> {
+fn endpoint(e: &StormEndpoint) -> Option<(IpAddr, u16)> {
     socket_id::addr(e.family, &e.addr).map(|a| (a, e.port))
 }
 

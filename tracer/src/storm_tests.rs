@@ -1,7 +1,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use tracer_common::kind;
-use tracer_common::storm::{RemoteEndpoint, RstStormAgg, RstStormKey};
+use tracer_common::storm::{RstStormAgg, RstStormKey, StormEndpoint};
 
 use super::*;
 
@@ -10,15 +10,16 @@ fn key(port: u16) -> RstStormKey {
         netns: 4026531840,
         reason: 2,
         owner_tgid: 0,
-        lport: port,
-        kind: kind::RST_SENT,
+        port,
+        kind: kind::RST_SENT as u8,
+        by_remote: 0,
     }
 }
 
-fn ep(last_octet: u8, port: u16) -> RemoteEndpoint {
+fn ep(last_octet: u8, port: u16) -> StormEndpoint {
     let mut addr = [0u8; 16];
     addr[..4].copy_from_slice(&[10, 0, 0, last_octet]);
-    RemoteEndpoint {
+    StormEndpoint {
         addr,
         port,
         family: tracer_common::socket_id::AF_INET,
@@ -143,4 +144,23 @@ fn a_key_met_twice_in_one_walk_counts_once() {
     ]);
     let counts: Vec<u64> = out.iter().map(|l| l.count).collect();
     assert_eq!(counts, vec![2, 3]);
+}
+
+#[test]
+fn a_key_of_a_remote_port_says_so() {
+    let mut t = StormTotals::default();
+    let remote = RstStormKey {
+        by_remote: 1,
+        ..key(9)
+    };
+    // The same port as a local key and as a remote one: two keys, two lines.
+    let out = t.increments([
+        (key(9), vec![cpu(2, 100)]),
+        (remote, vec![cpu(5, 50)]),
+    ]);
+    assert_eq!(out.len(), 2);
+    assert!(!out[0].by_remote);
+    assert_eq!(out[0].count, 2);
+    assert!(out[1].by_remote);
+    assert_eq!(out[1].count, 5);
 }

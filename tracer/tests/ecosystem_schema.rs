@@ -111,6 +111,10 @@ fn the_schema_refuses_broken_events() {
     storm["remote_sample"] =
         json!([{"addr": "10.0.0.2", "port": 40001}, {"addr": "::1", "port": 2}]);
     assert_valid(&v, &storm, "a storm line");
+    let mut made = rst_sent();
+    made["count"] = json!(3000);
+    made["local_sample"] = json!([{"addr": "10.0.0.1", "port": 40001}]);
+    assert_valid(&v, &made, "a storm line of connections made to one remote port");
     type Break = Box<dyn Fn(&mut Value)>;
     let broken: Vec<(&str, Break)> = vec![
         ("unknown field", Box::new(|e| e["surprise"] = json!(1))),
@@ -160,6 +164,18 @@ fn the_schema_refuses_broken_events() {
         (
             "a sample without its count",
             Box::new(|e| e["remote_sample"] = json!([{"addr": "10.0.0.2", "port": 1}])),
+        ),
+        (
+            "both samples",
+            Box::new(|e| {
+                e["count"] = json!(500);
+                e["remote_sample"] = json!([{"addr": "10.0.0.2", "port": 1}]);
+                e["local_sample"] = json!([{"addr": "10.0.0.1", "port": 2}]);
+            }),
+        ),
+        (
+            "a local sample without its count",
+            Box::new(|e| e["local_sample"] = json!([{"addr": "10.0.0.1", "port": 1}])),
         ),
         (
             "an empty sample",

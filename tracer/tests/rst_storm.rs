@@ -1,8 +1,10 @@
 //! Needs root (the usage test does not). A closed-port storm well above
 //! the storm threshold, inside a private network namespace: the kernel
 //! counts most resets in its storm map, and the lines' counts add up to
-//! exactly what the namespace's Tcp OutRsts counter says; with
-//! `--per-rst`, one line per RST.
+//! exactly what the namespace's Tcp OutRsts counter says, on both sides:
+//! the closed port's (one key: port 9) and the clients' (one key too: the
+//! remote port, each RST arriving at a new local port); with `--per-rst`,
+//! one line per RST.
 //!
 //! Run: `cargo test -p tracer --test rst_storm` (as root).
 
@@ -40,26 +42,68 @@ struct Storm {
     lost: u64,
 }
 
-/// Runs `connects` refused connects under `tracer watch --format json
-/// ARGS`, collects the lines of the namespace and checks that their resets
-/// add up to the kernel's count.
-fn storm(test: &str, connects: u16, args: &[&str]) -> Storm {
+/// A listener on 127.0.0.1:PORT (made after tracer is up: the kernel side
+/// learns it as it starts listening), then N connections from
+/// 127.0.0.1:(FIRST + n), each accepted and aborted by the client
+/// (SO_LINGER 0: one RST sent by the client, received by the server side).
+const ABORTING_CLIENT: &str = r#"
+import os, socket, struct, sys
+print(os.getpid(), flush=True)
+n, port, first = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+l = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", port))
+l.listen(128)
+aborted = 0
+for i in range(n):
+    c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    c.bind(("127.0.0.1", first + i))
+    c.connect(("127.0.0.1", port))
+    s, _ = l.accept()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+    s.close()
+    aborted += 1
+print("aborted", aborted, flush=True)
+"#;
+
+/// The service port of the abort storm.
+const SERVICE_PORT: u16 = 8080;
+
+/// What makes the resets.
+#[derive(Clone, Copy)]
+enum Load {
+    /// Connects to CLOSED_PORT, each answered by a RST (common::REFUSED_CLIENT).
+    Refused,
+    /// Connections to SERVICE_PORT aborted by the client (ABORTING_CLIENT).
+    Aborted,
+}
+
+/// Runs `connects` refused or aborted connections under `tracer watch
+/// --format json ARGS`, collects the lines of the namespace and checks that
+/// their resets add up to the kernel's count.
+fn storm(test: &str, connects: u16, args: &[&str], load: Load) -> Storm {
     let ns = Netns::new();
     let netns = ns.inode();
     let tracer = Tracer::watch_json(args);
     let before = ns.tcp_out_rsts();
     let started = Instant::now();
+    let (script, port, done) = match load {
+        Load::Refused => (common::REFUSED_CLIENT, CLOSED_PORT, "refused"),
+        Load::Aborted => (ABORTING_CLIENT, SERVICE_PORT, "aborted"),
+    };
     let client = ns.python(
         "client",
-        common::REFUSED_CLIENT,
+        script,
         &[
             &connects.to_string(),
-            &CLOSED_PORT.to_string(),
+            &port.to_string(),
             &FIRST_CLIENT_PORT.to_string(),
         ],
     );
     let _pid = client.line();
-    client.expect_line(&format!("refused {connects}"));
+    client.expect_line(&format!("{done} {connects}"));
     let took = started.elapsed();
     let delta = ns.tcp_out_rsts() - before;
     // Counted resets come out with the next once-a-second read.
@@ -119,7 +163,7 @@ fn closed_port_storm_lines_add_up_to_the_kernel_count() {
     }
     let _one = one_at_a_time();
     const CONNECTS: u16 = 3000;
-    let s = storm(test, CONNECTS, &[]);
+    let s = storm(test, CONNECTS, &[], Load::Refused);
 
     let client_ports: HashSet<u64> = (0..CONNECTS)
         .map(|i| u64::from(FIRST_CLIENT_PORT + i))
@@ -129,40 +173,16 @@ fn closed_port_storm_lines_add_up_to_the_kernel_count() {
         assert_eq!(e["local_port"], CLOSED_PORT, "{e}");
         assert_eq!(e["local_addr"], "127.0.0.1", "{e}");
     }
-    let aggregated: Vec<&Value> = s.sent.iter().filter(|e| !e["count"].is_null()).collect();
-    assert!(
-        !aggregated.is_empty(),
-        "{test}: a storm of {CONNECTS} gave no aggregated rst_sent line:\n{}",
-        dump(&s.sent[..s.sent.len().min(20)])
-    );
-    // The default threshold (100 a second per key, split over the CPUs)
-    // bounds the single lines: at most 100 + CPUs in each boot-time second
-    // the storm touched.
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-    let seconds = s.took.as_secs() + 2;
-    let single = s.sent.iter().filter(|e| e["count"].is_null()).count() as u64;
-    assert!(
-        single <= (100 + cpus) * seconds,
-        "{test}: {single} single rst_sent lines in a storm of {:?}",
-        s.took
-    );
-    for e in &aggregated {
-        let count = e["count"].as_u64().expect("count is a number");
-        assert!(count >= 1, "{e}");
-        assert!(e.get("socket_inode").is_none(), "{e}");
-        let sample = e["remote_sample"].as_array().expect("remote_sample");
-        assert!(
-            !sample.is_empty() && sample.len() <= 4 && sample.len() as u64 <= count,
-            "{e}"
-        );
-        let mut seen = HashSet::new();
-        for r in sample {
-            assert_eq!(r["addr"], "127.0.0.1", "{e}");
-            let port = r["port"].as_u64().expect("port");
-            assert!(client_ports.contains(&port), "not a client port: {e}");
-            assert!(seen.insert(port), "repeated endpoint: {e}");
-        }
+    // The closed port's side: one key (port 9), the clients in the sample.
+    check_storm_lines(test, "rst_sent", &s.sent, "remote_sample", &client_ports, s.took);
+    // The clients' side: each refused connect's RST arrives at a new local
+    // port, so the key is the remote port (9) and the sample lists the
+    // clients' own ends.
+    for e in &s.received {
+        assert_eq!(e["remote_port"], CLOSED_PORT, "{e}");
+        assert_eq!(e["state"], "SYN_SENT", "{e}");
     }
+    check_storm_lines(test, "rst_received", &s.received, "local_sample", &client_ports, s.took);
     // Each closed connect is answered once: the client ports of the
     // individual lines and of the samples are distinct.
     let mut individual = HashSet::new();
@@ -174,6 +194,92 @@ fn closed_port_storm_lines_add_up_to_the_kernel_count() {
 }
 
 #[test]
+fn abort_storm_lines_keep_the_service_port_on_both_sides() {
+    let test = "abort_storm_lines_keep_the_service_port_on_both_sides";
+    if !require_root(test) {
+        return;
+    }
+    let _one = one_at_a_time();
+    const CONNECTS: u16 = 2000;
+    let s = storm(test, CONNECTS, &[], Load::Aborted);
+    let client_ports: HashSet<u64> = (0..CONNECTS)
+        .map(|i| u64::from(FIRST_CLIENT_PORT + i))
+        .collect();
+    // The clients abort: their RSTs leave from a new local port each, to the
+    // service's port, which is the key; the sample lists the clients' ends.
+    // SO_LINGER 0 on an established socket: tcp_disconnect's TCP_STATE.
+    // Before 6.10 the kernel names no reason, and an abort's is not inferred.
+    let reason = if common::kernel_names_rst_reasons() {
+        Value::from("TCP_STATE")
+    } else {
+        Value::Null
+    };
+    for e in &s.sent {
+        assert_eq!(e["reason"], reason, "{e}");
+        assert_eq!(e["remote_port"], SERVICE_PORT, "{e}");
+    }
+    check_storm_lines(test, "rst_sent", &s.sent, "local_sample", &client_ports, s.took);
+    // The service's connections receive them: the key is its local port (a
+    // listener's, learned by the kernel side when it started listening),
+    // the sample lists the clients.
+    for e in &s.received {
+        assert_eq!(e["local_port"], SERVICE_PORT, "{e}");
+    }
+    check_storm_lines(test, "rst_received", &s.received, "remote_sample", &client_ports, s.took);
+}
+
+/// `lines` (one side of the storm) hold aggregated lines, a bounded number
+/// of single ones (the default threshold, 100 a second per key split over
+/// the CPUs: at most 100 + CPUs in each second the storm touched), and each
+/// aggregated line's `sample` (its other sample field absent) lists 1 to 4
+/// distinct endpoints among `ports` on 127.0.0.1.
+fn check_storm_lines(
+    test: &str,
+    what: &str,
+    lines: &[Value],
+    sample: &str,
+    ports: &HashSet<u64>,
+    took: Duration,
+) {
+    let other = if sample == "remote_sample" {
+        "local_sample"
+    } else {
+        "remote_sample"
+    };
+    let aggregated: Vec<&Value> = lines.iter().filter(|e| !e["count"].is_null()).collect();
+    assert!(
+        !aggregated.is_empty(),
+        "{test}: a storm gave no aggregated {what} line:\n{}",
+        dump(&lines[..lines.len().min(20)])
+    );
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let seconds = took.as_secs() + 2;
+    let single = lines.iter().filter(|e| e["count"].is_null()).count() as u64;
+    assert!(
+        single <= (100 + cpus) * seconds,
+        "{test}: {single} single {what} lines in a storm of {took:?}"
+    );
+    for e in &aggregated {
+        let count = e["count"].as_u64().expect("count is a number");
+        assert!(count >= 1, "{e}");
+        assert!(e.get("socket_inode").is_none(), "{e}");
+        assert!(e.get(other).is_none(), "{what}: {other} on a line with {sample}: {e}");
+        let listed = e[sample].as_array().unwrap_or_else(|| panic!("{what}: no {sample}: {e}"));
+        assert!(
+            !listed.is_empty() && listed.len() <= 4 && listed.len() as u64 <= count,
+            "{e}"
+        );
+        let mut seen = HashSet::new();
+        for r in listed {
+            assert_eq!(r["addr"], "127.0.0.1", "{e}");
+            let port = r["port"].as_u64().expect("port");
+            assert!(ports.contains(&port), "not a client port: {e}");
+            assert!(seen.insert(port), "repeated endpoint: {e}");
+        }
+    }
+}
+
+#[test]
 fn per_rst_keeps_one_line_per_reset() {
     let test = "per_rst_keeps_one_line_per_reset";
     if !require_root(test) {
@@ -181,10 +287,12 @@ fn per_rst_keeps_one_line_per_reset() {
     }
     let _one = one_at_a_time();
     const CONNECTS: u16 = 1000;
-    let s = storm(test, CONNECTS, &["--per-rst"]);
+    let s = storm(test, CONNECTS, &["--per-rst"], Load::Refused);
     for e in s.sent.iter().chain(&s.received) {
         assert!(
-            e.get("count").is_none() && e.get("remote_sample").is_none(),
+            e.get("count").is_none()
+                && e.get("remote_sample").is_none()
+                && e.get("local_sample").is_none(),
             "{test}: an aggregated line with --per-rst: {e}"
         );
     }

@@ -101,18 +101,23 @@ pub fn line(e: &Event) -> String {
 }
 
 /// `, x250 (storm, remotes 10.0.0.1:40000 ...)` on a line that stands for
-/// resets counted in the kernel; empty on a line of one reset.
+/// resets counted in the kernel (`locals ...` for a storm of connections
+/// this host made to one remote port); empty on a line of one reset.
 fn storm_suffix(e: &Event) -> String {
     let Some(n) = e.count else {
         return String::new();
     };
-    let remotes: Vec<String> = e
-        .remote_sample
+    let none = Vec::new();
+    let (what, sample) = match (&e.local_sample, &e.remote_sample) {
+        (Some(locals), _) => ("locals", locals),
+        (None, Some(remotes)) => ("remotes", remotes),
+        (None, None) => ("remotes", &none),
+    };
+    let shown: Vec<String> = sample
         .iter()
-        .flatten()
         .map(|r| endpoint(&Some(r.addr.clone()), Some(r.port)))
         .collect();
-    format!(", x{n} (storm, remotes {})", remotes.join(" "))
+    format!(", x{n} (storm, {what} {})", shown.join(" "))
 }
 
 impl<W: Write> Sink for TextSink<W> {
@@ -188,6 +193,21 @@ mod tests {
         assert_eq!(
             line(&e),
             "12:34:56.789 RST sent     [fe80::1]:8080 -> ? - reason=- no owner"
+        );
+    }
+
+    #[test]
+    fn storm_line_of_connections_made_lists_local_ends() {
+        let mut e = rst_sent();
+        e.count = Some(3000);
+        e.local_sample = Some(vec![crate::event::Endpoint {
+            addr: "10.0.0.1".into(),
+            port: 40001,
+        }]);
+        assert!(
+            line(&e).ends_with(", x3000 (storm, locals 10.0.0.1:40001)"),
+            "{}",
+            line(&e)
         );
     }
 
