@@ -27,7 +27,9 @@ use tracer_common::{
 
 use crate::{
     kread::{TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_SYN_SENT},
-    maps::{LISTEN_PORTS, RST_RATE_SLOTS, RST_RATES, RST_STORMS, STORM_SCRATCH, count_drop, filter},
+    maps::{
+        LISTEN_PORTS, RST_RATE_SLOTS, RST_RATES, RST_STORMS, STORM_SCRATCH, count_drop, filter,
+    },
     tcp_reset::describe,
 };
 
@@ -152,14 +154,7 @@ fn slot(key: &RstStormKey) -> u32 {
 
 /// One more counted reset in this CPU's value of an existing entry.
 #[inline(always)]
-fn add(
-    agg: &mut RstStormAgg,
-    kind: u16,
-    reason: u32,
-    sock: &SockInfo,
-    now: u64,
-    by_remote: bool,
-) {
+fn add(agg: &mut RstStormAgg, kind: u16, reason: u32, sock: &SockInfo, now: u64, by_remote: bool) {
     let n = agg.count;
     remember(agg, n, sock, by_remote);
     if n == 0 {
@@ -197,14 +192,7 @@ fn remember(agg: &mut RstStormAgg, n: u64, sock: &SockInfo, by_remote: bool) {
 /// holding it (the other CPUs' values start zeroed). A refused insert (the
 /// map cannot take it) is reported as a lost record.
 #[inline(always)]
-fn start(
-    key: &RstStormKey,
-    kind: u16,
-    reason: u32,
-    sock: &SockInfo,
-    now: u64,
-    by_remote: bool,
-) {
+fn start(key: &RstStormKey, kind: u16, reason: u32, sock: &SockInfo, now: u64, by_remote: bool) {
     let Some(scratch) = STORM_SCRATCH.get_ptr_mut(0) else {
         count_drop();
         return;

@@ -20,10 +20,10 @@ use aya_ebpf::{
 use tracer_common::{OFFSET_NONE, RECORD_VERSION, RecordHeader, StateRecord, kind, owner_source};
 
 use crate::{
+    exchange,
     kread::{
         TCP_CLOSE, TCP_CLOSE_WAIT, TCP_LISTEN, TCP_SYN_SENT, fill_current, fill_sock_info, read_at,
     },
-    exchange,
     maps::{EVENTS, count_drop, filter, layouts, offsets, submit_flags},
     owner,
 };

@@ -154,10 +154,7 @@ fn a_key_of_a_remote_port_says_so() {
         ..key(9)
     };
     // The same port as a local key and as a remote one: two keys, two lines.
-    let out = t.increments([
-        (key(9), vec![cpu(2, 100)]),
-        (remote, vec![cpu(5, 50)]),
-    ]);
+    let out = t.increments([(key(9), vec![cpu(2, 100)]), (remote, vec![cpu(5, 50)])]);
     assert_eq!(out.len(), 2);
     assert!(!out[0].by_remote);
     assert_eq!(out[0].count, 2);

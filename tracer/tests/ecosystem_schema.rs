@@ -114,7 +114,11 @@ fn the_schema_refuses_broken_events() {
     let mut made = rst_sent();
     made["count"] = json!(3000);
     made["local_sample"] = json!([{"addr": "10.0.0.1", "port": 40001}]);
-    assert_valid(&v, &made, "a storm line of connections made to one remote port");
+    assert_valid(
+        &v,
+        &made,
+        "a storm line of connections made to one remote port",
+    );
     type Break = Box<dyn Fn(&mut Value)>;
     let broken: Vec<(&str, Break)> = vec![
         ("unknown field", Box::new(|e| e["surprise"] = json!(1))),

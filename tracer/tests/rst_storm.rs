@@ -129,9 +129,16 @@ fn storm(test: &str, connects: u16, args: &[&str], load: Load) -> Storm {
         resets(&out.received),
         out.lost
     );
-    assert_eq!(delta, u64::from(connects), "{test}: Tcp OutRsts delta");
+    match load {
+        Load::Refused => assert_eq!(delta, u64::from(connects), "{test}: Tcp OutRsts delta"),
+        // A client's SYN retransmitted while the machine is slow (a VM
+        // under emulation) can reach the listener after its connection was
+        // aborted: the answer finds no socket and the client side resets
+        // it once more. The lines must still add up to the kernel's count.
+        Load::Aborted => assert!(delta >= u64::from(connects), "{test}: Tcp OutRsts +{delta}"),
+    }
     assert_exact(test, "rst_sent", &out.sent, delta, out.lost);
-    // The client gets one reset per connect.
+    // One reset received per connection.
     assert_exact(
         test,
         "rst_received",
@@ -174,7 +181,14 @@ fn closed_port_storm_lines_add_up_to_the_kernel_count() {
         assert_eq!(e["local_addr"], "127.0.0.1", "{e}");
     }
     // The closed port's side: one key (port 9), the clients in the sample.
-    check_storm_lines(test, "rst_sent", &s.sent, "remote_sample", &client_ports, s.took);
+    check_storm_lines(
+        test,
+        "rst_sent",
+        &s.sent,
+        "remote_sample",
+        &client_ports,
+        s.took,
+    );
     // The clients' side: each refused connect's RST arrives at a new local
     // port, so the key is the remote port (9) and the sample lists the
     // clients' own ends.
@@ -182,7 +196,14 @@ fn closed_port_storm_lines_add_up_to_the_kernel_count() {
         assert_eq!(e["remote_port"], CLOSED_PORT, "{e}");
         assert_eq!(e["state"], "SYN_SENT", "{e}");
     }
-    check_storm_lines(test, "rst_received", &s.received, "local_sample", &client_ports, s.took);
+    check_storm_lines(
+        test,
+        "rst_received",
+        &s.received,
+        "local_sample",
+        &client_ports,
+        s.took,
+    );
     // Each closed connect is answered once: the client ports of the
     // individual lines and of the samples are distinct.
     let mut individual = HashSet::new();
@@ -214,18 +235,46 @@ fn abort_storm_lines_keep_the_service_port_on_both_sides() {
     } else {
         Value::Null
     };
+    let mut aborts = 0;
     for e in &s.sent {
-        assert_eq!(e["reason"], reason, "{e}");
         assert_eq!(e["remote_port"], SERVICE_PORT, "{e}");
+        if e["reason"] == reason {
+            aborts += e["count"].as_u64().unwrap_or(1);
+        } else {
+            // Only the answer to a late SYN (see `storm`), a line of its own.
+            assert!(
+                e["reason"] == "NO_SOCKET" && e.get("count").is_none(),
+                "{e}"
+            );
+        }
     }
-    check_storm_lines(test, "rst_sent", &s.sent, "local_sample", &client_ports, s.took);
+    assert_eq!(
+        aborts,
+        u64::from(CONNECTS),
+        "{test}: aborts among the resets sent"
+    );
+    check_storm_lines(
+        test,
+        "rst_sent",
+        &s.sent,
+        "local_sample",
+        &client_ports,
+        s.took,
+    );
     // The service's connections receive them: the key is its local port (a
     // listener's, learned by the kernel side when it started listening),
     // the sample lists the clients.
     for e in &s.received {
         assert_eq!(e["local_port"], SERVICE_PORT, "{e}");
     }
-    check_storm_lines(test, "rst_received", &s.received, "remote_sample", &client_ports, s.took);
+    check_storm_lines(
+        test,
+        "rst_received",
+        &s.received,
+        "remote_sample",
+        &client_ports,
+        s.took,
+    );
 }
 
 /// `lines` (one side of the storm) hold aggregated lines, a bounded number
@@ -263,8 +312,13 @@ fn check_storm_lines(
         let count = e["count"].as_u64().expect("count is a number");
         assert!(count >= 1, "{e}");
         assert!(e.get("socket_inode").is_none(), "{e}");
-        assert!(e.get(other).is_none(), "{what}: {other} on a line with {sample}: {e}");
-        let listed = e[sample].as_array().unwrap_or_else(|| panic!("{what}: no {sample}: {e}"));
+        assert!(
+            e.get(other).is_none(),
+            "{what}: {other} on a line with {sample}: {e}"
+        );
+        let listed = e[sample]
+            .as_array()
+            .unwrap_or_else(|| panic!("{what}: no {sample}: {e}"));
         assert!(
             !listed.is_empty() && listed.len() <= 4 && listed.len() as u64 <= count,
             "{e}"

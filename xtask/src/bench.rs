@@ -20,6 +20,7 @@ mod delivery;
 mod exchange;
 mod machine;
 mod observer;
+mod one_thread;
 mod profile;
 mod report;
 mod sandbox;
@@ -209,6 +210,7 @@ fn harness(args: &Args) -> Result<()> {
 
     let mut samples = Vec::new();
     let mut starts = Vec::new();
+    let mut one_thread = Vec::new();
     for run in 0..args.runs {
         for (k, kind) in Kind::ALL.into_iter().enumerate() {
             // Side by side: the four modes of one storm back to back, in an
@@ -228,6 +230,17 @@ fn harness(args: &Args) -> Result<()> {
             }
             println!("{}", line.trim_end_matches(';'));
         }
+        if workers > 1 {
+            let pair = one_thread::measure(&bench, run, args.connects)?;
+            println!(
+                "bench: run {}/{} closed, 1 generator thread: none {}/s; tracer {}/s",
+                run + 1,
+                args.runs,
+                stats::thousands(pair.none.outcome.rate()),
+                stats::thousands(pair.tracer.outcome.rate())
+            );
+            one_thread.push(pair);
+        }
     }
 
     let delivered = delivery::run(&bench, &sizes, &mut starts)?;
@@ -241,6 +254,7 @@ fn harness(args: &Args) -> Result<()> {
         samples,
         starts,
         delivered,
+        one_thread,
     };
     let text = report.render();
     println!("\n{text}");
@@ -306,9 +320,21 @@ impl Bench {
         kind: Kind,
         count: u64,
     ) -> Result<(Sample, Option<Start>)> {
+        self.measure_with(run, mode, kind, count, self.workers)
+    }
+
+    /// [`Bench::measure`] with `workers` generator threads.
+    fn measure_with(
+        &self,
+        run: u32,
+        mode: Mode,
+        kind: Kind,
+        count: u64,
+        workers: u32,
+    ) -> Result<(Sample, Option<Start>)> {
         let mut obs = Observer::start(mode, &self.paths, None)?;
         let before = obs.cpu()?;
-        let outcome = self.storm(kind, count)?;
+        let outcome = self.storm_with(kind, count, workers)?;
         obs.settle(Duration::from_secs(5))?;
         obs.check_alive()?;
         let cpu = before.delta_secs(&obs.cpu()?);
@@ -333,11 +359,16 @@ impl Bench {
 
     /// Runs one generator in the namespace and returns what it measured.
     fn storm(&self, kind: Kind, count: u64) -> Result<Outcome> {
+        self.storm_with(kind, count, self.workers)
+    }
+
+    /// [`Bench::storm`] with `workers` generator threads.
+    fn storm_with(&self, kind: Kind, count: u64, workers: u32) -> Result<Outcome> {
         let mut cmd = self.ns.exec(&self.generator)?;
         cmd.args(["bench", "storm", kind.name(), "--count"])
             .arg(count.to_string())
             .arg("--workers")
-            .arg(self.workers.to_string())
+            .arg(workers.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -38,6 +38,8 @@ pub struct Report {
     pub samples: Vec<Sample>,
     pub starts: Vec<Start>,
     pub delivered: Vec<Delivery>,
+    /// The closed storm with one generator thread, per run.
+    pub one_thread: Vec<super::one_thread::Pair>,
     /// The "where the time goes" section, already rendered.
     pub profile: String,
 }
@@ -118,6 +120,7 @@ impl Report {
         );
         self.render_targets(&mut t);
         self.render_rates(&mut t, runs);
+        super::one_thread::render(&self.one_thread, &mut t);
         super::delivery::render(&self.delivered, &mut t);
         self.render_starts(&mut t);
         t.push('\n');
@@ -150,6 +153,7 @@ impl Report {
                 );
             }
         }
+        super::one_thread::target_row(&self.one_thread, t);
         for d in &self.delivered {
             let Some(kind) = d.kind else { continue };
             let (got, want) = match kind {
