@@ -113,7 +113,10 @@ fn wanted(old: u8, new: u8) -> bool {
 
 #[inline(always)]
 fn on_set_state(sk: u64, old: u8, new: u8) {
-    if sk == 0 {
+    let learns = new == TCP_SYN_SENT || new == TCP_LISTEN;
+    // Most transitions (a handshake's, a refused connect's SYN_SENT ->
+    // CLOSE) need nothing: no kernel read for them.
+    if sk == 0 || !(learns || wanted(old, new)) {
         return;
     }
     // The tracepoint also fires for SCTP and MPTCP sockets.
@@ -124,7 +127,7 @@ fn on_set_state(sk: u64, old: u8, new: u8) {
     }
     // connect() and listen() run in the owner's context with the socket
     // locked: learn the owner even when the transition is not emitted.
-    if new == TCP_SYN_SENT || new == TCP_LISTEN {
+    if learns {
         owner::learn_current(sk);
     }
     if new == TCP_LISTEN {
