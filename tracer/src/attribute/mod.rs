@@ -90,7 +90,7 @@ impl Attributor {
         self.inode_owners = snap.owners.clone();
     }
 
-    /// [`Attributor::seed`] taking the snapshot: its sockets are freed and
+    /// `Attributor::seed` taking the snapshot: its sockets are freed and
     /// its owner map moves in, so a big host's snapshot and the
     /// attributor's copy of it never coexist (peak memory).
     pub fn seed_owned(&mut self, mut snap: Snapshot, now_ns: u64) {
