@@ -197,7 +197,8 @@ pub fn render(delivered: &[Delivery], t: &mut String) {
          Lines whose `netns` is the bench namespace; `lost` lines are host-wide. \
          TcpOutRsts Δ is the bench namespace's counter across the storm. Resets: the sum of \
          `count` over `rst_sent` lines (1 where absent: a line of one reset). Events: the \
-         lines of a RST storm, the failed accepts of the EMFILE burst.\n"
+         resets of a RST storm (sent and received, what its lines stand for), the failed \
+         accepts of the EMFILE burst.\n"
     );
     let _ = writeln!(
         t,
@@ -208,11 +209,11 @@ pub fn render(delivered: &[Delivery], t: &mut String) {
     );
     for d in delivered {
         let Some(kind) = d.kind else { continue };
-        // Events: the lines of a RST storm; the failures an EMFILE burst's
-        // few aggregated lines stand for.
+        // Events: what the lines stand for (a storm line counts its
+        // resets, an accept_failed line its failures), so the modes compare.
         let events = match kind {
             Kind::Emfile => d.accept_failed,
-            _ => d.lines,
+            _ => d.rst_sent + d.rst_received,
         };
         let per_line = if events > 0 {
             format!(
