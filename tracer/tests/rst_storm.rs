@@ -71,6 +71,11 @@ print("aborted", aborted, flush=True)
 /// The service port of the abort storm.
 const SERVICE_PORT: u16 = 8080;
 
+/// The ports the client binds its `n` sockets to.
+fn client_ports(n: u16) -> HashSet<u64> {
+    (0..n).map(|i| u64::from(FIRST_CLIENT_PORT + i)).collect()
+}
+
 /// What makes the resets.
 #[derive(Clone, Copy)]
 enum Load {
@@ -172,9 +177,7 @@ fn closed_port_storm_lines_add_up_to_the_kernel_count() {
     const CONNECTS: u16 = 3000;
     let s = storm(test, CONNECTS, &[], Load::Refused);
 
-    let client_ports: HashSet<u64> = (0..CONNECTS)
-        .map(|i| u64::from(FIRST_CLIENT_PORT + i))
-        .collect();
+    let client_ports = client_ports(CONNECTS);
     for e in &s.sent {
         assert_eq!(e["reason"], "NO_SOCKET", "{e}");
         assert_eq!(e["local_port"], CLOSED_PORT, "{e}");
@@ -223,9 +226,7 @@ fn abort_storm_lines_keep_the_service_port_on_both_sides() {
     let _one = one_at_a_time();
     const CONNECTS: u16 = 2000;
     let s = storm(test, CONNECTS, &[], Load::Aborted);
-    let client_ports: HashSet<u64> = (0..CONNECTS)
-        .map(|i| u64::from(FIRST_CLIENT_PORT + i))
-        .collect();
+    let client_ports = client_ports(CONNECTS);
     // The clients abort: their RSTs leave from a new local port each, to the
     // service's port, which is the key; the sample lists the clients' ends.
     // SO_LINGER 0 on an established socket: tcp_disconnect's TCP_STATE.
