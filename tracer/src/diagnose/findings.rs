@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 pub use super::model::*;
-use super::window::Window;
+use super::window::{RstPort, Window};
 use super::words::who;
 pub use super::words::{duration_words, thousands};
 
@@ -236,13 +236,23 @@ pub fn findings(w: &Window, host: &HostView) -> Vec<Finding> {
     out.extend(super::upstream::upstream_findings(host));
     out.extend(super::upstream::listener_findings(host));
 
-    // RSTs sent, per owner and local port.
+    // RSTs sent, per owner and local port (or, for connections the owner
+    // made, the remote port they went to).
     for ((pid, port), g) in &w.rst_sent {
         if g.count < RST_STORM_MIN {
             continue;
         }
         let mut f = Finding::new(Kind::RstStorm, *pid, comm_of(*pid, &g.comm));
-        f.local_port = Some(*port);
+        let (at, unowned) = match *port {
+            RstPort::Local(p) => {
+                f.local_port = Some(p);
+                (format!("from :{p}"), pid.is_none())
+            }
+            RstPort::Remote(p) => {
+                f.remote_port = Some(p);
+                (format!("on its connections to :{p}"), false)
+            }
+        };
         f.count = Some(g.count);
         f.reasons = Some(g.reasons.clone());
         let mut reasons: Vec<(&String, &u64)> = g.reasons.iter().collect();
@@ -252,10 +262,10 @@ pub fn findings(w: &Window, host: &HostView) -> Vec<Finding> {
             .map(|(r, n)| format!("{r} {}", thousands(**n)))
             .collect();
         f.summary = format!(
-            "{} RSTs were sent from :{port} ({}){}",
+            "{} RSTs were sent {at} ({}){}",
             thousands(g.count),
             reasons.join(", "),
-            if pid.is_none() {
+            if unowned {
                 "; no process owns that port: nothing listens there"
             } else {
                 ""

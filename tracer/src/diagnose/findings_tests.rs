@@ -232,7 +232,7 @@ fn production_story_window_counters() {
         }
     );
     assert_eq!(
-        w.rst_sent[&(Some(4242), 2133)].reasons,
+        w.rst_sent[&(Some(4242), RstPort::Local(2133))].reasons,
         reasons(&[("NOT_SPECIFIED", 3000), ("TCP_ABORT_ON_CLOSE", 220)])
     );
     assert_eq!(w.rst_received[&Some(77)], (Some("worker".into()), 15));

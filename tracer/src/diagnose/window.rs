@@ -7,7 +7,30 @@ use std::collections::{BTreeMap, HashMap};
 use crate::event::{Event, EventKind};
 pub use crate::report::Counters;
 
-/// RSTs sent from one local port, by owner.
+/// The port a group of RSTs sent is keyed by: a local one (a service's,
+/// a closed port's), or the remote one of connections the owner made,
+/// whose local port is a new one each time: storm lines keyed by the remote
+/// port (`local_sample`), resets of connections still in SYN_SENT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RstPort {
+    Local(u16),
+    Remote(u16),
+}
+
+impl RstPort {
+    /// The port a RST line is grouped by.
+    pub fn of(e: &Event) -> RstPort {
+        let syn_sent = e.state.as_ref().and_then(|s| s.as_deref()) == Some("SYN_SENT");
+        if e.local_sample.is_some() || syn_sent {
+            RstPort::Remote(e.remote_port.unwrap_or(0))
+        } else {
+            RstPort::Local(e.local_port.unwrap_or(0))
+        }
+    }
+}
+
+/// RSTs sent from one local port (or on connections to one remote port),
+/// by owner.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RstGroup {
     pub comm: Option<String>,
@@ -35,8 +58,8 @@ pub struct OverflowGroup {
 #[derive(Clone, Debug, Default)]
 pub struct Window {
     pub counters: Counters,
-    /// (owner pid, local port) -> RSTs sent.
-    pub rst_sent: HashMap<(Option<u32>, u16), RstGroup>,
+    /// (owner pid, local port or remote port) -> RSTs sent.
+    pub rst_sent: HashMap<(Option<u32>, RstPort), RstGroup>,
     /// owner pid -> (comm, RSTs received: peers resetting its connections).
     pub rst_received: HashMap<Option<u32>, (Option<String>, u64)>,
     /// (pid, listener port, error name) -> accept failures.
@@ -52,10 +75,7 @@ impl Window {
                 // A storm line stands for `count` resets, a plain one for 1.
                 let n = e.count.unwrap_or(1);
                 self.counters.rst_sent += n;
-                let g = self
-                    .rst_sent
-                    .entry((e.pid, e.local_port.unwrap_or(0)))
-                    .or_default();
+                let g = self.rst_sent.entry((e.pid, RstPort::of(e))).or_default();
                 g.count += n;
                 g.comm.clone_from(&e.comm);
                 let reason = e

@@ -66,3 +66,50 @@ fn storm_lines_weigh_by_count() {
     w.add(&rst(EventKind::RstSent, Some(40)));
     assert!(findings(&w, &host).iter().any(|f| f.kind == Kind::RstStorm));
 }
+
+#[test]
+fn resets_of_connections_made_are_grouped_by_the_port_they_went_to() {
+    // A client aborting its connections to :5432: storm lines keyed by the
+    // remote port carry local_sample and the first reset's local port,
+    // which says nothing (a new one per connection).
+    let aborts = |local_port: u16, count: u64| {
+        let mut e = rst(EventKind::RstSent, Some(count));
+        e.remote_sample = None;
+        e.local_sample = Some(vec![Endpoint {
+            addr: "10.0.0.1".into(),
+            port: local_port,
+        }]);
+        e.local_port = Some(local_port);
+        e.remote_port = Some(5432);
+        e.reason = Some(Some("TCP_STATE".into()));
+        e
+    };
+    let mut w = Window::default();
+    w.add(&aborts(48604, 950));
+    w.add(&aborts(46304, 900));
+    // A refused connect's reset, in SYN_SENT: its local port says nothing.
+    let mut refused = rst(EventKind::RstSent, None);
+    refused.state = Some(Some("SYN_SENT".into()));
+    refused.local_port = Some(40001);
+    refused.remote_port = Some(5432);
+    w.add(&refused);
+    assert_eq!(w.counters.rst_sent, 1851);
+    assert_eq!(w.rst_sent.len(), 1, "{:?}", w.rst_sent);
+    assert_eq!(w.rst_sent[&(Some(5), RstPort::Remote(5432))].count, 1851);
+
+    let found = findings(&w, &HostView::default());
+    let storm = found
+        .iter()
+        .find(|f| f.kind == Kind::RstStorm)
+        .expect("an rst_storm finding");
+    assert_eq!(storm.remote_port, Some(5432));
+    assert_eq!(storm.local_port, None);
+    assert_eq!(storm.count, Some(1851));
+    assert!(
+        storm
+            .summary
+            .starts_with("1,851 RSTs were sent on its connections to :5432"),
+        "{}",
+        storm.summary
+    );
+}

@@ -28,6 +28,7 @@ pub fn narrative(r: &Report) -> String {
     }
     let first = &r.findings[0];
     let cause = match first.kind {
+        Kind::RstStorm if first.local_port.is_none() => "is resetting the connections it made",
         Kind::FdExhaustion => "has run out of file descriptors",
         Kind::AcceptQueueOverflow => "does not accept connections fast enough",
         Kind::CloseWaitPileup => "does not close connections its peers closed",
