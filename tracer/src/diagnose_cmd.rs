@@ -1,8 +1,6 @@
 //! `tracer diagnose`: a snapshot at start, a window of events through the
-//! watch event loop, a snapshot at the end (begun in the window's last
-//! second, beside the loop: on a big host it takes most of a second), then
-//! one verdict (the engine is `diagnose`; `output` prints it). Above both
-//! `watch` and `diagnose`.
+//! watch event loop, a snapshot at the end, then one verdict (the engine is
+//! `diagnose`; `output` prints it). Above both `watch` and `diagnose`.
 
 use std::cell::RefCell;
 use std::io::Write as _;
@@ -82,7 +80,6 @@ pub async fn run(args: Config) -> anyhow::Result<()> {
         outbound: None,
     };
     log::info!("attached; observing for {window_s} s");
-    let final_snapshot = FinalSnapshot::schedule(window_s);
     lp.run(Some(window_s), &mut signals).await?;
     // No event after the window matters: detach while the final snapshot
     // runs (the kernel takes tens of ms per BTF-attached program).
@@ -93,7 +90,12 @@ pub async fn run(args: Config) -> anyhow::Result<()> {
     };
     collect::finish_gauges(&gauges, &timeline).await;
     let elapsed_s = (Clock::boot_now().saturating_sub(started)) as f64 / 1e9;
-    let end = final_snapshot.take().await?;
+    let end = tokio::task::spawn_blocking(|| snapshot::take_snapshot(&SnapshotOptions::default()))
+        .await
+        .map_err(|e| anyhow::anyhow!("final snapshot task: {e}"))?
+        .map_err(|e| {
+            anyhow::anyhow!("final snapshot of the host's sockets: {e}; {}", e.advice())
+        })?;
     log::debug!("final snapshot in");
     let w = window.borrow();
     let traffic = start.until(&TrafficStart {
@@ -132,54 +134,6 @@ pub async fn run(args: Config) -> anyhow::Result<()> {
         log::info!("report written to {}", path.display());
     }
     Ok(())
-}
-
-/// The end-of-window snapshot, begun [`FinalSnapshot::lead`] before the
-/// window ends on a blocking thread while the loop goes on, or at once when
-/// the window ends early (a signal).
-struct FinalSnapshot {
-    start_now: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<Snapshot>>,
-}
-
-impl FinalSnapshot {
-    /// How long before the window's end the snapshot begins: a second (a
-    /// 128k-socket host takes about 0.6 s), a fifth of shorter windows.
-    fn lead(window_s: f64) -> f64 {
-        (window_s * 0.2).min(1.0)
-    }
-
-    fn schedule(window_s: f64) -> FinalSnapshot {
-        let (start_now, early) = tokio::sync::oneshot::channel::<()>();
-        let wait = std::time::Duration::from_secs_f64((window_s - Self::lead(window_s)).max(0.0));
-        let task = tokio::spawn(async move {
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                _ = early => {}
-            }
-            log::debug!("final snapshot begun");
-            tokio::task::spawn_blocking(|| snapshot::take_snapshot(&SnapshotOptions::default()))
-                .await
-                .map_err(|e| anyhow::anyhow!("final snapshot task: {e}"))?
-                .map_err(|e| {
-                    anyhow::anyhow!("final snapshot of the host's sockets: {e}; {}", e.advice())
-                })
-        });
-        FinalSnapshot {
-            start_now: Some(start_now),
-            task,
-        }
-    }
-
-    /// The snapshot (begun now if it had not begun).
-    async fn take(mut self) -> anyhow::Result<Snapshot> {
-        if let Some(tx) = self.start_now.take() {
-            let _ = tx.send(());
-        }
-        self.task
-            .await
-            .map_err(|e| anyhow::anyhow!("final snapshot task: {e}"))?
-    }
 }
 
 /// The timeline under the text verdict: one sparkline per series of each
@@ -232,17 +186,4 @@ fn command_line() -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::FinalSnapshot;
-
-    #[test]
-    fn the_final_snapshot_begins_in_the_windows_last_second() {
-        assert_eq!(FinalSnapshot::lead(30.0), 1.0);
-        assert_eq!(FinalSnapshot::lead(5.0), 1.0);
-        assert!((FinalSnapshot::lead(2.0) - 0.4).abs() < 1e-9);
-        assert!((FinalSnapshot::lead(0.1) - 0.02).abs() < 1e-9);
-    }
 }
