@@ -2,7 +2,7 @@
 //! start-up snapshot. Dropping the session detaches every program.
 
 use anyhow::{Context as _, anyhow, bail};
-use aya::{Btf, Ebpf, EbpfLoader};
+use aya::Ebpf;
 use tracer_common::{Filter, MAX_FILTER};
 
 use crate::kernel::KernelInfo;
@@ -66,6 +66,36 @@ impl KernelFilter {
     }
 }
 
+/// Loads the object with its globals: creates its maps, programs not yet
+/// loaded. The loader (prepared beside the kernel read) has BTF relocations
+/// off: the programs have none (offsets come from OFFSETS), which also
+/// saves ~30 ms.
+fn load_object<'a>(
+    mut loader: aya::EbpfLoader<'a>,
+    kernel: &'a KernelInfo,
+    filter: &'a Filter,
+    ring_buffer_bytes: u32,
+) -> anyhow::Result<Ebpf> {
+    loader
+        .override_global("OFFSETS", &kernel.offsets, true)
+        .override_global("LAYOUTS", &kernel.layouts, true)
+        .override_global("FILTER", filter, true)
+        .map_max_entries("EVENTS", ring_buffer_bytes)
+        .load(EBPF_OBJECT)
+        .map_err(|e| {
+            anyhow!(
+                "loading the eBPF object: {}",
+                crate::probes::attach::chain(&e)
+            )
+        })
+}
+
+/// Threads that load (verify) programs side by side: one per CPU, at most
+/// four.
+fn loader_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
 /// Capabilities (bit numbers in /proc/self/status CapEff).
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
@@ -116,11 +146,30 @@ impl Session {
         }
         check_privileges()?;
         let t0 = std::time::Instant::now();
+        let prepared = probes::prepare::Prepared::start(crate::kernel::btf::vmlinux_path())?;
         let mut kernel = KernelInfo::load().context("reading the running kernel's BTF")?;
         log::debug!("start-up: kernel description read in {:?}", t0.elapsed());
-        let caps = probes::caps::probe(&kernel);
+        let global_filter = filter.to_global();
+        let loader = prepared.loader()?;
+        // What the kernel offers is read beside creating the object's maps
+        // (the maps need only the offsets; the choice of hooks needs only
+        // the offer).
+        let (caps, loaded) = std::thread::scope(|s| {
+            let caps = std::thread::Builder::new()
+                .name("hook-probe".into())
+                .spawn_scoped(s, || probes::caps::probe(&kernel));
+            let loaded = load_object(loader, &kernel, &global_filter, ring_buffer_bytes);
+            let caps = match caps {
+                Ok(handle) => handle
+                    .join()
+                    .map_err(|_| anyhow!("reading the kernel's hooks panicked")),
+                Err(_) => Ok(probes::caps::probe(&kernel)),
+            };
+            (caps, loaded)
+        });
+        let caps = caps?;
         log::debug!(
-            "start-up: hooks the kernel offers read at {:?}",
+            "start-up: hooks the kernel offers read and maps created at {:?}",
             t0.elapsed()
         );
         if !caps.ring_buffer {
@@ -130,7 +179,7 @@ impl Session {
             );
         }
         let plans = probes::plan_without(probes::HOOKS, &caps, denied);
-        // The loader parses BTF its own way; don't hold both at once.
+        // Nothing needs the kernel description's BTF once the hooks are chosen.
         kernel.forget_btf();
         let impossible = probes::unsatisfiable(&plans);
         if !impossible.is_empty() {
@@ -139,32 +188,14 @@ impl Session {
                 impossible.join("; ")
             );
         }
-        let global_filter = filter.to_global();
-        // EbpfLoader::new() parses the kernel's BTF on its own; dropping it
-        // (`.btf(None)`) before parsing the copy the BTF programs need keeps
-        // the two from being in memory at once (start-up peak RSS). The
-        // programs have no CO-RE relocations (offsets come from OFFSETS), so
-        // the loader needs none, which also saves ~30 ms.
-        let mut ebpf = EbpfLoader::new()
-            .btf(None)
-            .override_global("OFFSETS", &kernel.offsets, true)
-            .override_global("LAYOUTS", &kernel.layouts, true)
-            .override_global("FILTER", &global_filter, true)
-            .map_max_entries("EVENTS", ring_buffer_bytes)
-            .load(EBPF_OBJECT)
-            .map_err(|e| {
-                anyhow!(
-                    "loading the eBPF object: {}",
-                    crate::probes::attach::chain(&e)
-                )
-            })?;
-        log::debug!("start-up: maps created at {:?}", t0.elapsed());
-        let btf_path = crate::kernel::btf::vmlinux_path();
-        let btf = Btf::parse_file(&btf_path, aya::Endianness::default())
-            .with_context(|| format!("reading {} for the BTF programs", btf_path.display()))?;
-        log::debug!("start-up: object loaded at {:?}", t0.elapsed());
+        let mut ebpf = loaded?;
+        let btf = prepared.btf()?;
+        log::debug!(
+            "start-up: BTF for the programs at hand at {:?}",
+            t0.elapsed()
+        );
         let mut links = Vec::new();
-        let hooks = probes::attach_all(&mut ebpf, &btf, &plans, &mut links);
+        let hooks = probes::attach_all(&mut ebpf, &btf, &plans, &mut links, loader_threads());
         log::debug!("start-up: hooks attached at {:?}", t0.elapsed());
         let failed: Vec<String> = hooks
             .iter()

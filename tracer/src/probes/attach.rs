@@ -9,6 +9,7 @@ use aya::{
     programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, RawTracePoint, TracePoint},
 };
 
+use super::load::{Preloaded, Programs, load, load_and_attach};
 use super::select::HookPlan;
 use super::table::{Hook, Kind, Mechanism};
 
@@ -67,24 +68,43 @@ pub enum AttachError {
     Kernel(String),
 }
 
-/// Attaches every hook of `plans`; returns one report per hook.
+/// Attaches every hook of `plans`; returns one report per hook. The first
+/// choice of every hook is loaded ahead on `workers` threads (`load.rs`),
+/// the hooks are attached here in plan order as their programs come back.
 pub fn attach_all(
     ebpf: &mut Ebpf,
     btf: &Btf,
     plans: &[HookPlan],
     links: &mut Vec<Link>,
+    workers: usize,
 ) -> Vec<HookReport> {
+    let programs: Programs<'_> = ebpf.programs_mut().collect();
     let mut loaded = BTreeSet::new();
-    plans
-        .iter()
-        .map(|plan| attach_hook(ebpf, btf, plan, &mut loaded, links))
-        .collect()
+    let t0 = std::time::Instant::now();
+    load_and_attach(
+        programs,
+        btf,
+        plans,
+        workers,
+        |plan, programs, preloaded| {
+            let report = attach_hook(programs, btf, plan, preloaded, &mut loaded, links);
+            if report.chosen.is_some() {
+                log::debug!(
+                    "start-up: {} attached {:?} into loading",
+                    plan.hook.name,
+                    t0.elapsed()
+                );
+            }
+            report
+        },
+    )
 }
 
 fn attach_hook(
-    ebpf: &mut Ebpf,
+    programs: &mut Programs<'_>,
     btf: &Btf,
     plan: &HookPlan,
+    preloaded: &Preloaded,
     loaded: &mut BTreeSet<&'static str>,
     links: &mut Vec<Link>,
 ) -> HookReport {
@@ -103,7 +123,7 @@ fn attach_hook(
         kernel: hook.kernel,
     };
     for mech in &plan.candidates {
-        match attach_one(ebpf, btf, mech, loaded, links) {
+        match attach_one(programs, btf, mech, preloaded, loaded, links) {
             Ok(targets) => {
                 report.chosen = Some(Chosen {
                     mechanism: mech.kind.name(),
@@ -134,7 +154,7 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn kernel_err(e: impl std::error::Error) -> AttachError {
+pub(super) fn kernel_err(e: impl std::error::Error) -> AttachError {
     AttachError::Kernel(chain(&e))
 }
 
@@ -151,40 +171,39 @@ fn keep<L: Send + 'static>(
 }
 
 fn attach_one(
-    ebpf: &mut Ebpf,
+    programs: &mut Programs<'_>,
     btf: &Btf,
     mech: &Mechanism,
+    preloaded: &Preloaded,
     loaded: &mut BTreeSet<&'static str>,
     links: &mut Vec<Link>,
 ) -> Result<Vec<&'static str>, AttachError> {
-    let program: &mut Program = ebpf
-        .program_mut(mech.program)
+    let program: &mut Program = programs
+        .get_mut(mech.program)
         .ok_or(AttachError::Missing(mech.program))?;
-    let first = !loaded.contains(mech.program);
-    let result = match mech.kind {
+    if !loaded.contains(mech.program) {
+        match preloaded.get(mech.program) {
+            Some(Err(answer)) => return Err(AttachError::Kernel(answer.clone())),
+            Some(Ok(())) => {}
+            None => load(program, btf, mech)?,
+        }
+        loaded.insert(mech.program);
+    }
+    let target = mech.targets.first().copied().unwrap_or_default();
+    match mech.kind {
         Kind::TpBtf => {
             let p: &mut BtfTracePoint = program.try_into().map_err(kernel_err)?;
-            let target = mech.targets.first().copied().unwrap_or_default();
-            if first {
-                p.load(target, btf).map_err(kernel_err)?;
-            }
             keep(links, p.attach().and_then(|id| p.take_link(id)))?;
             Ok(vec![target])
         }
         Kind::RawTracepoint => {
             let p: &mut RawTracePoint = program.try_into().map_err(kernel_err)?;
-            if first {
-                p.load().map_err(kernel_err)?;
-            }
             attach_targets(mech, |t| {
                 keep(links, p.attach(t).and_then(|id| p.take_link(id)))
             })
         }
         Kind::Tracepoint => {
             let p: &mut TracePoint = program.try_into().map_err(kernel_err)?;
-            if first {
-                p.load().map_err(kernel_err)?;
-            }
             attach_targets(mech, |t| {
                 let (cat, name) = t.split_once('/').unwrap_or(("", t));
                 keep(links, p.attach(cat, name).and_then(|id| p.take_link(id)))
@@ -192,36 +211,20 @@ fn attach_one(
         }
         Kind::Fentry => {
             let p: &mut FEntry = program.try_into().map_err(kernel_err)?;
-            let target = mech.targets.first().copied().unwrap_or_default();
-            if first {
-                p.load(target, btf).map_err(kernel_err)?;
-            }
             keep(links, p.attach().and_then(|id| p.take_link(id)))?;
             Ok(vec![target])
         }
         Kind::Fexit => {
             let p: &mut FExit = program.try_into().map_err(kernel_err)?;
-            let target = mech.targets.first().copied().unwrap_or_default();
-            if first {
-                p.load(target, btf).map_err(kernel_err)?;
-            }
             keep(links, p.attach().and_then(|id| p.take_link(id)))?;
             Ok(vec![target])
         }
         Kind::Kprobe | Kind::Kretprobe => {
             let p: &mut KProbe = program.try_into().map_err(kernel_err)?;
-            let target = mech.targets.first().copied().unwrap_or_default();
-            if first {
-                p.load().map_err(kernel_err)?;
-            }
             keep(links, p.attach(target, 0).and_then(|id| p.take_link(id)))?;
             Ok(vec![target])
         }
-    };
-    if first {
-        loaded.insert(mech.program);
     }
-    result
 }
 
 /// Attaches to every target that exists; fails only if none did.

@@ -107,3 +107,43 @@ fn old_kernels_hook_the_reset_functions_and_new_ones_do_not() {
         assert_eq!(!send_reset_reports_no_socket(&caps), old, "{kernel}");
     }
 }
+
+/// Start-up loads the first choices ahead, in this order (`load.rs`): on
+/// every kernel of the matrix the reset programs come first (the first
+/// events of an incident are its resets) and no program is loaded twice.
+#[test]
+fn reset_programs_are_loaded_first_and_each_program_once() {
+    const RESET_HOOKS: &[&str] = &[
+        "tcp_send_reset",
+        "tcp_v4_send_reset",
+        "tcp_v6_send_reset",
+        "tcp_receive_reset",
+    ];
+    for (kernel, json) in DEBIAN {
+        let caps: KernelCaps = serde_json::from_str(json).expect("recorded caps");
+        let plans = plan(HOOKS, &caps);
+        let order = crate::probes::load::first_choices(&plans);
+        let resets: Vec<&str> = plans
+            .iter()
+            .filter(|p| RESET_HOOKS.contains(&p.hook.name))
+            .filter_map(|p| p.candidates.first().map(|m| m.program))
+            .collect();
+        assert!(!resets.is_empty(), "{kernel}: no reset program planned");
+        let leading: Vec<&str> = order.iter().take(resets.len()).map(|m| m.program).collect();
+        assert_eq!(leading, resets, "{kernel}: loading order {order:?}");
+        let mut names: Vec<&str> = order.iter().map(|m| m.program).collect();
+        let all = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(
+            names.len(),
+            all,
+            "{kernel}: a program loaded twice: {order:?}"
+        );
+        let planned = plans.iter().filter(|p| !p.candidates.is_empty()).count();
+        assert!(
+            all <= planned && all > 0,
+            "{kernel}: {all} loads for {planned} hooks"
+        );
+    }
+}

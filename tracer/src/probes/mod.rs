@@ -4,6 +4,8 @@
 pub mod attach;
 pub mod caps;
 pub mod kind;
+pub mod load;
+pub mod prepare;
 pub mod select;
 pub mod table;
 pub mod verifier;

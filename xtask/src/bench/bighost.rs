@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
@@ -41,6 +41,9 @@ pub struct Run {
     pub diagnose_s: f64,
     pub attach_s: f64,
     pub first_event_s: f64,
+    /// Exec to the first printed line's own timestamp: from when resets
+    /// are seen (they are printed once every hook is in).
+    pub first_seen_s: f64,
     pub idle_pct: f64,
     pub peak_rss_mib: f64,
 }
@@ -138,23 +141,25 @@ pub fn run(bench: &Bench, spec: Spec, runs: u32, window_s: f64, idle_s: u64) -> 
         let ss_s = time_ss(bench)?;
         let (diagnose_s, close_wait) = time_diagnose(bench, window_s)?;
         out.close_wait_seen = close_wait;
-        let (attach_s, first_event_s) = first_event(bench)?;
+        let (attach_s, first_event_s, first_seen_s) = first_event(bench)?;
         let (idle_pct, peak_rss_mib) = idle(bench, settle_s, idle_s)?;
         let r = Run {
             ss_s,
             diagnose_s,
             attach_s,
             first_event_s,
+            first_seen_s,
             idle_pct,
             peak_rss_mib,
         };
         println!(
-            "bench: big host run {}/{runs}: ss -tanp {:.2} s; diagnose {:.2} s for {window_s} s; attach {:.3} s, first event {:.3} s; idle {:.2} % CPU; peak RSS {:.1} MiB",
+            "bench: big host run {}/{runs}: ss -tanp {:.2} s; diagnose {:.2} s for {window_s} s; attach {:.3} s, first event {:.3} s (seen at {:.3} s); idle {:.2} % CPU; peak RSS {:.1} MiB",
             run + 1,
             r.ss_s,
             r.diagnose_s,
             r.attach_s,
             r.first_event_s,
+            r.first_seen_s,
             r.idle_pct,
             r.peak_rss_mib
         );
@@ -219,8 +224,9 @@ fn time_diagnose(bench: &Bench, window_s: f64) -> Result<(f64, u64)> {
 }
 
 /// `tracer watch` started while a closed-port connect happens every 5 ms:
-/// (exec to attached, exec to its first rst line).
-fn first_event(bench: &Bench) -> Result<(f64, f64)> {
+/// (exec to attached, exec to its first rst line, exec to that line's
+/// `ts`: when the kernel side saw the reset).
+fn first_event(bench: &Bench) -> Result<(f64, f64, f64)> {
     let mut pacer_cmd = bench.ns.exec(&bench.generator)?;
     pacer_cmd
         .args(["bench", "pace", "--every-ms", "5", "--count", "2000"])
@@ -235,6 +241,7 @@ fn first_event(bench: &Bench) -> Result<(f64, f64)> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let t = Instant::now();
+    let t_wall = SystemTime::now();
     let mut proc = Guarded::spawn(&mut cmd)?;
     let stdout = proc
         .child
@@ -251,7 +258,9 @@ fn first_event(bench: &Bench) -> Result<(f64, f64)> {
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
             if line.contains("\"event\":\"rst_") {
-                let _ = tx.send(("event", Instant::now()));
+                let at = Instant::now();
+                let seen = line_ts(&line);
+                let _ = tx.send(("event", at, seen));
                 break;
             }
         }
@@ -259,22 +268,36 @@ fn first_event(bench: &Bench) -> Result<(f64, f64)> {
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
             if line.contains("hooks: ") {
-                let _ = tx2.send(("attached", Instant::now()));
+                let _ = tx2.send(("attached", Instant::now(), None));
             }
         }
     });
-    let (mut attach, mut first) = (None, None);
+    let (mut attach, mut first, mut seen) = (None, None, None);
     while attach.is_none() || first.is_none() {
         sandbox::check_interrupted()?;
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(("attached", at)) => attach = Some(at.duration_since(t).as_secs_f64()),
-            Ok((_, at)) => first = Some(at.duration_since(t).as_secs_f64()),
+            Ok(("attached", at, _)) => attach = Some(at.duration_since(t).as_secs_f64()),
+            Ok((_, at, ts)) => {
+                first = Some(at.duration_since(t).as_secs_f64());
+                seen = ts.and_then(|ts| ts.duration_since(t_wall).ok());
+            }
             Err(_) => bail!("tracer watch printed no event within 60 s"),
         }
     }
     proc.signal(libc::SIGINT)?;
     proc.expect_success(Duration::from_secs(20))?;
-    Ok((attach.unwrap_or_default(), first.unwrap_or_default()))
+    let seen = seen.ok_or_else(|| anyhow!("tracer's first rst line has no usable ts"))?;
+    Ok((
+        attach.unwrap_or_default(),
+        first.unwrap_or_default(),
+        seen.as_secs_f64(),
+    ))
+}
+
+/// The `ts` of a JSON line (RFC 3339, UTC).
+fn line_ts(line: &str) -> Option<SystemTime> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    humantime::parse_rfc3339(v["ts"].as_str()?).ok()
 }
 
 /// Idle CPU (% of one CPU) of `tracer watch` over `idle_s` after `settle_s`,
@@ -373,6 +396,11 @@ pub fn render(r: &Results) -> String {
         t,
         "| … of which after the hooks were attached | — | {} | — | |",
         cell(&after, "s", 3)
+    );
+    let _ = writeln!(
+        t,
+        "| `watch` exec → first event seen (the line's `ts`) | — | {} | — | |",
+        cell(&col(|x| x.first_seen_s), "s", 3)
     );
     let _ = writeln!(
         t,
