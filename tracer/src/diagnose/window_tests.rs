@@ -153,6 +153,12 @@ fn a_client_abort_storms_single_lines_join_its_storm_lines() {
         .expect("an rst_storm finding");
     assert_eq!(storm.remote_port, Some(5432));
     assert_eq!(storm.count, Some(1000));
+    // `--port 5432` keeps it (its process listens on nothing there).
+    let host = HostView::default();
+    let kept = crate::diagnose::findings::scope(found.clone(), &[], &[5432], &host);
+    assert!(kept.iter().any(|f| f.kind == Kind::RstStorm), "{kept:?}");
+    let other = crate::diagnose::findings::scope(found, &[], &[8080], &host);
+    assert!(!other.iter().any(|f| f.kind == Kind::RstStorm), "{other:?}");
 }
 
 #[test]
