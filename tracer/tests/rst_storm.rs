@@ -307,11 +307,7 @@ fn diagnose_counts_an_abort_storm_by_the_service_port() {
     let client = ns.python(
         "client",
         ABORTING_CLIENT,
-        &[
-            &CONNECTS.to_string(),
-            &port,
-            &FIRST_CLIENT_PORT.to_string(),
-        ],
+        &[&CONNECTS.to_string(), &port, &FIRST_CLIENT_PORT.to_string()],
     );
     let pid: u64 = client.line().trim().parse().expect("the client's pid");
     let started = Instant::now();
@@ -341,8 +337,15 @@ fn diagnose_counts_an_abort_storm_by_the_service_port() {
             "{test}: a finding per client port: {f:#}"
         );
     }
-    let by_remote: Vec<&&Value> = storms.iter().filter(|f| !f["remote_port"].is_null()).collect();
-    assert_eq!(by_remote.len(), 1, "{test}: the client's rst_storm findings: {rep:#}");
+    let by_remote: Vec<&&Value> = storms
+        .iter()
+        .filter(|f| !f["remote_port"].is_null())
+        .collect();
+    assert_eq!(
+        by_remote.len(),
+        1,
+        "{test}: the client's rst_storm findings: {rep:#}"
+    );
     let f = by_remote[0];
     assert_eq!(f["remote_port"], SERVICE_PORT, "{f:#}");
     assert!(f.get("local_port").is_none(), "{f:#}");
