@@ -32,6 +32,15 @@ pub mod sock_flags {
     pub const HAS_SK: u8 = 1;
     /// The addresses came from the packet (no full socket).
     pub const FROM_SKB: u8 = 2;
+    /// Reset records only (`rst_sent`, `rst_received`, a storm's first
+    /// reset): the remote port is the service's, the socket is one of a
+    /// connection this host made (in SYN_SENT, or on a local port no
+    /// listener of its namespace has: an ephemeral one). Decided once per
+    /// reset in the kernel (tracer-ebpf/src/storm.rs `keyed_by_remote`);
+    /// the same decision keys the reset's storm by the remote port. Clear
+    /// for packets without a socket, listeners, request sockets and the
+    /// connections of a listening port, and on every other record kind.
+    pub const PEER_IS_SERVICE: u8 = 4;
 }
 
 #[repr(C)]

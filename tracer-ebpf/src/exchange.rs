@@ -106,16 +106,29 @@ fn key_of(sk: u64) -> ExchKey {
     key
 }
 
-/// Adds listener `sk` (entering LISTEN, its port bound) to `LISTEN_PORTS`
-/// at once, so its connections count as accepted before the next snapshot
+/// Adds a listener (entering LISTEN, its port bound), as its LISTEN
+/// record's `info` describes it (`fill_sock_info`), to `LISTEN_PORTS` at
+/// once, so its connections count as accepted before the next snapshot
 /// says so. Userspace's snapshots remove the ports of closed listeners
 /// (several listeners may share a port: one closing does not end it).
 #[inline(always)]
-pub fn note_listener(sk: u64) {
+pub fn note_listener(info: &SockInfo) {
+    note_port(info.netns, info.lport);
+}
+
+/// [`note_listener`] for listener `sk` when there is no record to take its
+/// port and namespace from (the ring buffer was full): reads them.
+#[inline(always)]
+pub fn note_listener_sk(sk: u64) {
     let o = offsets();
     let port: u16 = read_at(sk, o.skc_num).unwrap_or(0);
     let net: u64 = read_at(sk, o.skc_net).unwrap_or(0);
-    let netns: u32 = read_at(net, o.net_ns_inum).unwrap_or(0);
+    note_port(read_at(net, o.net_ns_inum).unwrap_or(0), port);
+}
+
+/// Puts (netns, port) in `LISTEN_PORTS`; nothing for an unknown one.
+#[inline(always)]
+fn note_port(netns: u32, port: u16) {
     if port == 0 || netns == 0 {
         return;
     }

@@ -10,12 +10,14 @@
 //! details. The service's port is the local one for this host's services
 //! and for packets that found no socket, the remote one for connections
 //! this host made (a refused connect's RST arrives at a new local port each
-//! time): `keyed_by_remote`. The rate itself is kept in `RST_RATES`, a per-CPU table indexed
-//! by a hash of the key. A counted reset costs the socket (or packet)
-//! description, the owner lookup, one time helper, one array and one hash
-//! lookup (and, for an established socket, one lookup of its local port
-//! among the listeners, `LISTEN_PORTS`): no ring reservation, no task
-//! reads, no inode walk. Depends on no kernel function of its own.
+//! time): `keyed_by_remote`, decided once per reset by `mark_side`, which
+//! puts it in the reset's `PEER_IS_SERVICE` flag for its record too (also
+//! with counting off). The rate itself is kept in `RST_RATES`, a per-CPU
+//! table indexed by a hash of the key. A counted reset costs the socket (or
+//! packet) description, the owner lookup, one time helper, one array and
+//! one hash lookup (and, for an established socket, one lookup of its local
+//! port among the listeners, `LISTEN_PORTS`, which a recorded reset pays
+//! too): no ring reservation, no task reads, no inode walk. Depends on no kernel function of its own.
 
 use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
 use tracer_common::{
@@ -38,7 +40,8 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 /// Whether this reset is counted in `RST_STORMS` instead of recorded:
 /// `false` for the first ones of its key in this second on this CPU (and
 /// always when counting is off, `--per-rst`). `key` is room for the storm
-/// key off the stack (tcp_reset::emit).
+/// key off the stack (tcp_reset::emit). The key's side is the one
+/// [`mark_side`] put in `sock.flags` (`PEER_IS_SERVICE`).
 #[inline(always)]
 pub fn counted(
     kind: u16,
@@ -51,7 +54,7 @@ pub fn counted(
     if threshold == 0 {
         return false;
     }
-    let by_remote = keyed_by_remote(sock);
+    let by_remote = sock.flags & sock_flags::PEER_IS_SERVICE != 0;
     *key = RstStormKey {
         netns: sock.netns,
         reason,
@@ -72,6 +75,17 @@ pub fn counted(
         None => start(key, kind, reason, sock, now, by_remote),
     }
     true
+}
+
+/// Sets `PEER_IS_SERVICE` in `sock.flags` when [`keyed_by_remote`]: once
+/// per reset, before the storm check and whether or not storms are
+/// counted, so every reset record and storm key carries the same decision
+/// (and `LISTEN_PORTS` is looked up once).
+#[inline(always)]
+pub fn mark_side(sock: &mut SockInfo) {
+    if keyed_by_remote(sock) {
+        sock.flags |= sock_flags::PEER_IS_SERVICE;
+    }
 }
 
 /// Whether the storm key names the remote port: for a socket this host

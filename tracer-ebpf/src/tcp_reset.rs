@@ -158,7 +158,8 @@ fn on_receive_reset(sk: u64) {
 }
 
 /// Describes the reset (`fill_sock`: the socket or packet, without its
-/// inode) in this CPU's scratch slot, then either counts it (`storm.rs`)
+/// inode; then which side is the service's, `storm::mark_side`) in this
+/// CPU's scratch slot, then either counts it (`storm.rs`)
 /// or writes it as a record, filled in place in the ring buffer (the BPF
 /// stack is 512 bytes).
 #[inline(always)]
@@ -197,6 +198,7 @@ fn emit_from(
     if !owner::passes_ports_pid(sock.lport, sock.rport, owner_tgid) {
         return;
     }
+    storm::mark_side(sock);
     if storm::counted(record_kind, reason, sock, owner_tgid, key) {
         return;
     }

@@ -130,13 +130,14 @@ fn on_set_state(sk: u64, old: u8, new: u8) {
     if learns {
         owner::learn_current(sk);
     }
-    if new == TCP_LISTEN {
-        exchange::note_listener(sk);
-    }
+    // Every LISTEN is wanted: the listener is noted from its record below.
     if !wanted(old, new) {
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<StateRecord>(0) else {
+        if new == TCP_LISTEN {
+            exchange::note_listener_sk(sk);
+        }
         count_drop();
         return;
     };
@@ -152,6 +153,9 @@ fn on_set_state(sk: u64, old: u8, new: u8) {
         ts_boot_ns: unsafe { bpf_ktime_get_boot_ns() },
     };
     fill_sock_info(sk, &mut rec.sock);
+    if new == TCP_LISTEN {
+        exchange::note_listener(&rec.sock);
+    }
     rec.sock.state = new;
     fill_current(&mut rec.current);
     rec.owner_source = if new == TCP_LISTEN {

@@ -229,6 +229,45 @@ fn rst_sent_round_trip() {
     assert_eq!(decode(&enc_rst(&rec, 0)), Ok(Record::RstSent(rec)));
 }
 
+/// No process is known: the owner comes from the record alone.
+struct NoProcs;
+
+impl crate::attribute::procs::ProcSource for NoProcs {
+    fn process(&self, _pid: u32) -> Option<crate::snapshot::ProcessInfo> {
+        None
+    }
+}
+
+/// The event a decoded reset record becomes (`Enricher::rst`).
+fn rst_event(bytes: &[u8]) -> crate::event::Event {
+    let Ok(Record::RstSent(rec)) = decode(bytes) else {
+        panic!("not an rst_sent record");
+    };
+    let names = crate::kernel::KernelNames::default();
+    let enricher = crate::enrich::Enricher {
+        clock: crate::clock::Clock::with_offset(0),
+        names: &names,
+        proc_source: &NoProcs,
+    };
+    enricher.rst(&mut crate::attribute::Attributor::default(), &rec, true)
+}
+
+#[test]
+fn the_kernels_side_of_a_reset_reaches_the_event() {
+    // A connection this host made: the kernel set PEER_IS_SERVICE.
+    let mut made = sample_rst(kind::RST_SENT);
+    made.sock.flags = sock_flags::HAS_SK | sock_flags::PEER_IS_SERVICE;
+    let bytes = enc_rst(&made, 0xff);
+    assert_eq!(decode(&bytes), Ok(Record::RstSent(made)));
+    assert!(rst_event(&bytes).peer_is_service);
+    // A service's connection (or no socket): the flag is clear.
+    let served = sample_rst(kind::RST_SENT);
+    assert!(!rst_event(&enc_rst(&served, 0xff)).peer_is_service);
+    // Internal: not a JSON field.
+    let json = serde_json::to_string(&rst_event(&bytes)).expect("serialisable");
+    assert!(!json.contains("peer_is_service"), "{json}");
+}
+
 #[test]
 fn rst_received_round_trip() {
     let rec = sample_rst(kind::RST_RECEIVED);

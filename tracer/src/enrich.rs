@@ -55,6 +55,7 @@ impl Enricher<'_> {
         let (owner, by) = attr.rst_owner(rec, self.proc_source);
         e.set_owner(owner.as_ref(), by);
         self.socket_fields(&mut e, &rec.sock);
+        e.peer_is_service = rec.sock.flags & sock_flags::PEER_IS_SERVICE != 0;
         if sent {
             e.reason = Some(if rec.reason == REASON_NONE {
                 let inferred =
@@ -91,6 +92,8 @@ impl Enricher<'_> {
                 })
                 .collect(),
         );
+        // The key's side, which the first reset's flag repeats.
+        e.peer_is_service = line.by_remote;
         if line.by_remote {
             e.local_sample = sample;
         } else {

@@ -135,6 +135,14 @@ pub struct Event {
     /// Socket inode, as in /proc/PID/fd `socket:[N]` (extension).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub socket_inode: Option<u64>,
+    /// rst_sent/rst_received: the kernel side's word that the remote port is
+    /// the service's, a connection this host made (SYN_SENT, or a local
+    /// port no listener has): `sock_flags::PEER_IS_SERVICE`, the decision
+    /// that also keys storms by the remote port (on a storm line: `true`
+    /// exactly when it has `local_sample`). Internal, not in the JSON
+    /// (docs/schema.md): diagnose groups resets by it (`RstPort::of`).
+    #[serde(skip)]
+    pub peer_is_service: bool,
 }
 
 impl Event {
@@ -173,6 +181,7 @@ impl Event {
             local_sample: None,
             netns: None,
             socket_inode: None,
+            peer_is_service: false,
         }
     }
 

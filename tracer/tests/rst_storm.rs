@@ -278,6 +278,88 @@ fn abort_storm_lines_keep_the_service_port_on_both_sides() {
     );
 }
 
+/// `tracer diagnose` over the abort storm: the client's resets are one
+/// rst_storm finding for :SERVICE_PORT that counts them all, the single
+/// lines below the storm threshold (each from another ephemeral local port)
+/// with the aggregated ones, because the kernel side marked every reset of
+/// a connection the client made (`PEER_IS_SERVICE`), not only the counted.
+#[test]
+fn diagnose_counts_an_abort_storm_by_the_service_port() {
+    let test = "diagnose_counts_an_abort_storm_by_the_service_port";
+    if !require_root(test) {
+        return;
+    }
+    let _one = one_at_a_time();
+    const CONNECTS: u16 = 2000;
+    let ns = Netns::new();
+    let window_s = 8 * common::time_scale();
+    let port = SERVICE_PORT.to_string();
+    let tracer = Tracer::start(&[
+        "diagnose",
+        "--duration",
+        &window_s.to_string(),
+        "--format",
+        "json",
+        "--port",
+        &port,
+    ]);
+    let before = ns.tcp_out_rsts();
+    let client = ns.python(
+        "client",
+        ABORTING_CLIENT,
+        &[&CONNECTS.to_string(), &port, &FIRST_CLIENT_PORT.to_string()],
+    );
+    let pid: u64 = client.line().trim().parse().expect("the client's pid");
+    let started = Instant::now();
+    client.expect_line(&format!("aborted {CONNECTS}"));
+    let took = started.elapsed();
+    let delta = ns.tcp_out_rsts() - before;
+    assert!(
+        took.as_secs() + 1 < u64::from(window_s),
+        "{test}: the storm took {took:?}, too close to the {window_s} s window"
+    );
+    let rep = tracer
+        .wait_exit(Duration::from_secs(20 + u64::from(window_s)))
+        .report();
+    let empty = Vec::new();
+    let storms: Vec<&Value> = rep["findings"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .filter(|f| f["kind"] == "rst_storm" && f["pid"] == pid)
+        .collect();
+    // None for a client's own (ephemeral) port.
+    let client_ports = client_ports(CONNECTS);
+    for f in &storms {
+        let local = f["local_port"].as_u64();
+        assert!(
+            local.is_none_or(|p| !client_ports.contains(&p)),
+            "{test}: a finding per client port: {f:#}"
+        );
+    }
+    let by_remote: Vec<&&Value> = storms
+        .iter()
+        .filter(|f| !f["remote_port"].is_null())
+        .collect();
+    assert_eq!(
+        by_remote.len(),
+        1,
+        "{test}: the client's rst_storm findings: {rep:#}"
+    );
+    let f = by_remote[0];
+    assert_eq!(f["remote_port"], SERVICE_PORT, "{f:#}");
+    assert!(f.get("local_port").is_none(), "{f:#}");
+    // Every abort (one per connection) and at most the rare extra reset of
+    // a late SYN (see `storm`), unless the window lost some.
+    let count = f["count"].as_u64().expect("count");
+    let lost = rep["counters"]["lost"].as_u64().unwrap_or(0);
+    eprintln!("{test}: storm of {took:?}; OutRsts +{delta}; finding count {count}; lost {lost}");
+    assert!(
+        count + lost >= u64::from(CONNECTS) && count <= delta,
+        "{test}: {count} resets in the finding, {CONNECTS} aborts, OutRsts +{delta}: {f:#}"
+    );
+}
+
 /// `lines` (one side of the storm) hold aggregated lines, a bounded number
 /// of single ones (the default threshold, 100 a second per key split over
 /// the CPUs: at most 100 + CPUs in each second the storm touched), and each

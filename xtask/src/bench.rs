@@ -142,6 +142,14 @@ pub struct Sample {
     pub cpu: (f64, f64),
 }
 
+impl Sample {
+    /// CPU seconds per operation, the generator's and the observer's
+    /// together (no operations counts as one).
+    pub fn cpu_per_op(&self) -> f64 {
+        (self.outcome.cpu + self.cpu.0 + self.cpu.1) / self.outcome.ops.max(1) as f64
+    }
+}
+
 /// One observer start.
 #[derive(Clone, Copy, Debug)]
 pub struct Start {

@@ -16,9 +16,11 @@ pub const PEER_RESETS_MIN: u64 = 10;
 pub const FD_PRESSURE_PERCENT: u64 = 90;
 
 /// Keeps the findings about the processes and ports asked for: with
-/// `--port`, a finding with a port must be on one of them, and a finding
-/// without one (CLOSE_WAIT) must be about a process that has a finding or a
-/// listener on one of them; with `--pid`, the process must be one of them.
+/// `--port`, a finding with a local port must be on one of them; one
+/// without (CLOSE_WAIT; a saturated upstream, resets on connections a
+/// process made: those have a remote port) is kept when its remote port
+/// is one of them or its process has a finding or a listener on one of
+/// them; with `--pid`, the process must be one of them.
 pub fn scope(found: Vec<Finding>, pids: &[u32], ports: &[u16], host: &HostView) -> Vec<Finding> {
     let port_ok = |p: Option<u16>| p.is_some_and(|p| ports.contains(&p));
     let mut on_ports: std::collections::HashSet<u32> = host
@@ -38,9 +40,10 @@ pub fn scope(found: Vec<Finding>, pids: &[u32], ports: &[u16], host: &HostView) 
         .filter(|f| pids.is_empty() || f.pid.is_some_and(|p| pids.contains(&p)))
         .filter(|f| {
             ports.is_empty()
-                || match f.local_port {
-                    Some(p) => ports.contains(&p),
-                    None => f.pid.is_some_and(|p| on_ports.contains(&p)),
+                || match (f.local_port, f.remote_port) {
+                    (Some(p), _) => ports.contains(&p),
+                    (None, Some(p)) if ports.contains(&p) => true,
+                    _ => f.pid.is_some_and(|p| on_ports.contains(&p)),
                 }
         })
         .collect()

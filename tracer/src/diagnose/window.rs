@@ -9,8 +9,10 @@ pub use crate::report::Counters;
 
 /// The port a group of RSTs sent is keyed by: a local one (a service's,
 /// a closed port's), or the remote one of connections the owner made,
-/// whose local port is a new one each time: storm lines keyed by the remote
-/// port (`local_sample`), resets of connections still in SYN_SENT.
+/// whose local port is a new one each time. Which side is the service's is
+/// the kernel side's decision for each reset (`Event::peer_is_service`),
+/// the same that keys its storms, so a storm's single lines and its
+/// aggregated ones land in one group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RstPort {
     Local(u16),
@@ -18,10 +20,14 @@ pub enum RstPort {
 }
 
 impl RstPort {
-    /// The port a RST line is grouped by.
+    /// The port a RST line is grouped by: the remote one when the kernel
+    /// said the peer is the service, for a storm line keyed by the remote
+    /// port (`local_sample`, which comes with that word) and for a reset
+    /// in SYN_SENT (a connect, whatever the flag says); the local one
+    /// otherwise.
     pub fn of(e: &Event) -> RstPort {
         let syn_sent = e.state.as_ref().and_then(|s| s.as_deref()) == Some("SYN_SENT");
-        if e.local_sample.is_some() || syn_sent {
+        if e.peer_is_service || e.local_sample.is_some() || syn_sent {
             RstPort::Remote(e.remote_port.unwrap_or(0))
         } else {
             RstPort::Local(e.local_port.unwrap_or(0))

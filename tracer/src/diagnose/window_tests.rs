@@ -113,3 +113,70 @@ fn resets_of_connections_made_are_grouped_by_the_port_they_went_to() {
         storm.summary
     );
 }
+
+/// One reset a client (pid 5) sent on an established connection it made
+/// from `local_port` to :5432: a single line, the kernel's word that the
+/// peer is the service set.
+fn client_abort(local_port: u16) -> Event {
+    let mut e = rst(EventKind::RstSent, None);
+    e.state = Some(Some("ESTABLISHED".into()));
+    e.local_port = Some(local_port);
+    e.remote_port = Some(5432);
+    e.reason = Some(Some("TCP_STATE".into()));
+    e.peer_is_service = true;
+    e
+}
+
+#[test]
+fn a_client_abort_storms_single_lines_join_its_storm_lines() {
+    // Past the threshold the kernel counts: a storm line keyed by :5432.
+    let mut storm_line = client_abort(48604);
+    storm_line.count = Some(900);
+    storm_line.local_sample = Some(vec![Endpoint {
+        addr: "10.0.0.1".into(),
+        port: 48604,
+    }]);
+    let mut w = Window::default();
+    // Below it: single lines, each from another ephemeral port, fewer than
+    // the finding's threshold on any one of them.
+    for i in 0..100 {
+        w.add(&client_abort(40000 + i));
+    }
+    w.add(&storm_line);
+    assert_eq!(w.rst_sent.len(), 1, "{:?}", w.rst_sent.keys());
+    assert_eq!(w.rst_sent[&(Some(5), RstPort::Remote(5432))].count, 1000);
+
+    let found = findings(&w, &HostView::default());
+    let storm = found
+        .iter()
+        .find(|f| f.kind == Kind::RstStorm)
+        .expect("an rst_storm finding");
+    assert_eq!(storm.remote_port, Some(5432));
+    assert_eq!(storm.count, Some(1000));
+    // `--port 5432` keeps it (its process listens on nothing there).
+    let host = HostView::default();
+    let kept = crate::diagnose::findings::scope(found.clone(), &[], &[5432], &host);
+    assert!(kept.iter().any(|f| f.kind == Kind::RstStorm), "{kept:?}");
+    let other = crate::diagnose::findings::scope(found, &[], &[8080], &host);
+    assert!(!other.iter().any(|f| f.kind == Kind::RstStorm), "{other:?}");
+}
+
+#[test]
+fn a_services_resets_stay_by_its_local_port() {
+    // A server (flag clear) resetting its clients' connections to :8080,
+    // established, from many remote ports.
+    let mut w = Window::default();
+    for i in 0..20 {
+        let mut e = rst(EventKind::RstSent, None);
+        e.state = Some(Some("ESTABLISHED".into()));
+        e.remote_port = Some(40000 + i);
+        w.add(&e);
+    }
+    assert_eq!(w.rst_sent.len(), 1, "{:?}", w.rst_sent.keys());
+    assert_eq!(w.rst_sent[&(Some(5), RstPort::Local(8080))].count, 20);
+    // Without the flag, only SYN_SENT names the remote port.
+    let mut refused = rst(EventKind::RstSent, None);
+    refused.state = Some(Some("SYN_SENT".into()));
+    refused.remote_port = Some(5432);
+    assert_eq!(RstPort::of(&refused), RstPort::Remote(5432));
+}

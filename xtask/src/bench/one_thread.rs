@@ -29,8 +29,8 @@ impl Pair {
     }
 
     fn cpu_ratio(&self) -> Option<f64> {
-        let cost = |s: &Sample| (s.outcome.cpu + s.cpu.0 + s.cpu.1) / s.outcome.ops.max(1) as f64;
-        (cost(&self.tracer) > 0.0).then(|| cost(&self.none) / cost(&self.tracer))
+        let with = self.tracer.cpu_per_op();
+        (with > 0.0).then(|| self.none.cpu_per_op() / with)
     }
 }
 

@@ -73,11 +73,11 @@ impl Report {
     /// to with one (generator + observer): what the rate ratio would be on
     /// a machine with nothing else running.
     fn cpu_ratios(&self, mode: Mode, kind: Kind) -> Vec<f64> {
-        let cost = |s: &Sample| (s.outcome.cpu + s.cpu.0 + s.cpu.1) / s.outcome.ops.max(1) as f64;
         self.of(mode, kind)
             .filter_map(|s| {
                 let base = self.of(Mode::None, kind).find(|b| b.run == s.run)?;
-                (cost(s) > 0.0).then(|| cost(base) / cost(s))
+                let with = s.cpu_per_op();
+                (with > 0.0).then(|| base.cpu_per_op() / with)
             })
             .collect()
     }
