@@ -45,6 +45,7 @@ pub const SUBSET: &[(&str, &[&str])] = &[
         &[
             "closed_port_storm_lines_add_up_to_the_kernel_count",
             "abort_storm_lines_keep_the_service_port_on_both_sides",
+            "diagnose_counts_an_abort_storm_by_the_service_port",
             "per_rst_keeps_one_line_per_reset",
         ],
     ),
