@@ -2,7 +2,7 @@
 //! start-up snapshot. Dropping the session detaches every program.
 
 use anyhow::{Context as _, anyhow, bail};
-use aya::Ebpf;
+use aya::{Btf, Ebpf};
 use tracer_common::{Filter, MAX_FILTER};
 
 use crate::kernel::KernelInfo;
@@ -146,7 +146,7 @@ impl Session {
         }
         check_privileges()?;
         let t0 = std::time::Instant::now();
-        let prepared = probes::prepare::Prepared::start(crate::kernel::btf::vmlinux_path())?;
+        let prepared = probes::prepare::Prepared::start()?;
         let mut kernel = KernelInfo::load().context("reading the running kernel's BTF")?;
         log::debug!("start-up: kernel description read in {:?}", t0.elapsed());
         let global_filter = filter.to_global();
@@ -189,11 +189,11 @@ impl Session {
             );
         }
         let mut ebpf = loaded?;
-        let btf = prepared.btf()?;
-        log::debug!(
-            "start-up: BTF for the programs at hand at {:?}",
-            t0.elapsed()
-        );
+        // After the maps, not beside them: see probes/prepare.rs.
+        let btf_path = crate::kernel::btf::vmlinux_path();
+        let btf = Btf::parse_file(&btf_path, aya::Endianness::default())
+            .with_context(|| format!("reading {} for the BTF programs", btf_path.display()))?;
+        log::debug!("start-up: BTF for the programs read at {:?}", t0.elapsed());
         let mut links = Vec::new();
         let hooks = probes::attach_all(&mut ebpf, &btf, &plans, &mut links, loader_threads());
         log::debug!("start-up: hooks attached at {:?}", t0.elapsed());

@@ -1,51 +1,38 @@
 //! What loading the object needs that does not depend on the kernel
 //! description, started on a thread of its own while tracer reads the
-//! kernel (`kernel::KernelInfo::load`, `caps::probe`): aya's feature
-//! probes, its loader (whose constructor parses the kernel's BTF, which
-//! tracer drops: the programs have no CO-RE relocations), and the BTF the
-//! BTF-typed programs are loaded against. Some 60-70 ms of start-up off
-//! the critical path on a machine with two CPUs.
+//! kernel (`kernel::KernelInfo::load`): aya's feature probes and its loader,
+//! whose constructor parses the kernel's BTF (some 45 ms and 17 MiB here),
+//! which tracer drops at once (the programs have no CO-RE relocations).
+//! The BTF the BTF-typed programs load against is parsed after the
+//! object's maps are created (`session.rs`): side by side, the two would
+//! raise start-up's peak RSS by some 5 MiB.
 
-use std::path::PathBuf;
 use std::sync::mpsc;
-use std::thread::JoinHandle;
 
 use anyhow::{Context as _, anyhow};
-use aya::{Btf, EbpfLoader};
+use aya::EbpfLoader;
 
 /// The preparation under way.
 pub struct Prepared {
     loader: mpsc::Receiver<EbpfLoader<'static>>,
-    btf: JoinHandle<anyhow::Result<Btf>>,
 }
 
 impl Prepared {
-    /// Starts preparing; `btf_path` is the kernel's BTF for the programs.
-    pub fn start(btf_path: PathBuf) -> anyhow::Result<Prepared> {
+    /// Starts preparing.
+    pub fn start() -> anyhow::Result<Prepared> {
         let (tx, loader) = mpsc::sync_channel(1);
-        let btf = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("bpf-prepare".into())
             .spawn(move || {
-                let t0 = std::time::Instant::now();
                 // aya probes the kernel's BPF features once, at first use.
                 let _ = aya::features();
-                log::debug!("start-up: BPF features probed in {:?}", t0.elapsed());
                 let mut loader = EbpfLoader::new();
-                // Dropped before the programs' copy is parsed: never two
-                // parsed copies at once (start-up peak RSS).
                 loader.btf(None);
                 // The receiver may have given up (start-up failed).
                 let _ = tx.send(loader);
-                log::debug!("start-up: loader ready in {:?}", t0.elapsed());
-                let btf =
-                    Btf::parse_file(&btf_path, aya::Endianness::default()).with_context(|| {
-                        format!("reading {} for the BTF programs", btf_path.display())
-                    });
-                log::debug!("start-up: BTF for the programs read in {:?}", t0.elapsed());
-                btf
             })
             .context("starting the loader's thread")?;
-        Ok(Prepared { loader, btf })
+        Ok(Prepared { loader })
     }
 
     /// The loader, BTF relocations off.
@@ -53,12 +40,5 @@ impl Prepared {
         self.loader
             .recv()
             .map_err(|_| anyhow!("the loader's thread ended without a loader"))
-    }
-
-    /// The kernel's BTF for the BTF-typed programs.
-    pub fn btf(self) -> anyhow::Result<Btf> {
-        self.btf
-            .join()
-            .map_err(|_| anyhow!("the loader's thread panicked reading the kernel's BTF"))?
     }
 }
