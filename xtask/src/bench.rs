@@ -18,6 +18,7 @@ mod bighost;
 mod crowd;
 mod delivery;
 mod exchange;
+mod first_event;
 mod machine;
 mod observer;
 mod one_thread;
