@@ -29,16 +29,24 @@ pub static OWNERS: LruHashMap<u64, SockOwner> =
     LruHashMap::with_max_entries(65536, BPF_F_NO_COMMON_LRU);
 
 /// `BPF_F_NO_COMMON_LRU`: an LRU list per CPU, so inserts on two CPUs do not
-/// take one lock (a connect storm learns an owner per connection).
+/// take one lock (a connect storm learns an owner per connection). The
+/// kernel splits `max_entries` between the possible CPUs: each CPU evicts
+/// only what it inserted, once it holds its share.
 pub const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 
 /// RST storms (`storm.rs`), per key and CPU: resets counted instead of
 /// recorded, a sample of their remote endpoints, the first one's details.
 /// Userspace reads the totals every second and never deletes (a delete
-/// could lose a concurrent increment); the LRU bounds it.
+/// could lose a concurrent increment); the LRU bounds it. Its keys are
+/// shared by all CPUs (the common LRU): a storm's keys are inserted by the
+/// few CPUs that take the packets' softirqs, and a list per CPU would give
+/// each of those only its share of the keys (64 of 4,096 on 64 CPUs);
+/// inserts are rare (a key's first counted reset), and the counted path's
+/// lookup takes no lock either way. Userspace sizes it by the possible CPUs
+/// (tracer/src/map_sizes.rs).
 #[map]
 pub static RST_STORMS: LruPerCpuHashMap<RstStormKey, RstStormAgg> =
-    LruPerCpuHashMap::with_max_entries(4096, BPF_F_NO_COMMON_LRU);
+    LruPerCpuHashMap::with_max_entries(4096, 0);
 
 /// Room to describe a reset before it is counted or recorded (off the
 /// 512-byte BPF stack), one slot per nesting level: a softirq's reset
@@ -101,7 +109,8 @@ pub static ACCEPT_ARGS: HashMap<u64, i32> = HashMap::with_max_entries(16384, 0);
 /// costs a map update each, not a ring-buffer record. Userspace reads the
 /// totals every second; the LRU bounds it (1,024 keys: a per-CPU map is
 /// preallocated, a value per key on every CPU; 10,240 keys took some 10 ms
-/// of start-up here and ten times the kernel memory).
+/// of start-up here and ten times the kernel memory). Userspace sizes it by
+/// the possible CPUs (tracer/src/map_sizes.rs).
 #[map]
 pub static ACCEPT_FAILS: LruPerCpuHashMap<AcceptFailKey, AcceptFailAgg> =
     LruPerCpuHashMap::with_max_entries(1024, 0);
@@ -119,6 +128,7 @@ pub static OWNER_SCRATCH: PerCpuArray<SockOwner> = PerCpuArray::with_max_entries
 /// Exchange durations per (process, endpoint, direction), per CPU (no
 /// atomics, no cache line shared between CPUs serving one endpoint);
 /// userspace adds the CPUs up and never deletes (the LRU bounds the map).
+/// Userspace sizes it by the possible CPUs (tracer/src/map_sizes.rs).
 #[map]
 pub static EXCHANGES: LruPerCpuHashMap<ExchKey, ExchAgg> =
     LruPerCpuHashMap::with_max_entries(4096, 0);

@@ -5,8 +5,8 @@
 //! Per key (network namespace, the service's port, reason, kernel-side
 //! owner, direction) and CPU, the first `Filter::storm_per_cpu` resets of every
 //! second go out as ring-buffer records; the rest of that second are only
-//! counted in `RST_STORMS` (per-CPU LRU: no atomics across CPUs, no shared
-//! lock), with the latest endpoints and the first counted reset's
+//! counted in `RST_STORMS` (a value per CPU: no atomics across CPUs; the
+//! lookup takes no lock), with the latest endpoints and the first counted reset's
 //! details. The service's port is the local one for this host's services
 //! and for packets that found no socket, the remote one for connections
 //! this host made (a refused connect's RST arrives at a new local port each

@@ -20,6 +20,7 @@ mod enrich;
 mod event;
 mod exchange;
 mod kernel;
+mod map_sizes;
 mod metrics;
 mod output;
 mod overflow;

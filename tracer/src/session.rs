@@ -80,7 +80,15 @@ fn load_object<'a>(
         .override_global("OFFSETS", &kernel.offsets, true)
         .override_global("LAYOUTS", &kernel.layouts, true)
         .override_global("FILTER", filter, true)
-        .map_max_entries("EVENTS", ring_buffer_bytes)
+        .map_max_entries("EVENTS", ring_buffer_bytes);
+    let cpus = crate::map_sizes::possible_cpus();
+    for (name, keys) in crate::map_sizes::sizes_for(cpus) {
+        loader.map_max_entries(name, keys);
+    }
+    if let Some(note) = crate::map_sizes::shrunk_note(cpus) {
+        log::info!("{note}");
+    }
+    loader
         .load(EBPF_OBJECT)
         .map_err(|e| {
             anyhow!(

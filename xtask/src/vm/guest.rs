@@ -73,7 +73,8 @@ pub fn run_script(cwd: &Path, env: &[(String, String)], command: &[String]) -> R
 }
 
 /// The kernel command line: console on the first serial port, quiet, reboot
-/// (= qemu exits, with `-no-reboot`) on panic, and the run's host paths.
+/// (= qemu exits, with `-no-reboot`) on panic, 16 possible CPUs (see
+/// `qemu::SMP`), and the run's host paths.
 pub fn kernel_cmdline(run_script: &Path, modules: &Path) -> Result<String> {
     for path in [run_script, modules] {
         let s = path.to_string_lossy();
@@ -86,7 +87,7 @@ pub fn kernel_cmdline(run_script: &Path, modules: &Path) -> Result<String> {
         }
     }
     Ok(format!(
-        "console={} quiet loglevel=4 panic=-1 random.trust_cpu=on mitigations=off \
+        "console={} quiet loglevel=4 panic=-1 random.trust_cpu=on mitigations=off possible_cpus=16 \
          xtask.run={} xtask.modules={}",
         super::initramfs::CONSOLE_TTY,
         run_script.display(),

@@ -67,6 +67,7 @@ pub const SUBSET: &[(&str, &[&str])] = &[
         "startup_crowded",
         &["resets_during_the_start_up_snapshot_are_all_reported_and_attributed"],
     ),
+    ("map_memory", &["per_cpu_maps_are_sized_for_the_possible_cpus"]),
     ("kernels", &[]),
 ];
 
