@@ -160,8 +160,10 @@ pub fn fill_sock_addrs(sk: u64, info: &mut SockInfo) {
     }
     let net: u64 = head.get(sk, o.skc_net).unwrap_or(0);
     info.netns = read_at(net, o.net_ns_inum).unwrap_or(0);
-    if is_fullsock(info.state) {
-        // skc_num is cleared when a closing socket releases its port.
+    // skc_num is cleared when a closing socket releases its port; the
+    // source port stays in inet_sport (equal to skc_num while it is set,
+    // so only a released port costs the read).
+    if info.lport == 0 && is_fullsock(info.state) {
         if let Some(sport) = read_at::<u16>(sk, o.inet_sport) {
             let sport = u16::from_be(sport);
             if sport != 0 {

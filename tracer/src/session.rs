@@ -3,7 +3,7 @@
 
 use anyhow::{Context as _, anyhow, bail};
 use aya::{Btf, Ebpf};
-use tracer_common::{Filter, MAX_FILTER};
+use tracer_common::{Filter, KernelOffsets, MAX_FILTER, TracepointLayouts};
 
 use crate::kernel::KernelInfo;
 use crate::probes::{self, HookReport, KernelCaps};
@@ -72,13 +72,14 @@ impl KernelFilter {
 /// saves ~30 ms.
 fn load_object<'a>(
     mut loader: aya::EbpfLoader<'a>,
-    kernel: &'a KernelInfo,
+    offsets: &'a KernelOffsets,
+    layouts: &'a TracepointLayouts,
     filter: &'a Filter,
     ring_buffer_bytes: u32,
 ) -> anyhow::Result<Ebpf> {
     loader
-        .override_global("OFFSETS", &kernel.offsets, true)
-        .override_global("LAYOUTS", &kernel.layouts, true)
+        .override_global("OFFSETS", offsets, true)
+        .override_global("LAYOUTS", layouts, true)
         .override_global("FILTER", filter, true)
         .map_max_entries("EVENTS", ring_buffer_bytes);
     let cpus = crate::map_sizes::possible_cpus();
@@ -96,6 +97,14 @@ fn load_object<'a>(
                 crate::probes::attach::chain(&e)
             )
         })
+}
+
+/// The kernel's BTF for the BTF-typed programs (fentry, fexit, tp_btf,
+/// the task_file iterator): aya's own parse, which loading them needs.
+fn programs_btf() -> anyhow::Result<Btf> {
+    let path = crate::kernel::btf::vmlinux_path();
+    Btf::parse_file(&path, aya::Endianness::default())
+        .with_context(|| format!("reading {} for the BTF programs", path.display()))
 }
 
 /// Threads that load (verify) programs side by side: one per CPU, at most
@@ -155,29 +164,43 @@ impl Session {
         check_privileges()?;
         let t0 = std::time::Instant::now();
         let prepared = probes::prepare::Prepared::start()?;
-        let mut kernel = KernelInfo::load().context("reading the running kernel's BTF")?;
+        let kernel = KernelInfo::load().context("reading the running kernel's BTF")?;
         log::debug!("start-up: kernel description read in {:?}", t0.elapsed());
         let global_filter = filter.to_global();
         let loader = prepared.loader()?;
         // What the kernel offers is read beside creating the object's maps
-        // (the maps need only the offsets; the choice of hooks needs only
-        // the offer).
-        let (caps, loaded) = std::thread::scope(|s| {
-            let caps = std::thread::Builder::new()
+        // (the maps need only the offsets and layouts, copied here; the
+        // choice of hooks needs only the offer). The hook-probe thread then
+        // drops the kernel description's BTF, hands its memory back and
+        // parses the one the BTF-typed programs load against, still beside
+        // the maps: one parsed BTF at a time, as when they ran in sequence.
+        let (offsets, layouts) = (kernel.offsets, kernel.layouts);
+        let (probed, loaded) = std::thread::scope(|s| {
+            let probed = std::thread::Builder::new()
                 .name("hook-probe".into())
-                .spawn_scoped(s, || probes::caps::probe(&kernel));
-            let loaded = load_object(loader, &kernel, &global_filter, ring_buffer_bytes);
-            let caps = match caps {
-                Ok(handle) => handle
-                    .join()
-                    .map_err(|_| anyhow!("reading the kernel's hooks panicked")),
-                Err(_) => Ok(probes::caps::probe(&kernel)),
-            };
-            (caps, loaded)
+                .spawn_scoped(s, move || {
+                    let mut kernel = kernel;
+                    let caps = probes::caps::probe(&kernel);
+                    // Nothing needs the kernel description's BTF once the
+                    // offer is read; its pages go back to the system before
+                    // the next parse takes as many.
+                    kernel.forget_btf();
+                    release_freed_memory();
+                    (kernel, caps, programs_btf())
+                });
+            let loaded = load_object(loader, &offsets, &layouts, &global_filter, ring_buffer_bytes);
+            let probed = probed
+                .context("starting the hook-probe thread")
+                .and_then(|handle| {
+                    handle
+                        .join()
+                        .map_err(|_| anyhow!("reading the kernel's hooks panicked"))
+                });
+            (probed, loaded)
         });
-        let caps = caps?;
+        let (kernel, caps, btf) = probed?;
         log::debug!(
-            "start-up: hooks the kernel offers read and maps created at {:?}",
+            "start-up: hooks the kernel offers read, maps created and BTF for the programs read at {:?}",
             t0.elapsed()
         );
         if !caps.ring_buffer {
@@ -187,8 +210,6 @@ impl Session {
             );
         }
         let plans = probes::plan_without(probes::HOOKS, &caps, denied);
-        // Nothing needs the kernel description's BTF once the hooks are chosen.
-        kernel.forget_btf();
         let impossible = probes::unsatisfiable(&plans);
         if !impossible.is_empty() {
             bail!(
@@ -197,11 +218,7 @@ impl Session {
             );
         }
         let mut ebpf = loaded?;
-        // After the maps, not beside them: see probes/prepare.rs.
-        let btf_path = crate::kernel::btf::vmlinux_path();
-        let btf = Btf::parse_file(&btf_path, aya::Endianness::default())
-            .with_context(|| format!("reading {} for the BTF programs", btf_path.display()))?;
-        log::debug!("start-up: BTF for the programs read at {:?}", t0.elapsed());
+        let btf = btf?;
         let mut links = Vec::new();
         let hooks = probes::attach_all(&mut ebpf, &btf, &plans, &mut links, loader_threads());
         log::debug!("start-up: hooks attached at {:?}", t0.elapsed());

@@ -3,9 +3,9 @@
 //! kernel (`kernel::KernelInfo::load`): aya's feature probes and its loader,
 //! whose constructor parses the kernel's BTF (some 45 ms and 17 MiB here),
 //! which tracer drops at once (the programs have no CO-RE relocations).
-//! The BTF the BTF-typed programs load against is parsed after the
-//! object's maps are created (`session.rs`): side by side, the two would
-//! raise start-up's peak RSS by some 5 MiB.
+//! The BTF the BTF-typed programs load against is parsed later, beside the
+//! creation of the object's maps, once the kernel description's BTF is
+//! dropped (`session.rs`): one parsed BTF at a time.
 
 use std::sync::mpsc;
 
