@@ -16,7 +16,7 @@ use crate::diagnose::{TrafficStart, findings, full_host_view, html, sparkline, s
 use crate::output;
 use crate::report::Report;
 use crate::session::{Session, ring_bytes};
-use crate::snapshot::{self, Snapshot, SnapshotOptions};
+use crate::snapshot::{self, Snapshot};
 use crate::watch::{Loop, Signals};
 
 /// What `diagnose` is asked (built from the command line in `cli.rs`).
@@ -90,7 +90,8 @@ pub async fn run(args: Config) -> anyhow::Result<()> {
     };
     collect::finish_gauges(&gauges, &timeline).await;
     let elapsed_s = (Clock::boot_now().saturating_sub(started)) as f64 / 1e9;
-    let end = tokio::task::spawn_blocking(|| snapshot::take_snapshot(&SnapshotOptions::default()))
+    let close_wait = lp.attr.close_wait_keys();
+    let end = tokio::task::spawn_blocking(move || snapshot::take_snapshot_expecting(&close_wait))
         .await
         .map_err(|e| anyhow::anyhow!("final snapshot task: {e}"))?
         .map_err(|e| {

@@ -68,6 +68,11 @@ pub struct Attributor {
     tuple_inodes: Vec<(u64, u64)>,
     /// Sockets in CLOSE_WAIT now.
     pub close_wait: FxHashMap<ConnKey, CloseWait>,
+    /// CLOSE_WAIT sockets the last listing (snapshot or poll) of their
+    /// namespace did not show. A dump can skip a socket when the kernel's
+    /// connection table changes under it (snapshot::recheck), so an entry
+    /// is dropped only when two listings in a row miss it.
+    close_wait_missed: FxHashSet<ConnKey>,
     /// Set when an event on a live socket found no owner: a fresh snapshot
     /// may know it (the caller decides when, rate limited).
     pub wants_refresh: bool,
@@ -76,6 +81,21 @@ pub struct Attributor {
     /// Network namespaces named by events since last drained (for the
     /// listener poller).
     pub seen_netns: FxHashSet<u32>,
+}
+
+/// Whether a tracked CLOSE_WAIT socket stays after a listing of its
+/// namespace that `listed` it or not: a first miss is remembered, a second
+/// in a row drops it (and forgets the miss).
+fn kept_unless_missed_twice(missed: &mut FxHashSet<ConnKey>, k: &ConnKey, listed: bool) -> bool {
+    if listed {
+        missed.remove(k);
+        return true;
+    }
+    if missed.remove(k) {
+        return false;
+    }
+    missed.insert(*k);
+    true
 }
 
 impl Attributor {
@@ -143,8 +163,11 @@ impl Attributor {
         self.tuple_inodes.sort_unstable();
         self.tuple_inodes.dedup_by_key(|e| e.0);
         if snap.taken_ns != 0 {
+            let missed = &mut self.close_wait_missed;
             self.close_wait.retain(|k, cw| {
-                in_close_wait.contains(k) || cw.since_ns.is_some_and(|t| t >= snap.taken_ns)
+                let listed =
+                    in_close_wait.contains(k) || cw.since_ns.is_some_and(|t| t >= snap.taken_ns);
+                kept_unless_missed_twice(missed, k, listed)
             });
         }
         if self.seeded_at_ns.is_none() {
@@ -288,9 +311,11 @@ impl Attributor {
             }
             if rec.old_state == TCP_CLOSE_WAIT {
                 self.close_wait.remove(&k);
+                self.close_wait_missed.remove(&k);
             }
             if rec.new_state == TCP_CLOSE {
                 self.close_wait.remove(&k);
+                self.close_wait_missed.remove(&k);
                 if let Some(o) = &owner {
                     self.tombstones.insert(k, o.clone(), now);
                 }
@@ -303,14 +328,25 @@ impl Attributor {
     /// namespaces it dumped (their transition out was missed), unless they
     /// entered the state after the poll began.
     pub fn reconcile_close_wait(&mut self, seen: &crate::overflow::CloseWaitSeen) {
+        let missed = &mut self.close_wait_missed;
         self.close_wait.retain(|k, cw| {
             if let Some(&held) = seen.keys.get(k) {
                 // Accepted since (or still queued): as the poll shows it.
                 cw.held = held;
+                missed.remove(k);
                 return true;
             }
-            !seen.netns.contains(&k.netns) || cw.since_ns.is_some_and(|t| t >= seen.taken_ns)
+            if !seen.netns.contains(&k.netns) || cw.since_ns.is_some_and(|t| t >= seen.taken_ns) {
+                return true;
+            }
+            kept_unless_missed_twice(missed, k, false)
         });
+    }
+
+    /// The CLOSE_WAIT sockets tracked now (for an end-of-window snapshot to
+    /// look up those its dump does not list: `snapshot::recheck`).
+    pub fn close_wait_keys(&self) -> Vec<ConnKey> {
+        self.close_wait.keys().copied().collect()
     }
 
     /// Whether some CLOSE_WAIT socket counted is still in an accept queue.

@@ -872,9 +872,50 @@ fn refresh_reconciles_close_wait() {
         ..Snapshot::default()
     };
     a.seed(&snap, 1000);
-    let mut ports: Vec<u16> = a.close_wait.keys().map(|k| k.remote.1).collect();
-    ports.sort_unstable();
-    assert_eq!(ports, vec![40002, 40003]);
+    let ports = |a: &Attributor| {
+        let mut ports: Vec<u16> = a.close_wait.keys().map(|k| k.remote.1).collect();
+        ports.sort_unstable();
+        ports
+    };
+    // One dump can skip a socket (snapshot::recheck): a first miss keeps it.
+    assert_eq!(ports(&a), vec![40001, 40002, 40003]);
+    // A second snapshot in a row without it drops it.
+    let again = Snapshot {
+        taken_ns: 1500,
+        sockets: snap.sockets.clone(),
+        ..Snapshot::default()
+    };
+    a.seed(&again, 2000);
+    assert_eq!(ports(&a), vec![40002, 40003]);
+}
+
+/// A CLOSE_WAIT socket one listing missed and the next shows again stays,
+/// and its miss is forgotten: it takes two misses in a row to drop it.
+#[test]
+fn a_close_wait_socket_missed_once_is_kept() {
+    let mut a = Attributor::default();
+    let p = procs();
+    let srv = task(7, b"srv", 1);
+    a.on_state(
+        &state(conn(40001, 0), 1, TCP_CLOSE_WAIT, srv, owner_source::SOCKET_MAP, 100),
+        &p,
+    );
+    let key = tracer_common::socket_id::ConnKey::of(&conn(40001, 0)).expect("inet");
+    let listing = |taken_ns: u64, shows: bool| crate::overflow::CloseWaitSeen {
+        taken_ns,
+        netns: vec![NETNS],
+        keys: if shows {
+            [(key, true)].into_iter().collect()
+        } else {
+            Default::default()
+        },
+    };
+    for (t, shows) in [(500, false), (600, true), (700, false)] {
+        a.reconcile_close_wait(&listing(t, shows));
+        assert_eq!(a.close_wait.len(), 1, "after the listing at {t}");
+    }
+    a.reconcile_close_wait(&listing(800, false));
+    assert!(a.close_wait.is_empty(), "two misses in a row drop it");
 }
 
 /// A listener poll that listed CLOSE_WAIT sockets mends the set between
@@ -906,9 +947,18 @@ fn listener_poll_reconciles_close_wait() {
         keys: [(key(&conn(40002, 0)), true)].into_iter().collect(),
     };
     a.reconcile_close_wait(&seen);
-    let mut ports: Vec<u16> = a.close_wait.keys().map(|k| k.remote.1).collect();
-    ports.sort_unstable();
-    assert_eq!(ports, vec![40002, 40003, 40009]);
+    let ports = |a: &Attributor| {
+        let mut ports: Vec<u16> = a.close_wait.keys().map(|k| k.remote.1).collect();
+        ports.sort_unstable();
+        ports
+    };
+    // 40001 missed once: kept until a second poll in a row misses it.
+    assert_eq!(ports(&a), vec![40001, 40002, 40003, 40009]);
+    a.reconcile_close_wait(&crate::overflow::CloseWaitSeen {
+        taken_ns: 1000,
+        ..seen
+    });
+    assert_eq!(ports(&a), vec![40002, 40003, 40009]);
 }
 
 /// A child that reaches CLOSE_WAIT while still in its listener's accept

@@ -226,6 +226,15 @@ pub fn get(ns: &NetnsRef) -> Result<Arc<Mutex<NetnsHandle>>, SnapshotError> {
     Ok(handle)
 }
 
+/// The kept handle of namespace `inode`, if a dump just used it (no
+/// namespace scan: the lookups after a snapshot run on its handles).
+pub fn kept_handle(inode: u32) -> Option<Arc<Mutex<NetnsHandle>>> {
+    pool()
+        .as_ref()
+        .and_then(|m| m.get(&inode))
+        .map(|e| Arc::clone(&e.handle))
+}
+
 /// Closes the handle of namespace `inode` (after a failed dump: a socket
 /// with a dump left half-read would refuse the next one with EBUSY).
 pub fn close(inode: u32) {

@@ -25,6 +25,7 @@ pub mod handles;
 mod netns;
 mod owners;
 mod proc;
+pub mod recheck;
 mod sockdiag;
 mod tcpinfo;
 
@@ -42,6 +43,7 @@ pub use netns::{NetnsRef, find_netns, list_netns, netns_of, self_netns};
 pub use proc::{
     parse_cgroup_v2, parse_nofile_soft, parse_socket_link, process_info, socket_inodes_of,
 };
+pub use recheck::take_snapshot_expecting;
 pub use sockdiag::{ALL_STATES, Chunk, parse_dump_chunk, parse_inet_diag_msg};
 pub use tcpinfo::{TcpInfo, parse_tcp_info};
 

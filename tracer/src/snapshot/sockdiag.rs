@@ -18,6 +18,8 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::Socket;
 
+use tracer_common::socket_id::ConnKey;
+
 use super::{SnapshotError, SocketEntry};
 
 /// Every TCP state bit, including NEW_SYN_RECV (12) and BOUND_INACTIVE (13)
@@ -92,6 +94,79 @@ pub(crate) fn build_request(family: u8, states: u32, seq: u32) -> Vec<u8> {
     let mut buf = vec![0; message.buffer_len()];
     message.serialize(&mut buf);
     buf
+}
+
+/// The bytes of one exact `SOCK_DIAG_BY_FAMILY` request: the socket of
+/// `key`'s 4-tuple (no dump; the kernel looks it up as an incoming packet
+/// of that connection would, `inet_diag_find_one_icsk`).
+pub(crate) fn build_lookup(key: &ConnKey, seq: u32) -> Vec<u8> {
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST;
+    header.sequence_number = seq;
+    let family = if key.local.0.is_ipv4() { AF_INET } else { AF_INET6 };
+    let socket_id = SocketId {
+        source_port: key.local.1,
+        destination_port: key.remote.1,
+        source_address: key.local.0,
+        destination_address: key.remote.0,
+        interface_id: 0,
+        // INET_DIAG_NOCOOKIE: match by the 4-tuple alone.
+        cookie: [0xff; 8],
+    };
+    let mut message = NetlinkMessage::new(
+        header,
+        SockDiagMessage::InetRequest(InetRequest {
+            family,
+            protocol: IPPROTO_TCP,
+            // As a dump's entries: what diagnose reads of a socket.
+            extensions: ExtensionFlags::SKMEMINFO | ExtensionFlags::INFO,
+            states: StateFlags::from_bits_retain(ALL_STATES),
+            socket_id,
+        })
+        .into(),
+    );
+    message.finalize();
+    let mut buf = vec![0; message.buffer_len()];
+    message.serialize(&mut buf);
+    buf
+}
+
+/// The socket of `key`'s 4-tuple as the kernel has it now, over a
+/// sock_diag socket of its namespace `netns`; `None` when there is none
+/// (`ENOENT`). Unlike a dump, a lookup cannot skip a socket because the
+/// connection table changed meanwhile.
+pub(crate) fn lookup(
+    socket: &Socket,
+    netns: u32,
+    key: &ConnKey,
+) -> Result<Option<SocketEntry>, SnapshotError> {
+    let seq = next_seq();
+    socket
+        .send(&build_lookup(key, seq), 0)
+        .map_err(SnapshotError::Netlink)?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = match socket.recv(&mut &mut buf[..], 0) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(SnapshotError::Netlink(e)),
+        };
+        if n == 0 {
+            return Err(SnapshotError::Decode(
+                "sock_diag socket closed mid-lookup".into(),
+            ));
+        }
+        let mut out = Vec::new();
+        match parse_dump_chunk(&buf[..n.min(buf.len())], seq, netns, &mut out) {
+            Err(SnapshotError::Kernel(e)) if e.raw_os_error() == Some(libc::ENOENT) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+            // The one reply of this sequence number (others are skipped).
+            Ok(_) if !out.is_empty() => return Ok(out.pop()),
+            Ok(_) => {}
+        }
+    }
 }
 
 fn dump_family(

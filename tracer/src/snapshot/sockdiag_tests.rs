@@ -210,3 +210,35 @@ fn hex(text: &str) -> Vec<u8> {
         })
         .collect()
 }
+
+#[test]
+fn snapshot_lookup_request_bytes() {
+    use std::net::{IpAddr, Ipv4Addr};
+    let key = tracer_common::socket_id::ConnKey {
+        netns: 1,
+        local: (IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 8080),
+        remote: (IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), 40000),
+    };
+    let req = build_lookup(&key, 9);
+    assert_eq!(req.len(), 72);
+    // NLM_F_REQUEST alone: one socket, not a dump.
+    assert_eq!(
+        u16::from_ne_bytes(req[6..8].try_into().expect("test data")),
+        0x1
+    );
+    assert_eq!(
+        &req[16..20],
+        &[AF_INET, IPPROTO_TCP, (1 << 6) | (1 << 1), 0]
+    );
+    // inet_diag_sockid: sport, dport (network order), src, dst, if, cookie.
+    assert_eq!(&req[24..28], &[0x1f, 0x90, 0x9c, 0x40]);
+    assert_eq!(&req[28..32], &[127, 0, 0, 1]);
+    assert_eq!(&req[44..48], &[127, 0, 0, 2]);
+    assert_eq!(&req[64..72], &[0xff; 8], "INET_DIAG_NOCOOKIE");
+    let v6 = tracer_common::socket_id::ConnKey {
+        netns: 1,
+        local: ("::1".parse().expect("addr"), 1),
+        remote: ("::1".parse().expect("addr"), 2),
+    };
+    assert_eq!(build_lookup(&v6, 1)[16], AF_INET6);
+}

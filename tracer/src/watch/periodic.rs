@@ -1,7 +1,7 @@
 //! What the loop does once a second: lost-event lines, aggregated accept
 //! failures, listener polls, snapshot refreshes, summaries, SIGHUP.
 
-use crate::snapshot::{self, SnapshotOptions};
+use crate::snapshot;
 use std::sync::Arc;
 
 use crate::aggregate::Interval;
@@ -27,8 +27,9 @@ impl Loop<'_> {
         let now = Clock::boot_now();
         if s.pending.is_none() {
             if now.saturating_sub(s.started) >= s.every.as_nanos() as u64 {
-                s.pending = Some(tokio::task::spawn_blocking(|| {
-                    snapshot::take_snapshot(&SnapshotOptions::default()).ok()
+                let close_wait = self.attr.close_wait_keys();
+                s.pending = Some(tokio::task::spawn_blocking(move || {
+                    snapshot::take_snapshot_expecting(&close_wait).ok()
                 }));
             }
             return Ok(());
