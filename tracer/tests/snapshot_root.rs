@@ -66,38 +66,41 @@ fn listener(sockets: &[SocketEntry], netns: u32, port: u16) -> Option<&SocketEnt
         .find(|s| s.netns == netns && s.state == TCP_LISTEN && s.local.port() == port)
 }
 
-#[test]
-fn snapshot_finds_listener_in_other_netns() {
-    if !nix::unistd::geteuid().is_root() {
-        assert!(
-            std::env::var_os("CI").is_none_or(|v| v.is_empty()),
-            "snapshot_root: needs root, and CI must run it (CI is set, euid != 0)"
-        );
-        eprintln!("SKIPPED snapshot_root: needs root (euid != 0); not a pass");
-        return;
+/// Whether the test may run: root, or a visible skip (a failure under CI).
+fn root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
     }
-    let name = format!("tracer-snap-{}", std::process::id());
-    ip(&["netns", "add", &name]);
+    assert!(
+        std::env::var_os("CI").is_none_or(|v| v.is_empty()),
+        "{test}: needs root, and CI must run it (CI is set, euid != 0)"
+    );
+    eprintln!("SKIPPED {test}: needs root (euid != 0); not a pass");
+    false
+}
+
+/// A fresh namespace `name` (lo up) running the python `script`, which
+/// prints one line when ready: the guard, the namespace's inode, the
+/// script's pid (`ip netns exec` execs it) and that line.
+fn helper_in_netns(name: &str, script: &str) -> (Guard, u32, u32, String) {
+    ip(&["netns", "add", name]);
     let mut guard = Guard {
-        name: name.clone(),
+        name: name.to_string(),
         child: None,
     };
-    ip(&["-n", &name, "link", "set", "lo", "up"]);
+    ip(&["-n", name, "link", "set", "lo", "up"]);
     let netns = std::fs::metadata(format!("/run/netns/{name}"))
         .expect("stat /run/netns entry")
         .ino() as u32;
-
     let mut child = Command::new("ip")
-        .args(["netns", "exec", &name, "python3", "-c", HELPER])
+        .args(["netns", "exec", name, "python3", "-c", script])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn helper");
     let stdout = child.stdout.take().expect("helper stdout");
-    // `ip netns exec` execs the command: this pid is the listener's.
     let pid = child.id();
     guard.child = Some(child);
-
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();
@@ -107,6 +110,16 @@ fn snapshot_finds_listener_in_other_netns() {
     let line = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("helper ready");
+    (guard, netns, pid, line)
+}
+
+#[test]
+fn snapshot_finds_listener_in_other_netns() {
+    if !root("snapshot_root") {
+        return;
+    }
+    let name = format!("tracer-snap-{}", std::process::id());
+    let (guard, netns, pid, line) = helper_in_netns(&name, HELPER);
     let ports: Vec<u16> = line
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
@@ -234,42 +247,11 @@ sys.stdin.read()
 /// socket has is not; a socket the dump did list is not added twice.
 #[test]
 fn a_close_wait_socket_the_dump_missed_is_found_by_lookup() {
-    if !nix::unistd::geteuid().is_root() {
-        assert!(
-            std::env::var_os("CI").is_none_or(|v| v.is_empty()),
-            "snapshot_root: needs root, and CI must run it (CI is set, euid != 0)"
-        );
-        eprintln!("SKIPPED snapshot_root lookup: needs root (euid != 0); not a pass");
+    if !root("snapshot_root lookup") {
         return;
     }
     let name = format!("tracer-snapcw-{}", std::process::id());
-    ip(&["netns", "add", &name]);
-    let mut guard = Guard {
-        name: name.clone(),
-        child: None,
-    };
-    ip(&["-n", &name, "link", "set", "lo", "up"]);
-    let netns = std::fs::metadata(format!("/run/netns/{name}"))
-        .expect("stat /run/netns entry")
-        .ino() as u32;
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &name, "python3", "-c", CLOSE_WAIT_HELPER])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn helper");
-    let stdout = child.stdout.take().expect("helper stdout");
-    let pid = child.id();
-    guard.child = Some(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("helper ready");
+    let (guard, netns, pid, line) = helper_in_netns(&name, CLOSE_WAIT_HELPER);
     let port: u16 = line.trim().parse().expect("helper's port");
 
     let mut snap = snapshot::take_snapshot(&SnapshotOptions::default()).expect("take_snapshot");

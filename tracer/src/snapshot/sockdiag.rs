@@ -71,38 +71,18 @@ fn next_seq() -> u32 {
 
 /// The bytes of one `SOCK_DIAG_BY_FAMILY` dump request.
 pub(crate) fn build_request(family: u8, states: u32, seq: u32) -> Vec<u8> {
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    header.sequence_number = seq;
     let socket_id = if family == AF_INET6 {
         SocketId::new_v6()
     } else {
         SocketId::new_v4()
     };
-    let mut message = NetlinkMessage::new(
-        header,
-        SockDiagMessage::InetRequest(InetRequest {
-            family,
-            protocol: IPPROTO_TCP,
-            extensions: ExtensionFlags::SKMEMINFO | ExtensionFlags::INFO,
-            states: StateFlags::from_bits_retain(states),
-            socket_id,
-        })
-        .into(),
-    );
-    message.finalize();
-    let mut buf = vec![0; message.buffer_len()];
-    message.serialize(&mut buf);
-    buf
+    request_bytes(NLM_F_REQUEST | NLM_F_DUMP, family, states, socket_id, seq)
 }
 
 /// The bytes of one exact `SOCK_DIAG_BY_FAMILY` request: the socket of
 /// `key`'s 4-tuple (no dump; the kernel looks it up as an incoming packet
 /// of that connection would, `inet_diag_find_one_icsk`).
 pub(crate) fn build_lookup(key: &ConnKey, seq: u32) -> Vec<u8> {
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST;
-    header.sequence_number = seq;
     let family = if key.local.0.is_ipv4() { AF_INET } else { AF_INET6 };
     let socket_id = SocketId {
         source_port: key.local.1,
@@ -113,14 +93,22 @@ pub(crate) fn build_lookup(key: &ConnKey, seq: u32) -> Vec<u8> {
         // INET_DIAG_NOCOOKIE: match by the 4-tuple alone.
         cookie: [0xff; 8],
     };
+    request_bytes(NLM_F_REQUEST, family, ALL_STATES, socket_id, seq)
+}
+
+/// A TCP `inet_diag_req_v2` with the extensions diagnose reads of a socket
+/// (skmeminfo for drops, tcp_info for byte counters), serialised.
+fn request_bytes(flags: u16, family: u8, states: u32, socket_id: SocketId, seq: u32) -> Vec<u8> {
+    let mut header = NetlinkHeader::default();
+    header.flags = flags;
+    header.sequence_number = seq;
     let mut message = NetlinkMessage::new(
         header,
         SockDiagMessage::InetRequest(InetRequest {
             family,
             protocol: IPPROTO_TCP,
-            // As a dump's entries: what diagnose reads of a socket.
             extensions: ExtensionFlags::SKMEMINFO | ExtensionFlags::INFO,
-            states: StateFlags::from_bits_retain(ALL_STATES),
+            states: StateFlags::from_bits_retain(states),
             socket_id,
         })
         .into(),
@@ -146,18 +134,9 @@ pub(crate) fn lookup(
         .map_err(SnapshotError::Netlink)?;
     let mut buf = vec![0u8; 4096];
     loop {
-        let n = match socket.recv(&mut &mut buf[..], 0) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(SnapshotError::Netlink(e)),
-        };
-        if n == 0 {
-            return Err(SnapshotError::Decode(
-                "sock_diag socket closed mid-lookup".into(),
-            ));
-        }
+        let n = recv_chunk(socket, &mut buf, "lookup")?;
         let mut out = Vec::new();
-        match parse_dump_chunk(&buf[..n.min(buf.len())], seq, netns, &mut out) {
+        match parse_dump_chunk(&buf[..n], seq, netns, &mut out) {
             Err(SnapshotError::Kernel(e)) if e.raw_os_error() == Some(libc::ENOENT) => {
                 return Ok(None);
             }
@@ -181,23 +160,32 @@ fn dump_family(
     socket.send(&request, 0).map_err(SnapshotError::Netlink)?;
     let mut buf = vec![0u8; RECV_BUF];
     loop {
-        let n = match socket.recv(&mut &mut buf[..], 0) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(SnapshotError::Netlink(e)),
-        };
-        if n == 0 {
-            return Err(SnapshotError::Decode(
-                "sock_diag socket closed mid-dump".into(),
-            ));
-        }
-        if n > buf.len() {
-            return Err(SnapshotError::Decode(format!("{n}-byte message truncated")));
-        }
+        let n = recv_chunk(socket, &mut buf, "dump")?;
         if parse_dump_chunk(&buf[..n], seq, netns, out)? == Chunk::Done {
             return Ok(());
         }
     }
+}
+
+/// One `recv()` of a reply into `buf` (retried when interrupted): its
+/// length, never more than `buf` holds. `what`: "dump" or "lookup".
+fn recv_chunk(socket: &Socket, buf: &mut [u8], what: &str) -> Result<usize, SnapshotError> {
+    let n = loop {
+        match socket.recv(&mut &mut buf[..], 0) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(SnapshotError::Netlink(e)),
+        }
+    };
+    if n == 0 {
+        return Err(SnapshotError::Decode(format!(
+            "sock_diag socket closed mid-{what}"
+        )));
+    }
+    if n > buf.len() {
+        return Err(SnapshotError::Decode(format!("{n}-byte message truncated")));
+    }
+    Ok(n)
 }
 
 /// Whether a dump continues after a chunk.
