@@ -136,7 +136,11 @@ mod tests {
         for m in PER_CPU_MAPS {
             for cpus in [9, 12, 48, 64, 96, 192, 256, 1024] {
                 let keys = m.keys_for(cpus);
-                assert!(keys >= m.floor && keys <= m.compiled, "{} on {cpus}", m.name);
+                assert!(
+                    keys >= m.floor && keys <= m.compiled,
+                    "{} on {cpus}",
+                    m.name
+                );
                 // Never more memory than the compiled size on 8 CPUs,
                 // unless the floor says so.
                 if keys > m.floor {
@@ -167,7 +171,10 @@ mod tests {
     fn the_note_names_the_shrunk_maps() {
         let note = shrunk_note(64).expect("64 CPUs shrink the maps");
         assert!(note.starts_with("64 possible CPUs:"), "{note}");
-        assert!(note.contains("EXCHANGES 1024 keys (of 4096, 34.5 MiB)"), "{note}");
+        assert!(
+            note.contains("EXCHANGES 1024 keys (of 4096, 34.5 MiB)"),
+            "{note}"
+        );
         assert!(note.contains("ACCEPT_FAILS 256 keys (of 1024"), "{note}");
     }
 

@@ -89,14 +89,12 @@ fn load_object<'a>(
     if let Some(note) = crate::map_sizes::shrunk_note(cpus) {
         log::info!("{note}");
     }
-    loader
-        .load(EBPF_OBJECT)
-        .map_err(|e| {
-            anyhow!(
-                "loading the eBPF object: {}",
-                crate::probes::attach::chain(&e)
-            )
-        })
+    loader.load(EBPF_OBJECT).map_err(|e| {
+        anyhow!(
+            "loading the eBPF object: {}",
+            crate::probes::attach::chain(&e)
+        )
+    })
 }
 
 /// The kernel's BTF for the BTF-typed programs (fentry, fexit, tp_btf,
@@ -188,7 +186,13 @@ impl Session {
                     release_freed_memory();
                     (kernel, caps, programs_btf())
                 });
-            let loaded = load_object(loader, &offsets, &layouts, &global_filter, ring_buffer_bytes);
+            let loaded = load_object(
+                loader,
+                &offsets,
+                &layouts,
+                &global_filter,
+                ring_buffer_bytes,
+            );
             let probed = probed
                 .context("starting the hook-probe thread")
                 .and_then(|handle| {

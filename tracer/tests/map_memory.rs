@@ -100,7 +100,11 @@ fn per_cpu_maps_are_sized_for_the_possible_cpus() {
             .iter()
             .filter(|m| m.0 == LRU_PERCPU_HASH && m.1 == value)
             .collect();
-        assert_eq!(found.len(), 1, "{test}: {name} ({value}-byte values): {maps:?}");
+        assert_eq!(
+            found.len(),
+            1,
+            "{test}: {name} ({value}-byte values): {maps:?}"
+        );
         let (_, _, keys, memlock) = *found[0];
         let expected = if cpus <= 8 {
             compiled

@@ -270,7 +270,11 @@ fn a_close_wait_socket_the_dump_missed_is_found_by_lookup() {
     assert_eq!(found.conn_key(), key);
     assert_eq!(found.state, TCP_CLOSE_WAIT);
     assert_eq!(found.inode, listed.inode, "the same socket");
-    assert_eq!(snap.owner_of(found), Some(pid), "its owner, from the snapshot's fd scan");
+    assert_eq!(
+        snap.owner_of(found),
+        Some(pid),
+        "its owner, from the snapshot's fd scan"
+    );
 
     let again = snapshot::take_snapshot_expecting(&[key]).expect("take_snapshot_expecting");
     let n = again

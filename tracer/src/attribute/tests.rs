@@ -897,7 +897,14 @@ fn a_close_wait_socket_missed_once_is_kept() {
     let p = procs();
     let srv = task(7, b"srv", 1);
     a.on_state(
-        &state(conn(40001, 0), 1, TCP_CLOSE_WAIT, srv, owner_source::SOCKET_MAP, 100),
+        &state(
+            conn(40001, 0),
+            1,
+            TCP_CLOSE_WAIT,
+            srv,
+            owner_source::SOCKET_MAP,
+            100,
+        ),
         &p,
     );
     let key = tracer_common::socket_id::ConnKey::of(&conn(40001, 0)).expect("inet");

@@ -15,7 +15,9 @@ use std::collections::{HashMap, HashSet};
 
 use tracer_common::socket_id::ConnKey;
 
-use super::{Snapshot, SnapshotError, SnapshotOptions, SocketEntry, TCP_CLOSE_WAIT, handles, sockdiag};
+use super::{
+    Snapshot, SnapshotError, SnapshotOptions, SocketEntry, TCP_CLOSE_WAIT, handles, sockdiag,
+};
 
 /// Looks up every key of `expected` the snapshot does not list in `state`
 /// and adds those the kernel has in that state now. Returns how many were

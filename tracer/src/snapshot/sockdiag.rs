@@ -83,7 +83,11 @@ pub(crate) fn build_request(family: u8, states: u32, seq: u32) -> Vec<u8> {
 /// `key`'s 4-tuple (no dump; the kernel looks it up as an incoming packet
 /// of that connection would, `inet_diag_find_one_icsk`).
 pub(crate) fn build_lookup(key: &ConnKey, seq: u32) -> Vec<u8> {
-    let family = if key.local.0.is_ipv4() { AF_INET } else { AF_INET6 };
+    let family = if key.local.0.is_ipv4() {
+        AF_INET
+    } else {
+        AF_INET6
+    };
     let socket_id = SocketId {
         source_port: key.local.1,
         destination_port: key.remote.1,

@@ -67,7 +67,10 @@ pub const SUBSET: &[(&str, &[&str])] = &[
         "startup_crowded",
         &["resets_during_the_start_up_snapshot_are_all_reported_and_attributed"],
     ),
-    ("map_memory", &["per_cpu_maps_are_sized_for_the_possible_cpus"]),
+    (
+        "map_memory",
+        &["per_cpu_maps_are_sized_for_the_possible_cpus"],
+    ),
     (
         "snapshot_root",
         &["a_close_wait_socket_the_dump_missed_is_found_by_lookup"],
