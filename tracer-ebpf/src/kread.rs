@@ -4,7 +4,7 @@
 
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-    bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+    bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_buf, generated,
 };
 use tracer_common::{OFFSET_NONE, SockInfo, TaskInfo, sock_flags};
 
@@ -32,6 +32,95 @@ pub fn read_at<T>(base: u64, off: u32) -> Option<T> {
     // SAFETY: bpf_probe_read_kernel copies from any kernel address and returns
     // an error instead of faulting; `T` is a plain integer or byte array.
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
+}
+
+/// How a program reads kernel structures at the offsets of `offsets()`.
+/// [`Probe`] works on any pointer; [`Btf`] only on pointers the verifier
+/// knows by their BTF type (the arguments of BTF tracepoints and fentry
+/// programs, and the struct pointers read through them).
+pub trait KMem {
+    /// What [`KMem::load`] fills.
+    type View<const W: usize>: Fields;
+    /// The `T` at `base + off`; `None` when the offset is unknown on this
+    /// kernel, the base is NULL, or the read faults.
+    fn read<T: Copy>(base: u64, off: u32) -> Option<T>;
+    /// A view of nothing, for [`KMem::load`].
+    fn empty<const W: usize>() -> Self::View<W>;
+    /// Makes `view` the fields of the structure at `base` from `start` to
+    /// `start + W * 8` (the rest are read one by one). In place: a view
+    /// returned by value was copied on the BPF stack, and 5.10 to 6.12 bound
+    /// a call chain's frames at 512 bytes together.
+    fn load<const W: usize>(view: &mut Self::View<W>, base: u64, start: u32);
+}
+
+/// Fields of one structure, by offset.
+pub trait Fields {
+    fn get<T: Copy>(&self, off: u32) -> Option<T>;
+}
+
+/// `bpf_probe_read_kernel`, a helper call per read; a view is one read of
+/// the whole span ([`Span`]).
+pub struct Probe;
+
+impl KMem for Probe {
+    type View<const W: usize> = Span<W>;
+
+    #[inline(always)]
+    fn read<T: Copy>(base: u64, off: u32) -> Option<T> {
+        read_at(base, off)
+    }
+
+    #[inline(always)]
+    fn empty<const W: usize>() -> Span<W> {
+        Span::empty()
+    }
+
+    #[inline(always)]
+    fn load<const W: usize>(view: &mut Span<W>, base: u64, start: u32) {
+        view.load(base, start);
+    }
+}
+
+/// Direct loads, which the verifier checks against the kernel's BTF (the
+/// offset must be a constant of the program: `offsets()` is frozen
+/// read-only data) and the JIT turns into loads that yield 0 instead of
+/// faulting (`BPF_PROBE_MEM`). An instruction instead of a helper call.
+pub struct Btf;
+
+/// A structure read field by field with direct loads ([`Btf`]).
+pub struct Direct(u64);
+
+impl KMem for Btf {
+    type View<const W: usize> = Direct;
+
+    #[inline(always)]
+    fn read<T: Copy>(base: u64, off: u32) -> Option<T> {
+        if base == 0 || off == OFFSET_NONE {
+            return None;
+        }
+        // SAFETY: `base` is a pointer of a BTF type known to the verifier,
+        // which accepts the load only at a member of that type; a load that
+        // faults yields zeroes. Volatile: one load per field, never merged
+        // across members (the verifier refuses a load spanning two).
+        Some(unsafe { core::ptr::read_volatile((base + off as u64) as *const T) })
+    }
+
+    #[inline(always)]
+    fn empty<const W: usize>() -> Direct {
+        Direct(0)
+    }
+
+    #[inline(always)]
+    fn load<const W: usize>(view: &mut Direct, base: u64, _start: u32) {
+        view.0 = base;
+    }
+}
+
+impl Fields for Direct {
+    #[inline(always)]
+    fn get<T: Copy>(&self, off: u32) -> Option<T> {
+        Btf::read(self.0, off)
+    }
 }
 
 /// Writes the current task into `t` (in place: records live in the ring
@@ -82,7 +171,13 @@ pub fn is_fullsock(state: u8) -> bool {
 /// i.e. the code runs in the context of a process using this socket.
 #[inline(always)]
 pub fn sock_owned_by_user(sk: u64) -> bool {
-    read_at::<i32>(sk, offsets().sk_lock_owned).unwrap_or(0) != 0
+    sock_owned_by_user_in::<Probe>(sk)
+}
+
+/// [`sock_owned_by_user`], read with `M`.
+#[inline(always)]
+pub fn sock_owned_by_user_in<M: KMem>(sk: u64) -> bool {
+    M::read::<i32>(sk, offsets().sk_lock_owned).unwrap_or(0) != 0
 }
 
 /// `IPPROTO_TCP` in `sk_protocol`.
@@ -136,33 +231,47 @@ pub fn add_sock_ino(info: &mut SockInfo) {
 /// Everything [`fill_sock_info`] describes but the inode.
 #[inline(always)]
 pub fn fill_sock_addrs(sk: u64, info: &mut SockInfo) {
+    info.netns = fill_sock_addrs_in::<Probe>(sk, info);
+}
+
+/// [`fill_sock_addrs`], read with `M`, but for `info.netns`: returned, for
+/// the caller to store. A BPF subprogram: its 128-byte buffer has a frame
+/// of its own (the compiler's 512-byte stack limit counts a function's
+/// inlined callees together). It returns a value every caller uses, so
+/// that R0 holds it at exit: a void subprogram's R0 can be a pointer into
+/// its frame, which the verifier refuses ("cannot return stack pointer").
+#[inline(never)]
+pub fn fill_sock_addrs_in<M: KMem>(sk: u64, info: &mut SockInfo) -> u32 {
     let o = offsets();
     // One read of the head of `struct sock_common` (addresses, ports,
     // family, state, netns pointer and, on x86_64, the IPv6 addresses all
     // live there) instead of a read per field; members beyond it, or a
     // failed read, fall back to reading them one by one.
-    let head = SkcHead::read(sk);
+    let mut head = M::empty::<SKC_HEAD_WORDS>();
+    M::load(&mut head, sk, 0);
     *info = SockInfo::default();
     info.skaddr = sk;
     info.flags = sock_flags::HAS_SK;
-    info.family = head.get(sk, o.skc_family).unwrap_or(0);
-    info.state = head.get(sk, o.skc_state).unwrap_or(0);
-    info.lport = head.get(sk, o.skc_num).unwrap_or(0);
-    info.rport = u16::from_be(head.get(sk, o.skc_dport).unwrap_or(0));
+    info.family = head.get(o.skc_family).unwrap_or(0);
+    info.state = head.get(o.skc_state).unwrap_or(0);
+    info.lport = head.get(o.skc_num).unwrap_or(0);
+    info.rport = u16::from_be(head.get(o.skc_dport).unwrap_or(0));
     if info.family == AF_INET6 {
-        info.laddr = head.get(sk, o.skc_v6_rcv_saddr).unwrap_or([0; 16]);
-        info.raddr = head.get(sk, o.skc_v6_daddr).unwrap_or([0; 16]);
+        info.laddr = head.get(o.skc_v6_rcv_saddr).unwrap_or([0; 16]);
+        info.raddr = head.get(o.skc_v6_daddr).unwrap_or([0; 16]);
     } else {
-        let l: [u8; 4] = head.get(sk, o.skc_rcv_saddr).unwrap_or([0; 4]);
-        let r: [u8; 4] = head.get(sk, o.skc_daddr).unwrap_or([0; 4]);
+        let l: [u8; 4] = head.get(o.skc_rcv_saddr).unwrap_or([0; 4]);
+        let r: [u8; 4] = head.get(o.skc_daddr).unwrap_or([0; 4]);
         info.laddr[..4].copy_from_slice(&l);
         info.raddr[..4].copy_from_slice(&r);
     }
-    let net: u64 = head.get(sk, o.skc_net).unwrap_or(0);
-    info.netns = read_at(net, o.net_ns_inum).unwrap_or(0);
+    let net: u64 = head.get(o.skc_net).unwrap_or(0);
+    let netns = M::read(net, o.net_ns_inum).unwrap_or(0);
     // skc_num is cleared when a closing socket releases its port; the
     // source port stays in inet_sport (equal to skc_num while it is set,
-    // so only a released port costs the read).
+    // so only a released port costs the read). A member of `struct
+    // inet_sock`, beyond the `struct sock` a BTF argument is typed as: a
+    // probe read.
     if info.lport == 0 && is_fullsock(info.state) {
         if let Some(sport) = read_at::<u16>(sk, o.inet_sport) {
             let sport = u16::from_be(sport);
@@ -171,113 +280,183 @@ pub fn fill_sock_addrs(sk: u64, info: &mut SockInfo) {
             }
         }
     }
+    netns
 }
 
-/// Bytes of the socket read at once by `fill_sock_info` (a power of two: the
-/// offset is masked with it for the verifier).
-const SKC_HEAD: usize = 128;
+/// 8-byte words of a socket read at once by [`fill_sock_addrs`]: 128 bytes.
+const SKC_HEAD_WORDS: usize = 16;
 
-/// The first `SKC_HEAD` bytes of a socket, read with one probe read.
-struct SkcHead {
-    buf: [u8; SKC_HEAD],
+/// 8-byte words of the packet and `sk_buff` spans [`fill_skb_info`] reads
+/// at once: 64 bytes.
+const SKB_SPAN_WORDS: usize = 8;
+
+/// `W * 8` bytes of kernel memory from `base + start`, read with one probe
+/// read (a power of two: offsets are masked with it for the verifier), then
+/// taken apart. Where the offsets of a structure's fields are constants of
+/// the loaded program (`offsets()`), the verifier sees every read from the
+/// buffer at a constant stack offset (5.10 refuses variable ones).
+pub struct Span<const W: usize> {
+    buf: [u64; W],
+    base: u64,
+    start: u32,
     ok: bool,
 }
 
-impl SkcHead {
+impl<const W: usize> Fields for Span<W> {
     #[inline(always)]
-    fn read(sk: u64) -> SkcHead {
-        let mut head = SkcHead {
-            buf: [0; SKC_HEAD],
+    fn get<T: Copy>(&self, off: u32) -> Option<T> {
+        Span::get(self, off)
+    }
+}
+
+impl<const W: usize> Span<W> {
+    const BYTES: usize = W * 8;
+
+    #[inline(always)]
+    fn empty() -> Span<W> {
+        Span {
+            buf: [0; W],
+            base: 0,
+            start: 0,
             ok: false,
-        };
-        if sk != 0 {
-            // SAFETY: bpf_probe_read_kernel_buf copies from any kernel
-            // address into our buffer, returning an error instead of faulting.
-            head.ok = unsafe { bpf_probe_read_kernel_buf(sk as *const u8, &mut head.buf) }.is_ok();
         }
-        head
     }
 
-    /// The `T` at `off` of the socket: from the buffer when it holds it,
-    /// else read from the kernel.
+    /// Reads `BYTES` at `base + start` into the buffer.
     #[inline(always)]
-    fn get<T: Copy>(&self, sk: u64, off: u32) -> Option<T> {
+    fn load(&mut self, base: u64, start: u32) {
+        self.base = base;
+        self.start = start;
+        self.ok = false;
+        if base != 0 && start != OFFSET_NONE {
+            // SAFETY: the helper copies `BYTES` from any kernel address into
+            // our buffer of that size, returning an error instead of faulting.
+            self.ok = unsafe {
+                generated::bpf_probe_read_kernel(
+                    self.buf.as_mut_ptr().cast(),
+                    Self::BYTES as u32,
+                    (base + start as u64) as *const core::ffi::c_void,
+                )
+            } == 0;
+        }
+    }
+
+    /// The `T` at `off` of the base: from the buffer when it holds it, else
+    /// read from the kernel.
+    #[inline(always)]
+    fn get<T: Copy>(&self, off: u32) -> Option<T> {
         let size = core::mem::size_of::<T>();
-        if self.ok && off != OFFSET_NONE && (off as usize) <= SKC_HEAD - size {
-            let at = (off as usize) & (SKC_HEAD - 1);
-            if at + size <= SKC_HEAD {
-                // SAFETY: `at + size` is within the initialised buffer;
-                // read_unaligned copes with any alignment, and `T` is a
-                // plain integer or byte array.
-                return Some(unsafe {
-                    core::ptr::read_unaligned(self.buf.as_ptr().add(at) as *const T)
-                });
+        if self.ok && off != OFFSET_NONE && off >= self.start {
+            let rel = (off - self.start) as usize;
+            if rel + size <= Self::BYTES {
+                let at = rel & (Self::BYTES - 1);
+                if at + size <= Self::BYTES {
+                    // SAFETY: `at + size` is within the initialised buffer;
+                    // read_unaligned copes with any alignment, and `T` is a
+                    // plain integer or byte array.
+                    return Some(unsafe {
+                        core::ptr::read_unaligned(
+                            (self.buf.as_ptr() as *const u8).add(at) as *const T
+                        )
+                    });
+                }
             }
         }
-        read_at(sk, off)
+        read_at(self.base, off)
     }
 }
 
 /// The TCP header of a received packet (`skb->head + transport_header`,
 /// where tcp_v4_send_reset/tcp_v6_send_reset find it; `skb->data` when the
-/// kernel has no transport header offset), 0 when unreadable.
+/// kernel has no transport header offset), 0 when unreadable. Read with `M`.
 #[inline(always)]
-pub fn skb_tcp_header(skb: u64) -> u64 {
-    skb_tcp_header_from(skb, read_at(skb, offsets().skb_head).unwrap_or(0))
+pub fn skb_tcp_header_in<M: KMem>(skb: u64) -> u64 {
+    let mut fields = M::empty::<SKB_SPAN_WORDS>();
+    M::load(&mut fields, skb, skb_span_start());
+    skb_tcp_header_from(&fields, fields.get(offsets().skb_head).unwrap_or(0))
 }
 
-/// [`skb_tcp_header`] with `skb->head` already read.
+/// Where the span of `struct sk_buff` read at once starts: its lowest
+/// offset among `transport_header`, `network_header`, `head` and `data`,
+/// which sit together at its end (members the span misses are read on
+/// their own).
 #[inline(always)]
-fn skb_tcp_header_from(skb: u64, head: u64) -> u64 {
+fn skb_span_start() -> u32 {
+    let o = offsets();
+    o.skb_transport_header
+        .min(o.skb_network_header)
+        .min(o.skb_head)
+        .min(o.skb_data)
+}
+
+/// [`skb_tcp_header_in`] with `skb->head` already read.
+#[inline(always)]
+fn skb_tcp_header_from(skb: &impl Fields, head: u64) -> u64 {
     let o = offsets();
     if head != 0 {
-        if let Some(th) = read_at::<u16>(skb, o.skb_transport_header) {
+        if let Some(th) = skb.get::<u16>(o.skb_transport_header) {
             // `(u16)~0U` means "not set".
             if th != u16::MAX {
                 return head + th as u64;
             }
         }
     }
-    read_at(skb, o.skb_data).unwrap_or(0)
+    skb.get(o.skb_data).unwrap_or(0)
 }
 
 /// Describes the connection of a packet that has no socket, from this host's
 /// point of view: the packet's destination is local, its source remote.
 /// Reads the IP header at `head + network_header` and the TCP header at
-/// [`skb_tcp_header`].
-#[inline(always)]
-pub fn fill_skb_info(skb: u64, info: &mut SockInfo) {
+/// [`skb_tcp_header_in`]; the `sk_buff` and its device with `M`, the packet
+/// with probe reads; returns the namespace (not stored in `info`), as
+/// [`fill_sock_addrs_in`], and is a BPF subprogram as that is.
+#[inline(never)]
+pub fn fill_skb_info_in<M: KMem>(skb: u64, info: &mut SockInfo) -> u32 {
     let o = offsets();
     *info = SockInfo::default();
     info.flags = sock_flags::FROM_SKB;
-    let head: u64 = read_at(skb, o.skb_head).unwrap_or(0);
-    let nh: u16 = read_at(skb, o.skb_network_header).unwrap_or(0);
-    let th = skb_tcp_header_from(skb, head);
+    // The header offsets and `head` in one read (or direct loads); the IP
+    // header and, when the TCP header follows it without IP options, the
+    // ports in another: a closed-port storm runs this for every SYN.
+    let mut fields = M::empty::<SKB_SPAN_WORDS>();
+    M::load(&mut fields, skb, skb_span_start());
+    let head: u64 = fields.get(o.skb_head).unwrap_or(0);
+    let nh: u16 = fields.get(o.skb_network_header).unwrap_or(0);
+    let th = skb_tcp_header_from(&fields, head);
     if head == 0 || th == 0 {
-        return;
+        return 0;
     }
-    // IPv4's source and destination in one read, the TCP ports in one: a
-    // closed-port storm runs this for every SYN. (Small reads: 5.10's
-    // verifier bounds the reset programs' combined stack at 512 bytes, and
-    // a 40-byte header copy took it over.)
     let iph = head + nh as u64;
-    let ver: u8 = read_at(iph, 0).unwrap_or(0) >> 4;
+    let mut ip = Span::<SKB_SPAN_WORDS>::empty();
+    ip.load(iph, 0);
+    let ver: u8 = ip.get::<u8>(0).unwrap_or(0) >> 4;
+    let mut ports_at = OFFSET_NONE;
     if ver == 4 {
         info.family = AF_INET;
-        let addrs: [u8; 8] = read_at(iph, 12).unwrap_or([0; 8]);
+        let addrs: [u8; 8] = ip.get(12).unwrap_or([0; 8]);
         info.raddr[..4].copy_from_slice(&addrs[..4]);
         info.laddr[..4].copy_from_slice(&addrs[4..]);
+        if th == iph + 20 {
+            ports_at = 20;
+        }
     } else if ver == 6 {
         info.family = AF_INET6;
-        info.raddr = read_at(iph, 8).unwrap_or([0; 16]);
-        info.laddr = read_at(iph, 24).unwrap_or([0; 16]);
+        info.raddr = ip.get(8).unwrap_or([0; 16]);
+        info.laddr = ip.get(24).unwrap_or([0; 16]);
+        if th == iph + 40 {
+            ports_at = 40;
+        }
     }
-    let ports: [u8; 4] = read_at(th, 0).unwrap_or([0; 4]);
+    let ports: [u8; 4] = if ports_at != OFFSET_NONE {
+        ip.get(ports_at).unwrap_or([0; 4])
+    } else {
+        read_at(th, 0).unwrap_or([0; 4])
+    };
     info.rport = u16::from_be_bytes([ports[0], ports[1]]);
     info.lport = u16::from_be_bytes([ports[2], ports[3]]);
-    let dev: u64 = read_at(skb, o.skb_dev).unwrap_or(0);
-    let net: u64 = read_at(dev, o.netdev_nd_net).unwrap_or(0);
-    info.netns = read_at(net, o.net_ns_inum).unwrap_or(0);
+    let dev: u64 = M::read(skb, o.skb_dev).unwrap_or(0);
+    let net: u64 = M::read(dev, o.netdev_nd_net).unwrap_or(0);
+    M::read(net, o.net_ns_inum).unwrap_or(0)
 }
 
 /// `struct file *` behind fd `fd` of the current task

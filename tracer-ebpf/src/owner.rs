@@ -6,7 +6,10 @@ use tracer_common::{SockOwner, TaskInfo, exchange::SockExch, owner_source};
 
 use crate::{
     exchange,
-    kread::{TCP_LISTEN, fill_current, is_fullsock, sock_ino, sock_owned_by_user},
+    kread::{
+        KMem, TCP_LISTEN, fill_current, is_fullsock, sock_ino, sock_owned_by_user,
+        sock_owned_by_user_in,
+    },
     maps::{LISTEN_OWNERS, OWNER_SCRATCH, OWNERS, filter},
 };
 
@@ -132,12 +135,13 @@ pub fn resolve(sk: u64, state: u8, current: &TaskInfo, out: &mut TaskInfo) -> u8
 
 /// The owner's tgid as [`resolve`] would find it (0 none), without
 /// learning or copying: what a counted reset needs for its storm key.
+/// `lock_sk` is `sk` as the program got it, read with `M`.
 #[inline(always)]
-pub fn owner_tgid(sk: u64, state: u8) -> u32 {
+pub fn owner_tgid<M: KMem>(lock_sk: u64, sk: u64, state: u8) -> u32 {
     if sk == 0 {
         return 0;
     }
-    if state != TCP_LISTEN && is_fullsock(state) && sock_owned_by_user(sk) {
+    if state != TCP_LISTEN && is_fullsock(state) && sock_owned_by_user_in::<M>(lock_sk) {
         return (bpf_get_current_pid_tgid() >> 32) as u32;
     }
     // SAFETY: copied out immediately.

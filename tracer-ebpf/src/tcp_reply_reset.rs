@@ -26,7 +26,7 @@ use aya_ebpf::{
 use tracer_common::{REASON_NONE, kind, sock_flags};
 
 use crate::{
-    kread::{fill_skb_info, is_fullsock, read_at, skb_tcp_header},
+    kread::{Btf, KMem, Probe, fill_skb_info_in, is_fullsock, read_at, skb_tcp_header_in},
     maps::offsets,
     tcp_reset::emit,
 };
@@ -38,13 +38,13 @@ const TCP_FLAG_RST: u8 = 0x04;
 /// An fentry program is bound to one function at load: one each.
 #[fentry]
 pub fn tcp_v4_send_reset_fentry(ctx: FEntryContext) -> i32 {
-    on_reply_reset(ctx.arg(0), ctx.arg(1));
+    on_reply_reset::<Btf>(ctx.arg(0), ctx.arg(1));
     0
 }
 
 #[fentry]
 pub fn tcp_v6_send_reset_fentry(ctx: FEntryContext) -> i32 {
-    on_reply_reset(ctx.arg(0), ctx.arg(1));
+    on_reply_reset::<Btf>(ctx.arg(0), ctx.arg(1));
     0
 }
 
@@ -53,14 +53,15 @@ pub fn tcp_v6_send_reset_fentry(ctx: FEntryContext) -> i32 {
 pub fn tcp_send_reset_kprobe(ctx: ProbeContext) -> i32 {
     let sk: u64 = ctx.arg(0).unwrap_or(0);
     let skb: u64 = ctx.arg(1).unwrap_or(0);
-    on_reply_reset(sk, skb);
+    on_reply_reset::<Probe>(sk, skb);
     0
 }
 
+/// `sk` and `skb` read with `M` ([`Btf`]: fentry's arguments).
 #[inline(always)]
-fn on_reply_reset(sk: u64, skb: u64) {
+fn on_reply_reset<M: KMem>(sk: u64, skb: u64) {
     let state: u8 = if sk != 0 {
-        read_at(sk, offsets().skc_state).unwrap_or(0)
+        M::read(sk, offsets().skc_state).unwrap_or(0)
     } else {
         0
     };
@@ -68,7 +69,7 @@ fn on_reply_reset(sk: u64, skb: u64) {
     if sk != 0 && is_fullsock(state) {
         return;
     }
-    let th = skb_tcp_header(skb);
+    let th = skb_tcp_header_in::<M>(skb);
     if th == 0 {
         return;
     }
@@ -77,8 +78,8 @@ fn on_reply_reset(sk: u64, skb: u64) {
     if flags & TCP_FLAG_RST != 0 {
         return;
     }
-    emit(kind::RST_SENT, REASON_NONE, |info| {
-        fill_skb_info(skb, info);
+    emit::<M>(kind::RST_SENT, REASON_NONE, sk, |info| {
+        info.netns = fill_skb_info_in::<M>(skb, info);
         if sk != 0 {
             // A TIME_WAIT or request sock: its `sock_common` is valid.
             info.skaddr = sk;

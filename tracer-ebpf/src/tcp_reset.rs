@@ -26,7 +26,10 @@ use tracer_common::{
 };
 
 use crate::{
-    kread::{AF_INET, AF_INET6, add_sock_ino, fill_current, fill_skb_info, fill_sock_addrs},
+    kread::{
+        AF_INET, AF_INET6, Btf, KMem, Probe, add_sock_ino, fill_current, fill_skb_info_in,
+        fill_sock_addrs_in,
+    },
     maps::{EVENTS, RST_NESTING, RST_SCRATCH, count_drop, layouts, submit_flags},
     owner, storm,
 };
@@ -34,39 +37,39 @@ use crate::{
 #[btf_tracepoint]
 pub fn tcp_send_reset_btf(ctx: BtfTracePointContext) -> i32 {
     let reason: u64 = ctx.arg(2);
-    on_send_reset(ctx.arg(0), ctx.arg(1), reason as u32);
+    on_send_reset::<Btf>(ctx.arg(0), ctx.arg(1), reason as u32);
     0
 }
 
 /// Before 6.10: no reason argument (reading it would be refused at attach).
 #[btf_tracepoint]
 pub fn tcp_send_reset_btf_noreason(ctx: BtfTracePointContext) -> i32 {
-    on_send_reset(ctx.arg(0), ctx.arg(1), REASON_NONE);
+    on_send_reset::<Btf>(ctx.arg(0), ctx.arg(1), REASON_NONE);
     0
 }
 
 #[raw_tracepoint]
 pub fn tcp_send_reset_raw(ctx: RawTracePointContext) -> i32 {
     let reason: u64 = ctx.arg(2);
-    on_send_reset(ctx.arg(0), ctx.arg(1), reason as u32);
+    on_send_reset::<Probe>(ctx.arg(0), ctx.arg(1), reason as u32);
     0
 }
 
 #[raw_tracepoint]
 pub fn tcp_send_reset_raw_noreason(ctx: RawTracePointContext) -> i32 {
-    on_send_reset(ctx.arg(0), ctx.arg(1), REASON_NONE);
+    on_send_reset::<Probe>(ctx.arg(0), ctx.arg(1), REASON_NONE);
     0
 }
 
 #[btf_tracepoint]
 pub fn tcp_receive_reset_btf(ctx: BtfTracePointContext) -> i32 {
-    on_receive_reset(ctx.arg(0));
+    on_receive_reset::<Btf>(ctx.arg(0));
     0
 }
 
 #[raw_tracepoint]
 pub fn tcp_receive_reset_raw(ctx: RawTracePointContext) -> i32 {
-    on_receive_reset(ctx.arg(0));
+    on_receive_reset::<Probe>(ctx.arg(0));
     0
 }
 
@@ -80,13 +83,13 @@ pub fn tcp_send_reset_tp(ctx: TracePointContext) -> i32 {
     } else {
         tp_read::<u32>(&ctx, l.reason).unwrap_or(REASON_NONE)
     };
-    emit(kind::RST_SENT, reason, |info| {
+    emit::<Probe>(kind::RST_SENT, reason, sk, |info| {
         // The old layout (before 6.10) fires only for full sockets; the new
         // one also without a socket, when the packet tells the namespace.
         if sk != 0 {
-            fill_sock_addrs(sk, info);
+            info.netns = fill_sock_addrs_in::<Probe>(sk, info);
         } else if skb != 0 {
-            fill_skb_info(skb, info);
+            info.netns = fill_skb_info_in::<Probe>(skb, info);
         } else {
             *info = SockInfo::default();
             info.flags = sock_flags::FROM_SKB;
@@ -121,7 +124,7 @@ pub fn tcp_send_reset_tp(ctx: TracePointContext) -> i32 {
 pub fn tcp_receive_reset_tp(ctx: TracePointContext) -> i32 {
     let l = &layouts().receive_reset;
     let sk: u64 = tp_read(&ctx, l.skaddr).unwrap_or(0);
-    on_receive_reset(sk);
+    on_receive_reset::<Probe>(sk);
     0
 }
 
@@ -136,34 +139,43 @@ fn tp_read<T>(ctx: &TracePointContext, off: u32) -> Option<T> {
     unsafe { ctx.read_at::<T>(off as usize).ok() }
 }
 
+/// The socket and packet read with `M`: [`Btf`] where they are the
+/// arguments of a BTF tracepoint.
 #[inline(always)]
-fn on_send_reset(sk: u64, skb: u64, reason: u32) {
-    emit(kind::RST_SENT, reason, |info| {
+fn on_send_reset<M: KMem>(sk: u64, skb: u64, reason: u32) {
+    emit::<M>(kind::RST_SENT, reason, sk, |info| {
         if sk != 0 {
-            fill_sock_addrs(sk, info);
+            info.netns = fill_sock_addrs_in::<M>(sk, info);
         } else {
-            fill_skb_info(skb, info);
+            info.netns = fill_skb_info_in::<M>(skb, info);
         }
     });
 }
 
 #[inline(always)]
-fn on_receive_reset(sk: u64) {
+fn on_receive_reset<M: KMem>(sk: u64) {
     if sk == 0 {
         return;
     }
-    emit(kind::RST_RECEIVED, REASON_NONE, |info| {
-        fill_sock_addrs(sk, info)
+    emit::<M>(kind::RST_RECEIVED, REASON_NONE, sk, |info| {
+        info.netns = fill_sock_addrs_in::<M>(sk, info);
     });
 }
 
 /// Describes the reset (`fill_sock`: the socket or packet, without its
-/// inode; then which side is the service's, `storm::mark_side`) in this
+/// inode; then which side is the service's, `storm::mark_side`; `sk`, read
+/// with `M`, is the socket whose lock tells whether its owner is running,
+/// 0 none) in this
 /// CPU's scratch slot, then either counts it (`storm.rs`)
 /// or writes it as a record, filled in place in the ring buffer (the BPF
 /// stack is 512 bytes).
 #[inline(always)]
-pub(crate) fn emit(record_kind: u16, reason: u32, fill_sock: impl FnOnce(&mut SockInfo)) {
+pub(crate) fn emit<M: KMem>(
+    record_kind: u16,
+    reason: u32,
+    sk: u64,
+    fill_sock: impl FnOnce(&mut SockInfo),
+) {
     let Some(scratch) = RST_SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -181,20 +193,21 @@ pub(crate) fn emit(record_kind: u16, reason: u32, fill_sock: impl FnOnce(&mut So
     else {
         return;
     };
-    emit_from(record_kind, reason, sock, key, fill_sock);
+    emit_from::<M>(record_kind, reason, sk, sock, key, fill_sock);
     scratch.depth = depth as u32;
 }
 
 #[inline(always)]
-fn emit_from(
+fn emit_from<M: KMem>(
     record_kind: u16,
     reason: u32,
+    sk: u64,
     sock: &mut SockInfo,
     key: &mut RstStormKey,
     fill_sock: impl FnOnce(&mut SockInfo),
 ) {
     fill_sock(sock);
-    let owner_tgid = owner::owner_tgid(sock.skaddr, sock.state);
+    let owner_tgid = owner::owner_tgid::<M>(sk, sock.skaddr, sock.state);
     if !owner::passes_ports_pid(sock.lport, sock.rport, owner_tgid) {
         return;
     }
