@@ -25,6 +25,12 @@ pub struct KernelOffsets {
     pub skc_net: u32,
     /// `struct net`: `ns.inum`.
     pub net_ns_inum: u32,
+    /// `struct net`: `net_cookie`, unique per namespace for the kernel's
+    /// lifetime (an `atomic64_t` set on first use before 5.12). Keys the
+    /// kernel side's per-CPU cache of `ns.inum`, whose cache line the
+    /// namespace's reference count shares (`ns_common.__ns_ref`/`count`):
+    /// every socket created or freed writes it.
+    pub net_cookie: u32,
     // struct sock
     pub sk_lock_owned: u32,
     pub sk_socket: u32,
@@ -90,6 +96,7 @@ impl KernelOffsets {
         skc_v6_daddr: OFFSET_NONE,
         skc_net: OFFSET_NONE,
         net_ns_inum: OFFSET_NONE,
+        net_cookie: OFFSET_NONE,
         sk_lock_owned: OFFSET_NONE,
         sk_socket: OFFSET_NONE,
         sk_ack_backlog: OFFSET_NONE,
@@ -257,7 +264,7 @@ impl Filter {
 }
 
 const _: () = {
-    assert!(core::mem::size_of::<KernelOffsets>() == 41 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 42 * 4);
     assert!(core::mem::size_of::<SendResetLayout>() == 24);
     assert!(core::mem::size_of::<SockEventLayout>() == 48);
     assert!(core::mem::size_of::<Filter>() == 16 + 8 + 32 + 8 + 16 + 8);

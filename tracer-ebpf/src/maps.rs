@@ -48,6 +48,24 @@ pub const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 pub static RST_STORMS: LruPerCpuHashMap<RstStormKey, RstStormAgg> =
     LruPerCpuHashMap::with_max_entries(4096, 0);
 
+/// Per CPU: the inode numbers of the network namespaces seen last
+/// (`kread::netns_inum`), a few slots indexed by a hash of the namespace's
+/// cookie.
+#[map]
+pub static NETNS_CACHE: PerCpuArray<NetnsSlot> = PerCpuArray::with_max_entries(NETNS_SLOTS, 0);
+
+/// Slots of `NETNS_CACHE` per CPU (a power of two).
+pub const NETNS_SLOTS: u32 = 8;
+
+/// A namespace's cookie (0: an empty slot, or one being written) and its
+/// inode number.
+#[repr(C)]
+pub struct NetnsSlot {
+    pub cookie: u64,
+    pub inum: u32,
+    pub _pad: u32,
+}
+
 /// Room to describe a reset before it is counted or recorded (off the
 /// 512-byte BPF stack), one slot per nesting level: a softirq's reset
 /// program may interrupt a process-context one on the same CPU.

@@ -22,7 +22,8 @@ use tracer_common::{OFFSET_NONE, RECORD_VERSION, RecordHeader, StateRecord, kind
 use crate::{
     exchange,
     kread::{
-        TCP_CLOSE, TCP_CLOSE_WAIT, TCP_LISTEN, TCP_SYN_SENT, fill_current, fill_sock_info, read_at,
+        Btf, KMem, Probe, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_LISTEN, TCP_SYN_SENT, fill_current,
+        fill_sock_info,
     },
     maps::{EVENTS, count_drop, filter, layouts, offsets, submit_flags},
     owner,
@@ -35,7 +36,7 @@ const IPPROTO_TCP: u16 = 6;
 pub fn inet_sock_set_state_btf(ctx: BtfTracePointContext) -> i32 {
     let old: i32 = ctx.arg(1);
     let new: i32 = ctx.arg(2);
-    on_set_state(ctx.arg(0), old as u8, new as u8);
+    on_set_state::<Btf>(ctx.arg(0), old as u8, new as u8);
     0
 }
 
@@ -43,7 +44,7 @@ pub fn inet_sock_set_state_btf(ctx: BtfTracePointContext) -> i32 {
 pub fn inet_sock_set_state_raw(ctx: RawTracePointContext) -> i32 {
     let old: u64 = ctx.arg(1);
     let new: u64 = ctx.arg(2);
-    on_set_state(ctx.arg(0), old as u8, new as u8);
+    on_set_state::<Probe>(ctx.arg(0), old as u8, new as u8);
     0
 }
 
@@ -66,7 +67,7 @@ pub fn inet_sock_set_state_tp(ctx: TracePointContext) -> i32 {
             return 0;
         }
     }
-    on_set_state(sk, old as u8, new as u8);
+    on_set_state::<Probe>(sk, old as u8, new as u8);
     0
 }
 
@@ -111,8 +112,10 @@ fn wanted(old: u8, new: u8) -> bool {
         || old == TCP_CLOSE_WAIT
 }
 
+/// `sk` read with `M` where the transition is filtered ([`Btf`]: the BTF
+/// tracepoint's argument).
 #[inline(always)]
-fn on_set_state(sk: u64, old: u8, new: u8) {
+fn on_set_state<M: KMem>(sk: u64, old: u8, new: u8) {
     let learns = new == TCP_SYN_SENT || new == TCP_LISTEN;
     // Most transitions (a handshake's, a refused connect's SYN_SENT ->
     // CLOSE) need nothing: no kernel read for them.
@@ -120,7 +123,7 @@ fn on_set_state(sk: u64, old: u8, new: u8) {
         return;
     }
     // The tracepoint also fires for SCTP and MPTCP sockets.
-    if let Some(proto) = read_at::<u16>(sk, offsets().sk_protocol)
+    if let Some(proto) = M::read::<u16>(sk, offsets().sk_protocol)
         && proto != IPPROTO_TCP
     {
         return;

@@ -79,6 +79,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, KernelError> {
         // possible_net_t is empty without CONFIG_NET_NS.
         skc_net: optional_offset("sock", &["__sk_common", "skc_net", "net"])?,
         net_ns_inum: net_ns_inum(btf, &structs)?,
+        net_cookie: optional_offset("net", &["net_cookie"])?,
         sk_lock_owned: required_offset("sock", &["sk_lock", "owned"])?,
         sk_socket: required_offset("sock", &["sk_socket"])?,
         sk_ack_backlog: required_offset("sock", &["sk_ack_backlog"])?,

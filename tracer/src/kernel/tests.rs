@@ -222,6 +222,9 @@ fn kernel_btf_offsets() {
         o.fdtable_fd,
     ];
     assert!(required.iter().all(|&v| v != OFFSET_NONE), "{o:?}");
+    // Optional in the loader (the inum cache keys on it), present since 5.7.
+    assert_ne!(o.net_cookie, OFFSET_NONE, "struct net has no net_cookie");
+    assert!(o.net_cookie > o.net_ns_inum, "{o:?}");
     assert!(o.skc_family < 64);
     assert_eq!(o.skc_state, o.skc_family + 2);
     if cfg!(target_arch = "x86_64") {
