@@ -11,6 +11,7 @@
 
 mod accept;
 mod exchange;
+mod kmem;
 mod kread;
 mod maps;
 mod owner;
