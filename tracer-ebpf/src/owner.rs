@@ -41,15 +41,10 @@ fn learn_entry(sk: u64, entry: &mut SockOwner, leave_old: bool) {
     if sk == 0 || entry.owner.task.tgid == 0 {
         return;
     }
-    // SAFETY: helper without arguments.
-    entry.owner.learned_ns = unsafe { bpf_ktime_get_boot_ns() };
-    // A new owner times its own exchanges from its first send or receive.
-    entry.exch = SockExch::default();
-    // A socket the map does not hold yet (every connect's, every accepted
-    // one's): one insert, no lookup before it.
-    if OWNERS.insert(sk, &*entry, BPF_NOEXIST).is_ok() {
-        return;
-    }
+    // Looked up first, not inserted with BPF_NOEXIST: an LRU update takes a
+    // free node before it finds the key there, evicting a live entry when
+    // the map is full, and an accepted socket is learned twice by its owner
+    // (inside inet_csk_accept and at the syscall's exit).
     // SAFETY: the value is read before the map can change under us.
     if let Some(known) = unsafe { OWNERS.get(sk) } {
         if known.owner.task.tgid == entry.owner.task.tgid {
@@ -59,11 +54,12 @@ fn learn_entry(sk: u64, entry: &mut SockOwner, leave_old: bool) {
             exchange::leave(&known.exch);
         }
     }
+    // SAFETY: helper without arguments.
+    entry.owner.learned_ns = unsafe { bpf_ktime_get_boot_ns() };
+    // A new owner times its own exchanges from its first send or receive.
+    entry.exch = SockExch::default();
     let _ = OWNERS.insert(sk, &*entry, 0);
 }
-
-/// `BPF_NOEXIST`: an update that fails when the key is there.
-const BPF_NOEXIST: u64 = 1;
 
 /// The exchange state of `sk` when the current process is its known owner
 /// (the common case of a send or receive: one lookup, no task reads); else
