@@ -81,8 +81,14 @@ fn closed_port_rsts_counted_and_attributed() {
         assert_eq!(e["pid"], pid, "{e}");
         assert_eq!(e["comm"], "python3", "{e}");
         // On loopback the RST is processed in the softirq that the client's
-        // own connect() raised, and a SYN_SENT socket is attributed by it.
-        assert_eq!(e["attributed_by"], "current_task", "{e}");
+        // own connect() raised, while connect() holds the socket lock: the
+        // current task. When that softirq runs out of budget (a slow guest)
+        // the rest is left to ksoftirqd, after connect() has released the
+        // lock to wait: then the owner map names the same process.
+        assert!(
+            e["attributed_by"] == "current_task" || e["attributed_by"] == "socket_owner",
+            "{e}"
+        );
         assert_eq!(e["state"], "SYN_SENT", "{e}");
         assert_eq!(e["remote_port"], CLOSED_PORT, "{e}");
         assert_eq!(e["local_addr"], "127.0.0.1", "{e}");

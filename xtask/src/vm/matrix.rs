@@ -152,8 +152,9 @@ pub fn plan(built: &BTreeMap<String, PathBuf>, tests_dir: &Path) -> Vec<Entry> {
 
 /// The guest's shell script: each test on its own, between markers that
 /// carry its exit status and wall time in ms.
-pub fn guest_script(plan: &[Entry]) -> String {
+pub fn guest_script(plan: &[Entry], bound: Duration) -> String {
     let mut s = String::from("now() { date +%s%3N; }\n");
+    s.push_str(&WATCHDOG.replace("BOUND", &bound.as_secs().max(1).to_string()));
     for entry in plan {
         let Some(exe) = &entry.exe else { continue };
         let filters: Vec<&str> = if entry.names.is_empty() {
@@ -169,15 +170,49 @@ pub fn guest_script(plan: &[Entry]) -> String {
             };
             let _ = writeln!(
                 s,
-                "echo {}; t=$(now); {} --test-threads=1 --color=never{args}; rc=$?; echo; echo {} $rc $(( $(now) - t ))",
+                "echo {}; t=$(now); setsid {} --test-threads=1 --color=never{args} & bounded $! {}; rc=$?; echo; echo {} $rc $(( $(now) - t ))",
                 quote(&format!("{BEGIN}{} {filter}", entry.target)),
                 quote(&exe.display().to_string()),
+                quote(&format!("{} {filter}", entry.target)),
                 quote(&format!("{END}{}", entry.target)),
             );
         }
     }
     s
 }
+
+/// How long one test binary run may take in a guest before the watchdog
+/// shows what the guest is doing and kills it (the slowest test takes
+/// about 70 s under TCG): a hung test fails alone, the others still run.
+pub const TEST_BOUND: Duration = Duration::from_secs(300);
+
+/// `bounded PID LABEL`: waits for the test run PID (a session leader, by
+/// setsid); past BOUND seconds prints the processes, the stacks of the
+/// blocked ones and the kernel log's tail, then kills its session. Returns
+/// the run's exit status (137 when killed).
+const WATCHDOG: &str = r#"bounded() {
+  ( n=0
+    while kill -0 "$1" 2>/dev/null; do
+      sleep 1; n=$((n+1))
+      if [ "$n" -ge BOUND ]; then
+        echo "xtask-matrix: watchdog: $2 still running after BOUND s; what the guest is doing:"
+        ps -eo pid,ppid,pgid,stat,wchan:32,etime,args
+        for d in /proc/[0-9]*; do
+          case "$(sed -n 's/^State:[[:space:]]*\(.\).*//p' "$d/status" 2>/dev/null)" in
+            D) echo "xtask-matrix: blocked ${d#/proc/} $(cat "$d/comm" 2>/dev/null):"; cat "$d/stack" 2>/dev/null;;
+          esac
+        done
+        dmesg 2>/dev/null | tail -n 40
+        kill -KILL "-$1" 2>/dev/null
+        break
+      fi
+    done ) &
+  w=$!
+  wait "$1"; r=$?
+  kill "$w" 2>/dev/null; wait "$w" 2>/dev/null
+  return "$r"
+}
+"#;
 
 /// One kernel's run of the subset.
 pub struct Report {
@@ -207,7 +242,11 @@ pub fn run_kernel(kernel: &Kernel, plan: &[Entry], bin: &Path, timeout: Duration
     };
     let extra = [("TRACER_BIN".to_owned(), bin.display().to_string())];
     let env = guest::environment(|name| std::env::var(name).ok(), &extra);
-    let command = ["sh".to_owned(), "-c".to_owned(), guest_script(plan)];
+    let command = [
+        "sh".to_owned(),
+        "-c".to_owned(),
+        guest_script(plan, TEST_BOUND),
+    ];
     let cwd = workspace_root().join("tracer");
     println!("xtask test: kernel {}: booting", kernel.release);
     let mut stdout = Vec::new();
@@ -248,7 +287,11 @@ pub fn run_kernel(kernel: &Kernel, plan: &[Entry], bin: &Path, timeout: Duration
                 rest.iter().map(|e| e.names.len().max(1)).sum::<usize>()
             );
             text.truncate(unfinished_tail(&text));
-            let command = ["sh".to_owned(), "-c".to_owned(), guest_script(&rest)];
+            let command = [
+                "sh".to_owned(),
+                "-c".to_owned(),
+                guest_script(&rest, TEST_BOUND),
+            ];
             let capture = super::qemu::Capture::default();
             let run = super::run(kernel, &cwd, &env, &command, timeout, Some(capture.clone()));
             let again = capture.lock().map(|b| b.clone()).unwrap_or_default();
@@ -382,12 +425,68 @@ not json"#;
                 in_tree: true,
             },
         ];
-        let script = guest_script(&plan);
-        assert!(script.contains("echo 'xtask-matrix: begin a t1'; t=$(now); '/e/a-1' --test-threads=1 --color=never --exact 't1'; rc=$?; echo; echo 'xtask-matrix: end a' $rc"));
-        assert!(script.contains("'/e/a-1' --test-threads=1 --color=never --exact 't2'"));
+        let script = guest_script(&plan, TEST_BOUND);
+        assert!(script.contains("echo 'xtask-matrix: begin a t1'; t=$(now); setsid '/e/a-1' --test-threads=1 --color=never --exact 't1' & bounded $! 'a t1'; rc=$?; echo; echo 'xtask-matrix: end a' $rc"));
+        assert!(script.contains(
+            "setsid '/e/a-1' --test-threads=1 --color=never --exact 't2' & bounded $! 'a t2'"
+        ));
         assert!(!script.contains("begin b"));
         assert!(script.contains(
-            "echo 'xtask-matrix: begin c '; t=$(now); '/e/c' --test-threads=1 --color=never; rc=$?"
+            "echo 'xtask-matrix: begin c '; t=$(now); setsid '/e/c' --test-threads=1 --color=never & bounded $! 'c '; rc=$?"
         ));
+        assert!(script.contains("-ge 300 ]"), "the bound is in the script");
+    }
+
+    #[test]
+    fn a_hung_test_is_killed_and_the_next_one_still_runs() {
+        let dir = std::env::temp_dir().join(format!("xtask-watchdog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = |name: &str, body: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+            path
+        };
+        let entry = |target: &str, path: PathBuf| Entry {
+            target: target.into(),
+            names: vec![],
+            exe: Some(path),
+            in_tree: true,
+        };
+        // The hung one leaves a child behind in its session: killed too.
+        let plan = vec![
+            entry("hangs", exe("hangs", "sleep 60 & echo child $!; sleep 60")),
+            entry("quick", exe("quick", "echo 'test result: ok. 1 passed'")),
+        ];
+        let started = Instant::now();
+        let out = std::process::Command::new("sh")
+            .args(["-c", &guest_script(&plan, Duration::from_secs(2))])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(started.elapsed() < Duration::from_secs(30), "{text}");
+        assert!(
+            text.contains("xtask-matrix: watchdog: hangs  still running after 2 s"),
+            "{text}"
+        );
+        let sections = results::sections(&text);
+        assert_eq!(sections.len(), 2, "{text}");
+        assert_eq!(sections[0].status, Some(137), "{text}");
+        assert_eq!(sections[1].status, Some(0), "{text}");
+        assert!(sections[1].finished, "{text}");
+        let child: i32 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("child ")?.trim().parse().ok())
+            .unwrap();
+        // SAFETY: kill(2) with signal 0 only checks that the pid exists.
+        let alive = || unsafe { libc::kill(child, 0) } == 0;
+        // A killed child is a zombie until init reaps it: give it time.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!alive(), "the hung test's child {child} survived: {text}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
