@@ -72,7 +72,9 @@ pub fn run_script(cwd: &Path, env: &[(String, String)], command: &[String]) -> R
     Ok(script)
 }
 
-/// The kernel command line: console on the first serial port, quiet, reboot
+/// The kernel command line: console on the first serial port, quiet but for
+/// warnings and the register dumps and stacks of soft lockups and RCU stalls
+/// (`loglevel=5`: KERN_DEFAULT reaches the console log), reboot
 /// (= qemu exits, with `-no-reboot`) on panic, 16 possible CPUs (see
 /// `qemu::SMP`), and the run's host paths.
 pub fn kernel_cmdline(run_script: &Path, modules: &Path) -> Result<String> {
@@ -87,7 +89,7 @@ pub fn kernel_cmdline(run_script: &Path, modules: &Path) -> Result<String> {
         }
     }
     Ok(format!(
-        "console={} quiet loglevel=4 panic=-1 random.trust_cpu=on mitigations=off possible_cpus=16 \
+        "console={} quiet loglevel=5 panic=-1 random.trust_cpu=on mitigations=off possible_cpus=16 \
          xtask.run={} xtask.modules={}",
         super::initramfs::CONSOLE_TTY,
         run_script.display(),
