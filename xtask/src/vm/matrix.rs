@@ -183,7 +183,7 @@ pub fn guest_script(plan: &[Entry], bound: Duration) -> String {
 
 /// How long one test binary run may take in a guest before the watchdog
 /// shows what the guest is doing and kills it (the slowest test takes
-/// about 70 s under TCG): a hung test fails alone, the others still run.
+/// about 100 s in the 5.10 guest): a hung test fails alone, the others still run.
 pub const TEST_BOUND: Duration = Duration::from_secs(300);
 
 /// `bounded PID LABEL`: waits for the test run PID (a session leader, by
@@ -215,7 +215,7 @@ bounded() {
         echo; echo "xtask-matrix: watchdog: $2 still running after BOUND s; what the guest is doing:"
         ps -eo pid,ppid,pgid,stat,wchan:32,etime,args
         for d in /proc/[0-9]*; do
-          case "$(sed -n 's/^State:[[:space:]]*\(.\).*//p' "$d/status" 2>/dev/null)" in
+          case "$(sed -n 's/^State:[[:space:]]*\(.\).*/\1/p' "$d/status" 2>/dev/null)" in
             D) echo "xtask-matrix: blocked ${d#/proc/} $(cat "$d/comm" 2>/dev/null):"; cat "$d/stack" 2>/dev/null;;
           esac
         done
@@ -231,6 +231,15 @@ bounded() {
   return "$r"
 }
 "#;
+
+/// The guest's command: [`guest_script`] of `plan` with [`TEST_BOUND`].
+fn guest_command(plan: &[Entry]) -> [String; 3] {
+    [
+        "sh".to_owned(),
+        "-c".to_owned(),
+        guest_script(plan, TEST_BOUND),
+    ]
+}
 
 /// One kernel's run of the subset.
 pub struct Report {
@@ -260,11 +269,7 @@ pub fn run_kernel(kernel: &Kernel, plan: &[Entry], bin: &Path, timeout: Duration
     };
     let extra = [("TRACER_BIN".to_owned(), bin.display().to_string())];
     let env = guest::environment(|name| std::env::var(name).ok(), &extra);
-    let command = [
-        "sh".to_owned(),
-        "-c".to_owned(),
-        guest_script(plan, TEST_BOUND),
-    ];
+    let command = guest_command(plan);
     let cwd = workspace_root().join("tracer");
     println!("xtask test: kernel {}: booting", kernel.release);
     let mut stdout = Vec::new();
@@ -305,11 +310,7 @@ pub fn run_kernel(kernel: &Kernel, plan: &[Entry], bin: &Path, timeout: Duration
                 rest.iter().map(|e| e.names.len().max(1)).sum::<usize>()
             );
             text.truncate(unfinished_tail(&text));
-            let command = [
-                "sh".to_owned(),
-                "-c".to_owned(),
-                guest_script(&rest, TEST_BOUND),
-            ];
+            let command = guest_command(&rest);
             let capture = super::qemu::Capture::default();
             let run = super::run(kernel, &cwd, &env, &command, timeout, Some(capture.clone()));
             let again = capture.lock().map(|b| b.clone()).unwrap_or_default();
@@ -453,6 +454,26 @@ not json"#;
             "echo 'xtask-matrix: begin c '; t=$(now); run_test 'c ' '/e/c' --test-threads=1 --color=never; rc=$?"
         ));
         assert!(script.contains("-ge 300 ]"), "the bound is in the script");
+        // The blocked tasks are found by the state letter of /proc/PID/status.
+        let sed = script
+            .lines()
+            .find_map(|l| Some(l.split_once("sed -n '")?.1.split_once('\'')?.0))
+            .unwrap();
+        let out = std::process::Command::new("sed")
+            .args(["-n", sed])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write as _;
+                c.stdin
+                    .take()
+                    .unwrap()
+                    .write_all(b"Name:\tx\nState:\tD (disk sleep)\n")?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "D\n");
     }
 
     #[test]
