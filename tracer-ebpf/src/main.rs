@@ -15,6 +15,7 @@ mod kmem;
 mod kread;
 mod maps;
 mod owner;
+mod owner_cache;
 mod sock_io;
 mod storm;
 mod task_files;

@@ -2,10 +2,10 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    AcceptFailAgg, AcceptFailKey, Filter, KernelOffsets, OwnerEntry, SockInfo, SockOwner,
+    AcceptFailAgg, AcceptFailKey, Filter, KernelOffsets, OwnerEntry, SockInfo, SockOwner, TaskInfo,
     TracepointLayouts,
     exchange::{ExchAgg, ExchKey, ListenPortKey},
     storm::{RstStormAgg, RstStormKey},
@@ -27,6 +27,41 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static OWNERS: LruHashMap<u64, SockOwner> =
     LruHashMap::with_max_entries(65536, BPF_F_NO_COMMON_LRU);
+
+/// Socket -> the process that connected it (`owner_cache.rs`): a plain
+/// array indexed by a hash of the socket address, written and read without
+/// locks, each slot verified by a check word. 64 bytes a slot, 2 MiB in
+/// all, whatever the CPUs.
+#[map]
+pub static OWNER_CACHE: Array<OwnerSlot> = Array::with_max_entries(OWNER_CACHE_SLOTS, 0);
+
+/// Per CPU, room to turn a BTF socket pointer into a number
+/// (`owner_cache::as_number`), a slot per nesting level.
+#[map]
+pub static SK_NUMBER: PerCpuArray<SkNumber> = PerCpuArray::with_max_entries(1, 0);
+
+/// `SK_NUMBER`'s value.
+#[repr(C)]
+pub struct SkNumber {
+    /// Users running on this CPU now.
+    pub depth: u64,
+    pub slots: [u64; 4],
+}
+
+/// Slots of `OWNER_CACHE` (a power of two).
+pub const OWNER_CACHE_SLOTS: u32 = 32768;
+
+/// A socket (0: empty, or being written), its owner, and the check word
+/// over both (`owner_cache::check_of`).
+#[repr(C)]
+pub struct OwnerSlot {
+    pub sk: u64,
+    pub task: TaskInfo,
+    pub check: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<OwnerSlot>() == 64);
+const _: () = assert!(OWNER_CACHE_SLOTS.is_power_of_two());
 
 /// `BPF_F_NO_COMMON_LRU`: an LRU list per CPU, so inserts on two CPUs do not
 /// take one lock (a connect storm learns an owner per connection). The

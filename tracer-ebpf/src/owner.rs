@@ -11,6 +11,7 @@ use crate::{
         sock_owned_by_user_in,
     },
     maps::{LISTEN_OWNERS, OWNER_SCRATCH, OWNERS, filter},
+    owner_cache,
 };
 
 /// This CPU's scratch owner entry (maps::OWNER_SCRATCH).
@@ -25,6 +26,11 @@ fn scratch() -> Option<&'static mut SockOwner> {
 /// Records `task` as the owner of `sk` unless it already is.
 #[inline(always)]
 pub fn learn(sk: u64, task: &TaskInfo) {
+    // A connecting socket's owner known from connect() (a refused
+    // connect's RST, handled in its owner's context) needs no insert.
+    if owner_cache::tgid(sk) == Some(task.tgid) {
+        return;
+    }
     let Some(entry) = scratch() else { return };
     entry.owner.task = *task;
     // Called from the reset programs, whose combined stack 5.10 bounds at
@@ -58,6 +64,9 @@ fn learn_entry(sk: u64, entry: &mut SockOwner, leave_old: bool) {
     entry.owner.learned_ns = unsafe { bpf_ktime_get_boot_ns() };
     // A new owner times its own exchanges from its first send or receive.
     entry.exch = SockExch::default();
+    // The slot goes before the entry comes: a slot names only sockets
+    // OWNERS does not know (owner_cache's invariant).
+    owner_cache::take(sk);
     let _ = OWNERS.insert(sk, &*entry, 0);
 }
 
@@ -104,9 +113,14 @@ pub fn learn_listener(sk: u64) {
     let _ = LISTEN_OWNERS.insert(ino, &*entry, 0);
 }
 
-/// Forgets a destroyed socket.
+/// Forgets a destroyed socket: a connecting socket's cache slot, which
+/// means OWNERS has no entry for it (owner_cache's invariant), or its
+/// OWNERS entry.
 #[inline(always)]
 pub fn forget(sk: u64) {
+    if owner_cache::take(sk) {
+        return;
+    }
     // SAFETY: read before the element is removed.
     if let Some(known) = unsafe { OWNERS.get(sk) } {
         exchange::leave(&known.exch);
@@ -127,6 +141,9 @@ pub fn resolve(sk: u64, state: u8, current: &TaskInfo, out: &mut TaskInfo) -> u8
         return owner_source::LOCKED_CURRENT;
     }
     if sk != 0 {
+        if owner_cache::copy(sk, out) {
+            return owner_source::SOCKET_MAP;
+        }
         // SAFETY: copied out immediately.
         if let Some(entry) = unsafe { OWNERS.get(sk) } {
             *out = entry.owner.task;
@@ -147,6 +164,9 @@ pub fn owner_tgid<M: KMem>(lock_sk: u64, sk: u64, state: u8) -> u32 {
     }
     if state != TCP_LISTEN && is_fullsock(state) && sock_owned_by_user_in::<M>(lock_sk) {
         return (bpf_get_current_pid_tgid() >> 32) as u32;
+    }
+    if let Some(tgid) = owner_cache::tgid(sk) {
+        return tgid;
     }
     // SAFETY: copied out immediately.
     unsafe { OWNERS.get(sk) }.map_or(0, |e| e.owner.task.tgid)
@@ -199,8 +219,27 @@ pub fn passes_ports_pid(lport: u16, rport: u16, owner_tgid: u32) -> bool {
     true
 }
 
+/// The owner of a socket entering SYN_SENT (connect(), in the owner's
+/// context with the socket locked): into the owner cache when OWNERS does
+/// not know the socket (a new socket, or one connecting again after a
+/// failed connect), else as [`learn_current`] (owner_cache's invariant).
+#[inline(always)]
+pub fn learn_connecting(sk: u64) {
+    if sk == 0 {
+        return;
+    }
+    let Some(entry) = scratch() else { return };
+    fill_current(&mut entry.owner.task);
+    // SAFETY: a lookup whose value is not kept.
+    if unsafe { OWNERS.get(sk) }.is_some() {
+        learn_entry(sk, entry, true);
+    } else {
+        owner_cache::put(sk, &entry.owner.task);
+    }
+}
+
 /// The owner of a socket being touched by the current task in process
-/// context (send, receive, connect, listen, accept): learn it.
+/// context (send, receive, listen, accept): learn it.
 #[inline(always)]
 pub fn learn_current(sk: u64) {
     if sk == 0 {

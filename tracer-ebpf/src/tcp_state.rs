@@ -130,7 +130,9 @@ fn on_set_state<M: KMem>(sk: u64, old: u8, new: u8) {
     }
     // connect() and listen() run in the owner's context with the socket
     // locked: learn the owner even when the transition is not emitted.
-    if learns {
+    if new == TCP_SYN_SENT {
+        owner::learn_connecting(sk);
+    } else if learns {
         owner::learn_current(sk);
     }
     // Every LISTEN is wanted: the listener is noted from its record below.

@@ -72,6 +72,10 @@ pub const SUBSET: &[(&str, &[&str])] = &[
         &["per_cpu_maps_are_sized_for_the_possible_cpus"],
     ),
     (
+        "owner_cache",
+        &["a_destroyed_socket_leaves_no_owner_in_the_cache_or_the_map"],
+    ),
+    (
         "snapshot_root",
         &["a_close_wait_socket_the_dump_missed_is_found_by_lookup"],
     ),
