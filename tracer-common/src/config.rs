@@ -80,6 +80,10 @@ pub struct KernelOffsets {
     /// (`task_files.rs`) reports of each open file.
     pub task_tgid: u32,
     pub inode_mode: u32,
+    /// 1 where the kernel has the helper `bpf_get_current_task_btf` (a
+    /// member of its `enum bpf_func_id`, 5.11+), else 0 (a value, not an
+    /// offset): the programs then read the task's names directly.
+    pub current_task_btf: u32,
     /// Non-zero once userspace filled the struct.
     pub valid: u32,
 }
@@ -127,6 +131,7 @@ impl KernelOffsets {
         task_comm: OFFSET_NONE,
         task_tgid: OFFSET_NONE,
         inode_mode: OFFSET_NONE,
+        current_task_btf: 0,
         valid: 0,
     };
 }
@@ -264,7 +269,7 @@ impl Filter {
 }
 
 const _: () = {
-    assert!(core::mem::size_of::<KernelOffsets>() == 42 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 43 * 4);
     assert!(core::mem::size_of::<SendResetLayout>() == 24);
     assert!(core::mem::size_of::<SockEventLayout>() == 48);
     assert!(core::mem::size_of::<Filter>() == 16 + 8 + 32 + 8 + 16 + 8);

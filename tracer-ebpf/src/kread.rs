@@ -4,7 +4,7 @@
 
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-    bpf_get_current_task, bpf_probe_read_kernel_buf,
+    bpf_get_current_task, bpf_probe_read_kernel_buf, generated,
 };
 use tracer_common::{OFFSET_NONE, SockInfo, TaskInfo, sock_flags};
 
@@ -30,14 +30,58 @@ pub const TCP_NEW_SYN_RECV: u8 = 12;
 /// buffer, the BPF stack is 512 bytes): `comm` is the process's name (the
 /// thread-group leader's, `current->group_leader->comm`), `thread` the
 /// acting thread's. Where BTF gave no offsets, both are the thread's.
+/// Where the kernel has `bpf_get_current_task_btf` (5.11+,
+/// `KernelOffsets::current_task_btf`) the names are direct loads through
+/// the task's BTF pointer; before, a helper and two probe reads. The
+/// verifier drops the branch this kernel cannot take (its condition is a
+/// constant of the read-only globals), so 5.10 never sees the new helper.
 #[inline(always)]
 pub fn fill_current(t: &mut TaskInfo) {
-    let o = offsets();
     let pid_tgid = bpf_get_current_pid_tgid();
     t.tgid = (pid_tgid >> 32) as u32;
     t.pid = pid_tgid as u32;
     // SAFETY: helper without arguments, allowed in tracing programs.
     t.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    if offsets().current_task_btf != 0 {
+        names_btf(t);
+    } else {
+        names_probed(t);
+    }
+}
+
+/// The names of [`fill_current`] through `bpf_get_current_task_btf`.
+#[inline(always)]
+fn names_btf(t: &mut TaskInfo) {
+    let o = offsets();
+    // SAFETY: helper without arguments (5.11+; see fill_current).
+    let task = unsafe { generated::bpf_get_current_task_btf() } as u64;
+    t.thread = comm_btf(task).unwrap_or([0; 16]);
+    t.comm = t.thread;
+    if t.tgid != t.pid {
+        let leader: u64 = Btf::read(task, o.task_group_leader).unwrap_or(0);
+        if let Some(comm) = comm_btf(leader) {
+            t.comm = comm;
+        }
+    }
+}
+
+/// `task->comm` of a task's BTF pointer, as two 8-byte loads.
+#[inline(always)]
+fn comm_btf(task: u64) -> Option<[u8; 16]> {
+    let o = offsets();
+    let lo: u64 = Btf::read(task, o.task_comm)?;
+    let hi: u64 = Btf::read(task, o.task_comm.checked_add(8)?)?;
+    let mut comm = [0u8; 16];
+    comm[..8].copy_from_slice(&lo.to_ne_bytes());
+    comm[8..].copy_from_slice(&hi.to_ne_bytes());
+    Some(comm)
+}
+
+/// The names of [`fill_current`] with `bpf_get_current_comm` and probe
+/// reads of the leader.
+#[inline(always)]
+fn names_probed(t: &mut TaskInfo) {
+    let o = offsets();
     t.thread = bpf_get_current_comm().unwrap_or([0; 16]);
     t.comm = t.thread;
     if t.tgid != t.pid && o.task_comm != OFFSET_NONE {

@@ -121,6 +121,10 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, KernelError> {
         task_comm: optional_offset("task_struct", &["comm"])?,
         task_tgid: optional_offset("task_struct", &["tgid"])?,
         inode_mode: optional_offset("inode", &["i_mode"])?,
+        current_task_btf: u32::from(
+            enum_values(btf, "bpf_func_id")
+                .is_some_and(|v| v.iter().any(|(n, _)| n == "BPF_FUNC_get_current_task_btf")),
+        ),
         valid: 1,
     })
 }

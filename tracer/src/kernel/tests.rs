@@ -245,6 +245,14 @@ fn kernel_btf_offsets() {
     assert_ne!(o.signal_rlim_nofile_cur, OFFSET_NONE);
     assert_eq!(o.fdtable_max_fds, 0);
     assert_ne!(o, KernelOffsets::EMPTY);
+    // bpf_get_current_task_btf arrived in 5.11 (in enum bpf_func_id).
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut parts = release.trim().split(['.', '-']);
+    let version: (u32, u32) = (
+        parts.next().and_then(|p| p.parse().ok()).expect("major"),
+        parts.next().and_then(|p| p.parse().ok()).expect("minor"),
+    );
+    assert_eq!(o.current_task_btf, u32::from(version >= (5, 11)), "{o:?}");
 }
 
 #[test]
