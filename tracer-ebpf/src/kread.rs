@@ -150,11 +150,18 @@ pub fn is_tcp(sk: u64) -> bool {
 /// Inode number of the socket's file (`sk->sk_socket->file->f_inode->i_ino`).
 #[inline(always)]
 pub fn sock_ino(sk: u64) -> u64 {
+    sock_ino_in::<Probe>(sk)
+}
+
+/// [`sock_ino`], read with `M` ([`Btf`]: four direct loads the verifier
+/// checks against BTF, where `sk` is a BTF program's socket argument).
+#[inline(always)]
+pub fn sock_ino_in<M: KMem>(sk: u64) -> u64 {
     let o = offsets();
-    let socket: u64 = read_at(sk, o.sk_socket).unwrap_or(0);
-    let file: u64 = read_at(socket, o.socket_file).unwrap_or(0);
-    let inode: u64 = read_at(file, o.file_inode).unwrap_or(0);
-    read_at(inode, o.inode_ino).unwrap_or(0)
+    let socket: u64 = M::read(sk, o.sk_socket).unwrap_or(0);
+    let file: u64 = M::read(socket, o.socket_file).unwrap_or(0);
+    let inode: u64 = M::read(file, o.file_inode).unwrap_or(0);
+    M::read(inode, o.inode_ino).unwrap_or(0)
 }
 
 /// Describes a socket from its `sock_common` (and, for full socks, its file),
@@ -170,8 +177,18 @@ pub fn fill_sock_info(sk: u64, info: &mut SockInfo) {
 /// counted (`storm.rs`).
 #[inline(always)]
 pub fn add_sock_ino(info: &mut SockInfo) {
-    if info.skaddr != 0 && info.flags & sock_flags::HAS_SK != 0 && is_fullsock(info.state) {
-        info.ino = sock_ino(info.skaddr);
+    info.ino = described_sock_ino::<Probe>(info, info.skaddr);
+}
+
+/// The inode of the full socket `info` describes, read with `M` from `sk`
+/// (that socket as the program got it), 0 for a packet or a socket that is
+/// not a full one.
+#[inline(always)]
+pub fn described_sock_ino<M: KMem>(info: &SockInfo, sk: u64) -> u64 {
+    if sk != 0 && info.flags & sock_flags::HAS_SK != 0 && is_fullsock(info.state) {
+        sock_ino_in::<M>(sk)
+    } else {
+        0
     }
 }
 

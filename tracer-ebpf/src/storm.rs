@@ -28,7 +28,7 @@ use tracer_common::{
 };
 
 use crate::{
-    kread::{TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_SYN_SENT},
+    kread::{Probe, TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_SYN_SENT, described_sock_ino},
     maps::{
         LISTEN_PORTS, RST_RATE_SLOTS, RST_RATES, RST_STORMS, STORM_SCRATCH, count_drop, filter,
     },
@@ -113,6 +113,13 @@ fn keyed_by_remote(sock: &SockInfo) -> bool {
     }
 }
 
+/// The socket inode of a storm's first counted reset (userspace may
+/// resolve the line's owner by it), read once per key and second.
+#[inline(always)]
+fn sock_ino_of(sock: &SockInfo) -> u64 {
+    described_sock_ino::<Probe>(sock, sock.skaddr)
+}
+
 /// Counts one more reset of `key` this second on this CPU in its rate slot;
 /// whether that is past the threshold. Two slots per hash (2-way): a key
 /// not in either takes the one of an older second or, in the same second,
@@ -173,6 +180,7 @@ fn add(agg: &mut RstStormAgg, kind: u16, reason: u32, sock: &SockInfo, now: u64,
     remember(agg, n, sock, by_remote);
     if n == 0 {
         describe(&mut agg.first, kind, reason, sock, now);
+        agg.first.sock.ino = sock_ino_of(sock);
     }
     agg.last_ns = now;
     // SAFETY: a valid, aligned u64 in this CPU's value. Atomic (a plain
@@ -215,6 +223,7 @@ fn start(key: &RstStormKey, kind: u16, reason: u32, sock: &SockInfo, now: u64, b
     let agg = unsafe { &mut *scratch };
     remember(agg, 0, sock, by_remote);
     describe(&mut agg.first, kind, reason, sock, now);
+    agg.first.sock.ino = sock_ino_of(sock);
     agg.last_ns = now;
     agg.count = 1;
     // An update of an entry another CPU created meanwhile writes only this

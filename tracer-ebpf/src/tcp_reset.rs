@@ -27,7 +27,7 @@ use tracer_common::{
 
 use crate::{
     kread::{
-        AF_INET, AF_INET6, Btf, KMem, Probe, add_sock_ino, fill_current, fill_skb_info_in,
+        AF_INET, AF_INET6, Btf, KMem, Probe, described_sock_ino, fill_current, fill_skb_info_in,
         fill_sock_addrs_in,
     },
     maps::{EVENTS, RST_NESTING, RST_SCRATCH, count_drop, layouts, submit_flags},
@@ -224,6 +224,7 @@ fn emit_from<M: KMem>(
     // RstRecord, exclusively ours until submit/discard; `describe` writes
     // every field before submit.
     let rec = unsafe { &mut *r };
+    sock.ino = described_sock_ino::<M>(sock, sk);
     // SAFETY: helper without arguments.
     describe(rec, record_kind, reason, sock, unsafe {
         bpf_ktime_get_boot_ns()
@@ -235,8 +236,8 @@ fn emit_from<M: KMem>(
     }
 }
 
-/// Fills every field of `rec` for a reset of `sock` at `ts_boot_ns`: the
-/// socket's inode, the current task, the owner. A BPF subprogram, not
+/// Fills every field of `rec` for a reset of `sock` (its inode included,
+/// `described_sock_ino`) at `ts_boot_ns`: the current task, the owner. A BPF subprogram, not
 /// inlined: its temporaries (task copies) stay off the program's own frame,
 /// which 5.10's verifier adds to the largest frame it calls (512 in all).
 #[inline(never)]
@@ -254,7 +255,6 @@ pub(crate) fn describe(
         ts_boot_ns,
     };
     rec.sock = *sock;
-    add_sock_ino(&mut rec.sock);
     fill_current(&mut rec.current);
     rec.owner_source = owner::resolve(
         rec.sock.skaddr,

@@ -22,8 +22,8 @@ use tracer_common::{OFFSET_NONE, RECORD_VERSION, RecordHeader, StateRecord, kind
 use crate::{
     exchange,
     kread::{
-        Btf, KMem, Probe, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_LISTEN, TCP_SYN_SENT, fill_current,
-        fill_sock_info,
+        Btf, KMem, Probe, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_LISTEN, TCP_SYN_SENT, described_sock_ino,
+        fill_current, fill_sock_addrs_in,
     },
     maps::{EVENTS, count_drop, filter, layouts, offsets, submit_flags},
     owner,
@@ -157,7 +157,8 @@ fn on_set_state<M: KMem>(sk: u64, old: u8, new: u8) {
         // SAFETY: helper without arguments.
         ts_boot_ns: unsafe { bpf_ktime_get_boot_ns() },
     };
-    fill_sock_info(sk, &mut rec.sock);
+    rec.sock.netns = fill_sock_addrs_in::<M>(sk, &mut rec.sock);
+    rec.sock.ino = described_sock_ino::<M>(&rec.sock, sk);
     if new == TCP_LISTEN {
         exchange::note_listener(&rec.sock);
     }
