@@ -8,10 +8,9 @@ use anyhow::{Context as _, anyhow};
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::Signal;
-use tracer_common::storm::{RstStormAgg, RstStormKey};
-use tracer_common::{AcceptFailAgg, AcceptFailKey, OwnerEntry};
+use tracer_common::OwnerEntry;
 
-use crate::aggregate::{ACCEPT_INTERVAL_MS, AcceptAggregator, KernelTotals};
+use crate::aggregate::{ACCEPT_INTERVAL_MS, AcceptAggregator};
 use crate::attribute::Attributor;
 use crate::clock::Clock;
 use crate::decode::{Record, decode};
@@ -24,9 +23,9 @@ use crate::output::{self, Sink, is_closed_pipe};
 use crate::overflow::{ListenerMonitor, Poll};
 use crate::session::Session;
 use crate::snapshot::Snapshot;
-use crate::storm::StormTotals;
 
 use super::accepts::AcceptReads;
+use super::counters::{Collector, KernelCounts};
 use super::owner_proc::OwnerProc;
 use super::startup::{needs_snapshot, wait_startup};
 use super::{End, Signals, UserFilter};
@@ -64,18 +63,15 @@ pub const HELD_MAX: usize = 65_536;
 
 pub struct Loop<'s> {
     pub(super) ring: AsyncFd<RingBuf<MapData>>,
-    pub(super) drops: PerCpuArray<MapData, u64>,
+    /// The kernel's counts (lost records, accept failures, RST storms),
+    /// read off the event thread once a second (`counters.rs`).
+    pub(super) counts: Collector,
+    /// Records lost so far, as the last read of the counts said.
     pub(super) drops_seen: u64,
     pub attr: Attributor,
     pub(super) accepts: AcceptAggregator,
-    /// The kernel's accept-failure counts and their last totals.
-    pub(super) accept_fails: Option<PerCpuHashMap<MapData, AcceptFailKey, AcceptFailAgg>>,
-    pub(super) accept_totals: KernelTotals,
     /// `accept_failed` lines waiting for their fd counts (off the thread).
     pub(super) accept_reads: AcceptReads,
-    /// The kernel's RST storm counts and their last totals.
-    pub(super) rst_storms: Option<PerCpuHashMap<MapData, RstStormKey, RstStormAgg>>,
-    pub(super) storm_totals: StormTotals,
     /// Listener inode -> the process that last accepted from it (kernel).
     pub(super) listen_owners: Option<aya::maps::HashMap<MapData, u64, OwnerEntry>>,
     /// The kernel's exchange timing and its listening-port set.
@@ -158,15 +154,11 @@ impl<'s> Loop<'s> {
             unsafe { AsyncFd::register(ring) }.context("registering the ring buffer with tokio")?;
         Ok(Loop {
             ring,
-            drops,
+            counts: Collector::Idle(Box::new(KernelCounts::new(drops, accept_fails, rst_storms))),
             drops_seen: 0,
             attr: Attributor::default(),
             accepts: AcceptAggregator::default(),
-            accept_fails,
-            accept_totals: KernelTotals::default(),
             accept_reads: AcceptReads::default(),
-            rst_storms,
-            storm_totals: StormTotals::default(),
             listen_owners,
             exchanges,
             sink,
@@ -227,6 +219,10 @@ impl<'s> Loop<'s> {
                     Ok(None)
                 }
                 _ = tick.tick() => self.on_tick().await.map(|_| None),
+                counts = self.counts.done() => match counts {
+                    Some(c) => self.on_counts(c).map(|()| None).map_err(anyhow::Error::from),
+                    None => Ok(None),
+                },
                 _ = &mut drain_timer => Ok(None),
                 _ = signals.int.recv() => Ok(Some(End::Signal)),
                 _ = signals.term.recv() => Ok(Some(End::Signal)),
@@ -282,7 +278,8 @@ impl<'s> Loop<'s> {
         if end == End::ReaderClosed {
             log::info!("stdout closed by its reader; detaching");
         } else {
-            let last = match self.flush_periodic() {
+            let counts = self.counts.last().await;
+            let last = match self.on_counts(counts) {
                 Ok(()) => self.print_accepts(true).await,
                 Err(e) => Err(e),
             };

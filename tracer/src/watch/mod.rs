@@ -186,6 +186,7 @@ pub async fn take_snapshot_blocking() -> Option<Snapshot> {
 }
 
 mod accepts;
+mod counters;
 mod event_loop;
 mod owner_proc;
 mod periodic;

@@ -13,6 +13,7 @@ use crate::overflow::Overflow;
 use tracer_common::socket_id;
 
 use super::accepts::Pending;
+use super::counters::Counts;
 use super::owner_proc::OwnerProc;
 use super::{Loop, REFRESH_EVERY};
 
@@ -115,7 +116,7 @@ impl Loop<'_> {
                 }
             }
         }
-        self.flush_periodic()?;
+        self.counts.start();
         self.print_accepts(false).await?;
         self.maybe_summarize().await?;
         self.maybe_refresh().await;
@@ -196,28 +197,18 @@ impl Loop<'_> {
         e
     }
 
-    /// Lost-event lines and aggregated accept failures.
-    pub(super) fn flush_periodic(&mut self) -> std::io::Result<()> {
-        let total: u64 = self
-            .drops
-            .get(&0, 0)
-            .map(|v| v.iter().sum())
-            .unwrap_or(self.drops_seen);
-        if total > self.drops_seen {
+    /// Turns what the kernel's counts collector read (`counters.rs`) into
+    /// lines: lost records, accept failures (printed once their fds are
+    /// read, `accepts.rs`) and RST storms.
+    pub(super) fn on_counts(&mut self, c: Counts) -> std::io::Result<()> {
+        self.drops_seen = c.lost_total;
+        if c.lost > 0 {
             let mut e = Event::new(EventKind::Lost, self.clock.rfc3339(Clock::boot_now()));
-            e.count = Some(total - self.drops_seen);
-            self.drops_seen = total;
+            e.count = Some(c.lost);
             self.sink.event(&e)?;
         }
-        if let Some(map) = &self.accept_fails {
-            let now: Vec<_> = map
-                .iter()
-                .filter_map(Result::ok)
-                .map(|(k, v)| (k, v.iter().copied().collect::<Vec<_>>()))
-                .collect();
-            for i in self.accept_totals.increments(now) {
-                self.accepts.add_n(&i.first, i.count, i.last_ns);
-            }
+        for i in c.accept_failures {
+            self.accepts.add_n(&i.first, i.count, i.last_ns);
         }
         // Printed when their fds are read (`accepts.rs`), in order.
         let mut lines = Vec::new();
@@ -228,35 +219,22 @@ impl Loop<'_> {
             }
         }
         self.accept_reads.start(lines);
-        for e in self.storm_events() {
-            if self.filter.passes(&e) {
-                self.emit(&e)?;
-            }
-        }
-        self.sink.flush()
-    }
-
-    /// One line per RST storm key with resets counted in the kernel since
-    /// the last read (`storm.rs`).
-    fn storm_events(&mut self) -> Vec<Event> {
-        let Some(map) = &self.rst_storms else {
-            return Vec::new();
-        };
-        let now: Vec<_> = map
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(k, v)| (k, v.iter().copied().collect::<Vec<_>>()))
-            .collect();
         let enricher = Enricher {
             clock: self.clock,
             names: &self.session.kernel.names,
             proc_source: &OwnerProc,
         };
-        self.storm_totals
-            .increments(now)
+        let storms: Vec<Event> = c
+            .storms
             .iter()
             .map(|line| enricher.storm(&mut self.attr, line))
-            .collect()
+            .collect();
+        for e in storms {
+            if self.filter.passes(&e) {
+                self.emit(&e)?;
+            }
+        }
+        self.sink.flush()
     }
 
     /// One interval's `accept_failed` line: the first failure's details,
