@@ -7,6 +7,7 @@
 //! loop what changed since the last read: the loop only turns that into
 //! events.
 
+use aya::Pod;
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use tracer_common::storm::{RstStormAgg, RstStormKey};
 use tracer_common::{AcceptFailAgg, AcceptFailKey};
@@ -63,25 +64,11 @@ impl KernelCounts {
         let lost = total.saturating_sub(self.drops_seen);
         self.drops_seen = self.drops_seen.max(total);
         let accept_failures = match &self.accept_fails {
-            Some(map) => {
-                let now: Vec<_> = map
-                    .iter()
-                    .filter_map(Result::ok)
-                    .map(|(k, v)| (k, v.iter().copied().collect::<Vec<_>>()))
-                    .collect();
-                self.accept_totals.increments(now)
-            }
+            Some(map) => self.accept_totals.increments(entries(map)),
             None => Vec::new(),
         };
         let storms = match &self.rst_storms {
-            Some(map) => {
-                let now: Vec<_> = map
-                    .iter()
-                    .filter_map(Result::ok)
-                    .map(|(k, v)| (k, v.iter().copied().collect::<Vec<_>>()))
-                    .collect();
-                self.storm_totals.increments(now)
-            }
+            Some(map) => self.storm_totals.increments(entries(map)),
             None => Vec::new(),
         };
         Counts {
@@ -91,6 +78,15 @@ impl KernelCounts {
             storms,
         }
     }
+}
+
+/// Every entry of a per-CPU hash map with its values, one per possible CPU
+/// (entries that vanish mid-walk are skipped).
+fn entries<K: Pod, V: Pod>(map: &PerCpuHashMap<MapData, K, V>) -> Vec<(K, Vec<V>)> {
+    map.iter()
+        .filter_map(Result::ok)
+        .map(|(k, v)| (k, v.iter().copied().collect()))
+        .collect()
 }
 
 /// The collector between reads, or its read in flight.
