@@ -30,6 +30,7 @@ pub mod mirrors;
 pub mod qemu;
 pub mod results;
 pub mod retry;
+pub mod watchdog;
 
 /// The whole-VM timeout when none is given.
 pub const DEFAULT_TIMEOUT: &str = "40m";
