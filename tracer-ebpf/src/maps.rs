@@ -119,6 +119,8 @@ pub struct RstScratch {
     /// value: 16 bytes less on the stack, which 5.10's verifier counts
     /// across the program and the subprograms it calls).
     pub keys: [RstStormKey; RST_NESTING],
+    /// The counted path's clock (`storm::TickClock`).
+    pub clock: crate::storm::TickClock,
 }
 
 /// Per CPU, the rate of the reset keys seen lately (`storm.rs`): a table

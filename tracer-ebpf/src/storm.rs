@@ -19,7 +19,7 @@
 //! port among the listeners, `LISTEN_PORTS`, which a recorded reset pays
 //! too): no ring reservation, no task reads, no inode walk. Depends on no kernel function of its own.
 
-use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
+use aya_ebpf::helpers::{bpf_ktime_get_boot_ns, generated};
 use tracer_common::{
     SockInfo,
     exchange::ListenPortKey,
@@ -49,6 +49,7 @@ pub fn counted(
     sock: &SockInfo,
     owner_tgid: u32,
     key: &mut RstStormKey,
+    clock: &mut TickClock,
 ) -> bool {
     let threshold = filter().storm_per_cpu;
     if threshold == 0 {
@@ -63,8 +64,7 @@ pub fn counted(
         kind: kind as u8,
         by_remote: by_remote as u8,
     };
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let now = clock.now();
     if !over_threshold(key, now / NS_PER_SEC, threshold) {
         return false;
     }
@@ -75,6 +75,35 @@ pub fn counted(
         None => start(key, kind, reason, sock, now, by_remote),
     }
     true
+}
+
+/// The counted path's clock: boot time read once per clock tick and CPU.
+/// Each reset reads `jiffies` (`bpf_jiffies64`, a load); only when it
+/// moved is the boot clock read again (`bpf_ktime_get_boot_ns` reads the
+/// clock source: some 50 ns a reset on a VM, measured). So a counted
+/// reset's time is the boot time at the start of its tick, at most one tick
+/// (1-10 ms) early: it times the storm line (`RstStormAgg::last_ns`) and
+/// picks its second. Records, and a storm's first counted reset, read the
+/// boot clock themselves. A program that interrupts this one may update it
+/// between the two writes: the time stays within a tick.
+#[repr(C)]
+pub struct TickClock {
+    jiffies: u64,
+    boot_ns: u64,
+}
+
+impl TickClock {
+    #[inline(always)]
+    fn now(&mut self) -> u64 {
+        // SAFETY: helpers without arguments (bpf_jiffies64: 5.5+).
+        let jiffies = unsafe { generated::bpf_jiffies64() };
+        if jiffies != self.jiffies || self.boot_ns == 0 {
+            // SAFETY: as above.
+            self.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
+            self.jiffies = jiffies;
+        }
+        self.boot_ns
+    }
 }
 
 /// Sets `PEER_IS_SERVICE` in `sock.flags` when [`keyed_by_remote`]: once
@@ -179,7 +208,10 @@ fn add(agg: &mut RstStormAgg, kind: u16, reason: u32, sock: &SockInfo, now: u64,
     let n = agg.count;
     remember(agg, n, sock, by_remote);
     if n == 0 {
-        describe(&mut agg.first, kind, reason, sock, now);
+        // SAFETY: helper without arguments (a record's exact time).
+        describe(&mut agg.first, kind, reason, sock, unsafe {
+            bpf_ktime_get_boot_ns()
+        });
         agg.first.sock.ino = sock_ino_of(sock);
     }
     agg.last_ns = now;
@@ -222,7 +254,10 @@ fn start(key: &RstStormKey, kind: u16, reason: u32, sock: &SockInfo, now: u64, b
     // SAFETY: this CPU's slot of a per-CPU array, filled before use.
     let agg = unsafe { &mut *scratch };
     remember(agg, 0, sock, by_remote);
-    describe(&mut agg.first, kind, reason, sock, now);
+    // SAFETY: helper without arguments (a record's exact time).
+    describe(&mut agg.first, kind, reason, sock, unsafe {
+        bpf_ktime_get_boot_ns()
+    });
     agg.first.sock.ino = sock_ino_of(sock);
     agg.last_ns = now;
     agg.count = 1;

@@ -31,7 +31,8 @@ use crate::{
         fill_sock_addrs_in,
     },
     maps::{EVENTS, RST_NESTING, RST_SCRATCH, count_drop, layouts, submit_flags},
-    owner, storm,
+    owner,
+    storm::{self, TickClock},
 };
 
 #[btf_tracepoint]
@@ -189,11 +190,12 @@ pub(crate) fn emit<M: KMem>(
         return;
     }
     scratch.depth = depth as u32 + 1;
+    let clock = &mut scratch.clock;
     let (Some(sock), Some(key)) = (scratch.socks.get_mut(depth), scratch.keys.get_mut(depth))
     else {
         return;
     };
-    emit_from::<M>(record_kind, reason, sk, sock, key, fill_sock);
+    emit_from::<M>(record_kind, reason, sk, sock, key, clock, fill_sock);
     scratch.depth = depth as u32;
 }
 
@@ -204,6 +206,7 @@ fn emit_from<M: KMem>(
     sk: u64,
     sock: &mut SockInfo,
     key: &mut RstStormKey,
+    clock: &mut TickClock,
     fill_sock: impl FnOnce(&mut SockInfo),
 ) {
     fill_sock(sock);
@@ -212,7 +215,7 @@ fn emit_from<M: KMem>(
         return;
     }
     storm::mark_side(sock);
-    if storm::counted(record_kind, reason, sock, owner_tgid, key) {
+    if storm::counted(record_kind, reason, sock, owner_tgid, key, clock) {
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<RstRecord>(0) else {

@@ -93,7 +93,9 @@ impl StormTotals {
                     l.first = v.first;
                 }
                 l.count += inc;
-                l.last_ns = l.last_ns.max(v.last_ns);
+                // The kernel times counted resets to the tick (its
+                // TickClock): never before the line's first reset.
+                l.last_ns = l.last_ns.max(v.last_ns).max(l.first.header.ts_boot_ns);
                 add_samples(&mut l.sample, v, inc);
             }
             next.insert(key, per_cpu.iter().map(|v| v.count).collect());
