@@ -20,6 +20,8 @@ mod enrich;
 mod event;
 mod exchange;
 mod kernel;
+#[cfg(test)]
+mod line_cost_tests;
 mod map_sizes;
 mod metrics;
 mod output;
