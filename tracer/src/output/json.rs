@@ -1,5 +1,6 @@
-//! JSON lines: one object per event, UTF-8, escaped by serde_json whatever
-//! bytes process names hold.
+//! JSON lines: one object per event, UTF-8, escaped as serde_json escapes
+//! whatever bytes process names hold (events by `json_line`, byte for byte
+//! serde_json's; summaries by serde_json itself).
 
 use std::io::{self, BufWriter, Write};
 
@@ -8,20 +9,25 @@ use crate::event::Event;
 
 pub struct JsonSink<W: Write> {
     out: BufWriter<W>,
+    /// The line being written (kept: no allocation per event).
+    line: Vec<u8>,
 }
 
 impl<W: Write> JsonSink<W> {
     pub fn new(w: W) -> Self {
         JsonSink {
             out: BufWriter::with_capacity(64 * 1024, w),
+            line: Vec::with_capacity(1024),
         }
     }
 }
 
 impl<W: Write> Sink for JsonSink<W> {
     fn event(&mut self, e: &Event) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, e).map_err(io::Error::from)?;
-        self.out.write_all(b"\n")
+        self.line.clear();
+        super::json_line::write_event(&mut self.line, e);
+        self.line.push(b'\n');
+        self.out.write_all(&self.line)
     }
 
     fn flush(&mut self) -> io::Result<()> {

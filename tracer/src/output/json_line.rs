@@ -1,0 +1,217 @@
+//! One [`Event`] as JSON, written by hand: byte for byte what
+//! `serde_json::to_writer` writes for it (the same field order and skip
+//! rules as its `Serialize` derive, serde_json's escaping), without the
+//! serializer's per-field and per-byte machinery, which was most of the
+//! time of a line during an RST storm (perf, `watch --per-rst`).
+//! json_line_tests.rs compares the two over many events.
+
+use crate::event::{AttributedBy, Endpoint, Event, EventKind};
+
+/// Appends `e` as one JSON object (no newline) to `out`.
+pub fn write_event(out: &mut Vec<u8>, e: &Event) {
+    out.extend_from_slice(b"{\"v\":");
+    int(out, e.v);
+    key(out, b"ts");
+    string(out, &e.ts);
+    key(out, b"event");
+    name(out, kind_name(e.event));
+    key(out, b"pid");
+    opt_int(out, e.pid);
+    key(out, b"comm");
+    opt_string(out, e.comm.as_deref());
+    if let Some(t) = &e.thread {
+        key(out, b"thread");
+        string(out, t);
+    }
+    key(out, b"attributed_by");
+    name(out, attributed_by_name(e.attributed_by));
+    key(out, b"cgroup");
+    opt_string(out, e.cgroup.as_deref());
+    field_str(out, b"container_id", e.container_id.as_deref());
+    field_str(out, b"systemd_unit", e.systemd_unit.as_deref());
+    field_str(out, b"pod_uid", e.pod_uid.as_deref());
+    field_str(out, b"family", e.family);
+    field_str(out, b"local_addr", e.local_addr.as_deref());
+    field_int(out, b"local_port", e.local_port);
+    field_str(out, b"remote_addr", e.remote_addr.as_deref());
+    field_int(out, b"remote_port", e.remote_port);
+    if let Some(s) = &e.state {
+        key(out, b"state");
+        opt_string(out, s.as_deref());
+    }
+    if let Some(r) = &e.reason {
+        key(out, b"reason");
+        opt_string(out, r.as_deref());
+    }
+    if let Some(b) = e.reason_inferred {
+        key(out, b"reason_inferred");
+        out.extend_from_slice(if b { b"true" } else { b"false" });
+    }
+    field_str(out, b"old_state", e.old_state.as_deref());
+    field_str(out, b"new_state", e.new_state.as_deref());
+    if let Some(n) = e.errno {
+        key(out, b"errno");
+        int(out, n);
+    }
+    field_str(out, b"error", e.error.as_deref());
+    if let Some(n) = e.fd_count {
+        key(out, b"fd_count");
+        opt_int(out, n);
+    }
+    if let Some(n) = e.fd_limit {
+        key(out, b"fd_limit");
+        opt_int(out, n);
+    }
+    field_int(out, b"backlog", e.backlog);
+    field_int(out, b"queued", e.queued);
+    field_int(out, b"count", e.count);
+    if let Some(s) = &e.remote_sample {
+        key(out, b"remote_sample");
+        endpoints(out, s);
+    }
+    if let Some(s) = &e.local_sample {
+        key(out, b"local_sample");
+        endpoints(out, s);
+    }
+    field_int(out, b"netns", e.netns);
+    field_int(out, b"socket_inode", e.socket_inode);
+    out.push(b'}');
+}
+
+/// The names serde's `rename_all = "snake_case"` gives the variants
+/// (event_tests.rs pins them).
+fn kind_name(k: EventKind) -> &'static str {
+    match k {
+        EventKind::RstSent => "rst_sent",
+        EventKind::RstReceived => "rst_received",
+        EventKind::AcceptFailed => "accept_failed",
+        EventKind::ListenOverflow => "listen_overflow",
+        EventKind::StateChange => "state_change",
+        EventKind::Lost => "lost",
+    }
+}
+
+fn attributed_by_name(a: AttributedBy) -> &'static str {
+    match a {
+        AttributedBy::SocketOwner => "socket_owner",
+        AttributedBy::ListenerOwner => "listener_owner",
+        AttributedBy::CurrentTask => "current_task",
+        AttributedBy::None => "none",
+    }
+}
+
+/// `,"name":` (every field but the first, `v`, follows another).
+fn key(out: &mut Vec<u8>, name: &[u8]) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name);
+    out.extend_from_slice(b"\":");
+}
+
+/// A string known to need no escape (a field or variant name).
+fn name(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
+fn field_str(out: &mut Vec<u8>, k: &[u8], v: Option<&str>) {
+    if let Some(s) = v {
+        key(out, k);
+        string(out, s);
+    }
+}
+
+fn field_int<N: itoa::Integer>(out: &mut Vec<u8>, k: &[u8], v: Option<N>) {
+    if let Some(n) = v {
+        key(out, k);
+        int(out, n);
+    }
+}
+
+fn opt_string(out: &mut Vec<u8>, v: Option<&str>) {
+    match v {
+        Some(s) => string(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn opt_int<N: itoa::Integer>(out: &mut Vec<u8>, v: Option<N>) {
+    match v {
+        Some(n) => int(out, n),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn int<N: itoa::Integer>(out: &mut Vec<u8>, n: N) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// `[{"addr":"10.0.0.2","port":40001},...]`.
+fn endpoints(out: &mut Vec<u8>, sample: &[Endpoint]) {
+    out.push(b'[');
+    for (i, ep) in sample.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"addr\":");
+        string(out, &ep.addr);
+        out.extend_from_slice(b",\"port\":");
+        int(out, ep.port);
+        out.push(b'}');
+    }
+    out.push(b']');
+}
+
+/// Whether serde_json escapes this byte: `"`, `\` and the control
+/// characters below 0x20 (DEL and everything non-ASCII go out verbatim).
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// A JSON string, escaped as serde_json escapes it.
+fn string(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    out.push(b'"');
+    if !bytes.iter().any(|&b| needs_escape(b)) {
+        out.extend_from_slice(bytes);
+    } else {
+        escaped(out, bytes);
+    }
+    out.push(b'"');
+}
+
+/// The slow path of [`string`]: runs of verbatim bytes between escapes.
+/// Escaped bytes are ASCII, so the runs split only between characters.
+fn escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if !needs_escape(b) {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        start = i + 1;
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x09 => out.extend_from_slice(b"\\t"),
+            0x0a => out.extend_from_slice(b"\\n"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            0x0d => out.extend_from_slice(b"\\r"),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]),
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+#[cfg(test)]
+#[path = "json_line_tests.rs"]
+mod tests;
