@@ -1,5 +1,7 @@
 //! Records + attribution -> interface events.
 
+use std::sync::Arc;
+
 use tracer_common::{REASON_NONE, RstRecord, SockInfo, StateRecord, kind, sock_flags};
 
 use tracer_common::socket_id as keys;
@@ -18,16 +20,16 @@ pub struct Enricher<'a> {
 }
 
 impl Enricher<'_> {
-    pub fn state_name(&self, state: u8) -> Option<String> {
+    /// The kernel's name of a TCP state (shared by every event), `None`
+    /// for none (0).
+    pub fn state_name(&self, state: u8) -> Option<Arc<str>> {
         if state == 0 {
             return None;
         }
-        Some(
-            self.names
-                .state_name(state as u32)
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("STATE_{state}")),
-        )
+        Some(match self.names.state_text(u32::from(state)) {
+            Some(name) => Arc::clone(name),
+            None => format!("STATE_{state}").into(),
+        })
     }
 
     pub fn socket_fields(&self, e: &mut Event, sock: &SockInfo) {
@@ -61,14 +63,12 @@ impl Enricher<'_> {
                 let inferred =
                     infer_reason(rec.sock.flags, e.state.as_ref().and_then(|s| s.as_deref()));
                 e.reason_inferred = inferred.is_some().then_some(true);
-                inferred.map(str::to_string)
+                inferred.map(inferred_name)
             } else {
-                Some(
-                    self.names
-                        .rst_reason_name(rec.reason)
-                        .map(str::to_string)
-                        .unwrap_or_else(|| format!("REASON_{}", rec.reason)),
-                )
+                Some(match self.names.rst_reason_text(rec.reason) {
+                    Some(name) => Arc::clone(name),
+                    None => format!("REASON_{}", rec.reason).into(),
+                })
             });
         }
         e
@@ -131,6 +131,19 @@ pub fn infer_reason(flags: u8, state: Option<&str>) -> Option<&'static str> {
         _ => None,
     }
 }
+
+/// An inferred reason's name, shared by every event that carries it.
+fn inferred_name(name: &'static str) -> Arc<str> {
+    static NAMES: std::sync::LazyLock<[Arc<str>; 2]> =
+        std::sync::LazyLock::new(|| INFERRED.map(Arc::from));
+    match INFERRED.iter().position(|&n| n == name) {
+        Some(i) => Arc::clone(&NAMES[i]),
+        None => Arc::from(name),
+    }
+}
+
+/// Every name [`infer_reason`] gives.
+const INFERRED: [&str; 2] = ["NO_SOCKET", "TCP_TIMEWAIT_SOCKET"];
 
 /// An address as text, as `IpAddr`'s `Display` writes it: IPv4 (every
 /// loopback and most service traffic) without the formatting machinery,

@@ -14,12 +14,7 @@ const NETNS: u32 = 4026531840;
 
 fn owned(kind: EventKind, pid: Option<u32>, comm: &str) -> Event {
     let mut e = Event::new(kind, TS.into());
-    let owner = pid.map(|pid| Owner {
-        pid,
-        comm: comm.as_bytes().to_vec(),
-        thread: Vec::new(),
-        cgroup: None,
-    });
+    let owner = pid.map(|pid| Owner::new(pid, comm.as_bytes().to_vec(), Vec::new(), None));
     e.set_owner(owner.as_ref(), AttributedBy::SocketOwner);
     e.netns = Some(NETNS);
     e.family = Some("inet");
@@ -92,7 +87,7 @@ fn rsts_sent(
         e.remote_addr = Some("10.0.0.2".into());
         e.remote_port = Some(40000 + (i % 20000) as u16);
         e.state = Some(Some("ESTABLISHED".into()));
-        e.reason = Some(reason.map(str::to_string));
+        e.reason = Some(reason.map(Into::into));
         w.add(&e);
     }
 }

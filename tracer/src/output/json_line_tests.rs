@@ -178,15 +178,15 @@ fn every_byte() {
     for b in 0..=255u8 {
         let mut e = Event::new(EventKind::RstSent, "t".into());
         let c = char::from(b).to_string();
-        e.comm = Some(c.clone());
-        e.cgroup = Some(format!("/a{c}b{c}"));
+        e.comm = Some(c.as_str().into());
+        e.cgroup = Some(format!("/a{c}b{c}").into());
         same(&e);
-        let owner = Owner {
-            pid: 1,
-            comm: vec![b'a', b, b'z', b, 0xff, b],
-            thread: vec![b, b'"'],
-            cgroup: Some(format!("{c}\\{c}")),
-        };
+        let owner = Owner::new(
+            1,
+            vec![b'a', b, b'z', b, 0xff, b],
+            vec![b, b'"'],
+            Some(format!("{c}\\{c}")),
+        );
         e.set_owner(Some(&owner), AttributedBy::CurrentTask);
         same(&e);
     }
@@ -237,6 +237,9 @@ impl Rng {
         let b = self.bytes();
         String::from_utf8_lossy(&b).into_owned()
     }
+    fn shared(&mut self) -> std::sync::Arc<str> {
+        self.text().into()
+    }
 }
 
 #[test]
@@ -244,26 +247,22 @@ fn mixed_events_match_serde_json() {
     let mut r = Rng(0x9e37_79b9_7f4a_7c15);
     for _ in 0..5_000 {
         let mut e = Event::new(r.pick(&KINDS), r.text());
-        let owner = r.maybe(|r| Owner {
-            pid: r.next() as u32,
-            comm: r.bytes(),
-            thread: r.bytes(),
-            cgroup: r.maybe(Rng::text),
-        });
+        let owner =
+            r.maybe(|r| Owner::new(r.next() as u32, r.bytes(), r.bytes(), r.maybe(Rng::text)));
         e.set_owner(owner.as_ref(), r.pick(&BYS));
-        e.container_id = r.maybe(Rng::text);
-        e.systemd_unit = r.maybe(Rng::text);
-        e.pod_uid = r.maybe(Rng::text);
+        e.container_id = r.maybe(Rng::shared);
+        e.systemd_unit = r.maybe(Rng::shared);
+        e.pod_uid = r.maybe(Rng::shared);
         e.family = r.maybe(|r| r.pick(&["inet", "inet6"]));
         e.local_addr = r.maybe(Rng::text);
         e.local_port = r.maybe(|r| r.next() as u16);
         e.remote_addr = r.maybe(Rng::text);
         e.remote_port = r.maybe(|r| r.next() as u16);
-        e.state = r.maybe(|r| r.maybe(Rng::text));
-        e.reason = r.maybe(|r| r.maybe(Rng::text));
+        e.state = r.maybe(|r| r.maybe(Rng::shared));
+        e.reason = r.maybe(|r| r.maybe(Rng::shared));
         e.reason_inferred = r.maybe(|r| r.next().is_multiple_of(2));
-        e.old_state = r.maybe(Rng::text);
-        e.new_state = r.maybe(Rng::text);
+        e.old_state = r.maybe(Rng::shared);
+        e.new_state = r.maybe(Rng::shared);
         e.errno = r.maybe(|r| r.next() as i32);
         e.error = r.maybe(Rng::text);
         e.fd_count = r.maybe(|r| r.maybe(|r| r.next() as u32));

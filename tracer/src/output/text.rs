@@ -146,12 +146,7 @@ mod tests {
     fn rst_sent() -> Event {
         let mut e = Event::new(EventKind::RstSent, TS.into());
         e.set_owner(
-            Some(&Owner {
-                pid: 42,
-                comm: b"nginx\0\0\0".to_vec(),
-                thread: Vec::new(),
-                cgroup: None,
-            }),
+            Some(&Owner::new(42, b"nginx\0\0\0".to_vec(), Vec::new(), None)),
             AttributedBy::SocketOwner,
         );
         e.family = Some("inet");
@@ -245,12 +240,7 @@ mod tests {
         );
         let mut a = Event::new(EventKind::AcceptFailed, TS.into());
         a.set_owner(
-            Some(&Owner {
-                pid: 9,
-                comm: b"java".to_vec(),
-                thread: Vec::new(),
-                cgroup: None,
-            }),
+            Some(&Owner::new(9, b"java".to_vec(), Vec::new(), None)),
             AttributedBy::SocketOwner,
         );
         a.local_port = Some(8080);
@@ -271,12 +261,12 @@ mod tests {
     fn comm_with_control_characters_stays_on_one_line() {
         let mut e = rst_sent();
         e.set_owner(
-            Some(&Owner {
-                pid: 42,
-                comm: b"evil\nname\t\x1b[2J\r".to_vec(),
-                thread: Vec::new(),
-                cgroup: None,
-            }),
+            Some(&Owner::new(
+                42,
+                b"evil\nname\t\x1b[2J\r".to_vec(),
+                Vec::new(),
+                None,
+            )),
             AttributedBy::SocketOwner,
         );
         let l = line(&e);

@@ -285,7 +285,7 @@ impl Loop<'_> {
         e.error = Some(errno_name(rec.errno));
         e.count = Some(count);
         if e.comm.is_none() {
-            e.comm = Some(comm_string(&rec.task.comm));
+            e.comm = Some(comm_string(&rec.task.comm).into());
         }
         Pending {
             event: e,
