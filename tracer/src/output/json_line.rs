@@ -11,70 +11,70 @@ use crate::event::{AttributedBy, Endpoint, Event, EventKind};
 pub fn write_event(out: &mut Vec<u8>, e: &Event) {
     out.extend_from_slice(b"{\"v\":");
     int(out, e.v);
-    key(out, b"ts");
+    key(out, b",\"ts\":");
     string(out, &e.ts);
-    key(out, b"event");
+    key(out, b",\"event\":");
     name(out, kind_name(e.event));
-    key(out, b"pid");
+    key(out, b",\"pid\":");
     opt_int(out, e.pid);
-    key(out, b"comm");
+    key(out, b",\"comm\":");
     opt_string(out, e.comm.as_deref());
     if let Some(t) = &e.thread {
-        key(out, b"thread");
+        key(out, b",\"thread\":");
         string(out, t);
     }
-    key(out, b"attributed_by");
+    key(out, b",\"attributed_by\":");
     name(out, attributed_by_name(e.attributed_by));
-    key(out, b"cgroup");
+    key(out, b",\"cgroup\":");
     opt_string(out, e.cgroup.as_deref());
-    field_str(out, b"container_id", e.container_id.as_deref());
-    field_str(out, b"systemd_unit", e.systemd_unit.as_deref());
-    field_str(out, b"pod_uid", e.pod_uid.as_deref());
-    field_str(out, b"family", e.family);
-    field_str(out, b"local_addr", e.local_addr.as_deref());
-    field_int(out, b"local_port", e.local_port);
-    field_str(out, b"remote_addr", e.remote_addr.as_deref());
-    field_int(out, b"remote_port", e.remote_port);
+    field_str(out, b",\"container_id\":", e.container_id.as_deref());
+    field_str(out, b",\"systemd_unit\":", e.systemd_unit.as_deref());
+    field_str(out, b",\"pod_uid\":", e.pod_uid.as_deref());
+    field_str(out, b",\"family\":", e.family);
+    field_str(out, b",\"local_addr\":", e.local_addr.as_deref());
+    field_int(out, b",\"local_port\":", e.local_port);
+    field_str(out, b",\"remote_addr\":", e.remote_addr.as_deref());
+    field_int(out, b",\"remote_port\":", e.remote_port);
     if let Some(s) = &e.state {
-        key(out, b"state");
+        key(out, b",\"state\":");
         opt_string(out, s.as_deref());
     }
     if let Some(r) = &e.reason {
-        key(out, b"reason");
+        key(out, b",\"reason\":");
         opt_string(out, r.as_deref());
     }
     if let Some(b) = e.reason_inferred {
-        key(out, b"reason_inferred");
+        key(out, b",\"reason_inferred\":");
         out.extend_from_slice(if b { b"true" } else { b"false" });
     }
-    field_str(out, b"old_state", e.old_state.as_deref());
-    field_str(out, b"new_state", e.new_state.as_deref());
+    field_str(out, b",\"old_state\":", e.old_state.as_deref());
+    field_str(out, b",\"new_state\":", e.new_state.as_deref());
     if let Some(n) = e.errno {
-        key(out, b"errno");
+        key(out, b",\"errno\":");
         int(out, n);
     }
-    field_str(out, b"error", e.error.as_deref());
+    field_str(out, b",\"error\":", e.error.as_deref());
     if let Some(n) = e.fd_count {
-        key(out, b"fd_count");
+        key(out, b",\"fd_count\":");
         opt_int(out, n);
     }
     if let Some(n) = e.fd_limit {
-        key(out, b"fd_limit");
+        key(out, b",\"fd_limit\":");
         opt_int(out, n);
     }
-    field_int(out, b"backlog", e.backlog);
-    field_int(out, b"queued", e.queued);
-    field_int(out, b"count", e.count);
+    field_int(out, b",\"backlog\":", e.backlog);
+    field_int(out, b",\"queued\":", e.queued);
+    field_int(out, b",\"count\":", e.count);
     if let Some(s) = &e.remote_sample {
-        key(out, b"remote_sample");
+        key(out, b",\"remote_sample\":");
         endpoints(out, s);
     }
     if let Some(s) = &e.local_sample {
-        key(out, b"local_sample");
+        key(out, b",\"local_sample\":");
         endpoints(out, s);
     }
-    field_int(out, b"netns", e.netns);
-    field_int(out, b"socket_inode", e.socket_inode);
+    field_int(out, b",\"netns\":", e.netns);
+    field_int(out, b",\"socket_inode\":", e.socket_inode);
     out.push(b'}');
 }
 
@@ -100,34 +100,39 @@ fn attributed_by_name(a: AttributedBy) -> &'static str {
     }
 }
 
-/// `,"name":` (every field but the first, `v`, follows another).
-fn key(out: &mut Vec<u8>, name: &[u8]) {
-    out.extend_from_slice(b",\"");
-    out.extend_from_slice(name);
-    out.extend_from_slice(b"\":");
+/// A key, written whole: `,"name":` (every field but the first, `v`,
+/// follows another). Always inlined, so that each is a copy of a constant
+/// length, not a call.
+#[inline(always)]
+fn key(out: &mut Vec<u8>, key: &'static [u8]) {
+    out.extend_from_slice(key);
 }
 
 /// A string known to need no escape (a field or variant name).
+#[inline(always)]
 fn name(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     out.extend_from_slice(s.as_bytes());
     out.push(b'"');
 }
 
-fn field_str(out: &mut Vec<u8>, k: &[u8], v: Option<&str>) {
+#[inline(always)]
+fn field_str(out: &mut Vec<u8>, k: &'static [u8], v: Option<&str>) {
     if let Some(s) = v {
         key(out, k);
         string(out, s);
     }
 }
 
-fn field_int<N: itoa::Integer>(out: &mut Vec<u8>, k: &[u8], v: Option<N>) {
+#[inline(always)]
+fn field_int<N: itoa::Integer>(out: &mut Vec<u8>, k: &'static [u8], v: Option<N>) {
     if let Some(n) = v {
         key(out, k);
         int(out, n);
     }
 }
 
+#[inline(always)]
 fn opt_string(out: &mut Vec<u8>, v: Option<&str>) {
     match v {
         Some(s) => string(out, s),
@@ -135,6 +140,7 @@ fn opt_string(out: &mut Vec<u8>, v: Option<&str>) {
     }
 }
 
+#[inline(always)]
 fn opt_int<N: itoa::Integer>(out: &mut Vec<u8>, v: Option<N>) {
     match v {
         Some(n) => int(out, n),
@@ -142,6 +148,7 @@ fn opt_int<N: itoa::Integer>(out: &mut Vec<u8>, v: Option<N>) {
     }
 }
 
+#[inline(always)]
 fn int<N: itoa::Integer>(out: &mut Vec<u8>, n: N) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
@@ -172,12 +179,39 @@ fn needs_escape(b: u8) -> bool {
 fn string(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     out.push(b'"');
-    if !bytes.iter().any(|&b| needs_escape(b)) {
+    if verbatim(bytes) {
         out.extend_from_slice(bytes);
     } else {
         escaped(out, bytes);
     }
     out.push(b'"');
+}
+
+/// Whether no byte of `bytes` [`needs_escape`], eight at a time (nearly
+/// every string of an event needs none: this check was the most of a
+/// line's string work a byte at a time).
+fn verbatim(mut bytes: &[u8]) -> bool {
+    while let Some((word, rest)) = bytes.split_first_chunk::<8>() {
+        if word_needs_escape(u64::from_le_bytes(*word)) {
+            return false;
+        }
+        bytes = rest;
+    }
+    !bytes.iter().any(|&b| needs_escape(b))
+}
+
+/// Whether any byte of `x` is below 0x20, `"` or `\`: the exact tests
+/// "has a byte less than n" (`(x - n*ONES) & !x & HIGHS`, exact for
+/// n <= 0x80) and "has a zero byte" of `x ^ c*ONES` (Bit Twiddling Hacks).
+/// Bytes of 0x80 and above never match (`!x` clears their high bit).
+fn word_needs_escape(x: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let control = x.wrapping_sub(0x20 * ONES) & !x & HIGHS;
+    let quote = has_zero(x ^ (u64::from(b'"') * ONES));
+    let backslash = has_zero(x ^ (u64::from(b'\\') * ONES));
+    control | quote | backslash != 0
 }
 
 /// The slow path of [`string`]: runs of verbatim bytes between escapes.

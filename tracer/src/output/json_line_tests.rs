@@ -192,6 +192,30 @@ fn every_byte() {
     }
 }
 
+/// The eight-at-a-time check against the byte-at-a-time one: every byte
+/// value at every position of strings of 0 to 40 bytes (words, tails), in
+/// plain and non-ASCII surroundings.
+#[test]
+fn the_word_check_finds_every_escape_anywhere() {
+    for fill in [b'a', b'~', 0x7f, 0x80, 0xff] {
+        for len in 0..=40 {
+            let plain = vec![fill; len];
+            assert!(super::verbatim(&plain), "{fill:#x} x {len}");
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut bytes = plain.clone();
+                    bytes[at] = b;
+                    assert_eq!(
+                        super::verbatim(&bytes),
+                        !super::needs_escape(b),
+                        "{b:#x} at {at} of {len} (fill {fill:#x})"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// A small deterministic generator (xorshift), so the mixed cases are the
 /// same on every run.
 struct Rng(u64);
