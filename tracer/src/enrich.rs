@@ -35,11 +35,11 @@ impl Enricher<'_> {
     pub fn socket_fields(&self, e: &mut Event, sock: &SockInfo) {
         e.family = keys::family_name(sock.family);
         if let Some(a) = keys::addr(sock.family, &sock.laddr) {
-            e.local_addr = Some(addr_string(a));
+            e.local_addr = Some(a);
             e.local_port = Some(sock.lport);
         }
         if let Some(a) = keys::addr(sock.family, &sock.raddr) {
-            e.remote_addr = Some(addr_string(a));
+            e.remote_addr = Some(a);
             e.remote_port = Some(sock.rport);
         }
         e.state = Some(self.state_name(sock.state));
@@ -145,55 +145,9 @@ fn inferred_name(name: &'static str) -> Arc<str> {
 /// Every name [`infer_reason`] gives.
 const INFERRED: [&str; 2] = ["NO_SOCKET", "TCP_TIMEWAIT_SOCKET"];
 
-/// An address as text, as `IpAddr`'s `Display` writes it: IPv4 (every
-/// loopback and most service traffic) without the formatting machinery,
-/// which took more than the rest of a line's socket fields (perf, one line
-/// per reset).
-pub fn addr_string(a: std::net::IpAddr) -> String {
-    let std::net::IpAddr::V4(v4) = a else {
-        return a.to_string();
-    };
-    let mut out = String::with_capacity(15);
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            out.push('.');
-        }
-        if octet >= 100 {
-            out.push(char::from(b'0' + octet / 100));
-        }
-        if octet >= 10 {
-            out.push(char::from(b'0' + octet / 10 % 10));
-        }
-        out.push(char::from(b'0' + octet % 10));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{addr_string, infer_reason};
-
-    #[test]
-    fn addresses_read_as_display_writes_them() {
-        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-        for a in [
-            [0, 0, 0, 0],
-            [127, 0, 0, 1],
-            [10, 9, 99, 100],
-            [192, 168, 100, 255],
-            [255, 255, 255, 255],
-            [1, 20, 200, 9],
-        ] {
-            let ip = IpAddr::V4(Ipv4Addr::from(a));
-            assert_eq!(addr_string(ip), ip.to_string());
-        }
-        for octet in 0..=255u8 {
-            let ip = IpAddr::V4(Ipv4Addr::new(octet, 255 - octet, octet / 3, 7));
-            assert_eq!(addr_string(ip), ip.to_string());
-        }
-        let v6 = IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1));
-        assert_eq!(addr_string(v6), "fd00::1");
-    }
+    use super::infer_reason;
     use tracer_common::sock_flags::{FROM_SKB, HAS_SK};
 
     #[test]

@@ -1,6 +1,7 @@
 //! The enriched, versioned events of the public interface
 //! (docs/schema.md). Outputs print these; diagnose aggregates them.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -128,12 +129,14 @@ pub struct Event {
     pub pod_uid: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub family: Option<&'static str>,
+    /// Written as `Display` writes it (serde's way for text formats);
+    /// IPv4-mapped IPv6 addresses are normalised to IPv4 before.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub local_addr: Option<String>,
+    pub local_addr: Option<IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub remote_addr: Option<String>,
+    pub remote_addr: Option<IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_port: Option<u16>,
     /// Present (possibly `null`) on every event about a socket.

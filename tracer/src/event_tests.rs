@@ -31,9 +31,9 @@ fn rst_sent_with_owner_and_reason() {
         AttributedBy::SocketOwner,
     );
     e.family = Some("inet");
-    e.local_addr = Some("10.0.0.1".into());
+    e.local_addr = Some("10.0.0.1".parse().expect("test data"));
     e.local_port = Some(8080);
-    e.remote_addr = Some("10.0.0.2".into());
+    e.remote_addr = Some("10.0.0.2".parse().expect("test data"));
     e.remote_port = Some(51234);
     e.state = Some(Some("ESTABLISHED".into()));
     e.reason = Some(Some("TCP_ABORT_ON_CLOSE".into()));
@@ -82,9 +82,9 @@ fn reason_and_state_null_when_some_none() {
     let mut e = Event::new(EventKind::RstSent, TS.into());
     e.set_owner(Some(&owner(7, b"curl", None)), AttributedBy::CurrentTask);
     e.family = Some("inet6");
-    e.local_addr = Some("::1".into());
+    e.local_addr = Some("::1".parse().expect("test data"));
     e.local_port = Some(443);
-    e.remote_addr = Some("::1".into());
+    e.remote_addr = Some("::1".parse().expect("test data"));
     e.remote_port = Some(40000);
     e.state = Some(None);
     e.reason = Some(None);
@@ -107,9 +107,9 @@ fn every_field_in_schema_order() {
         AttributedBy::ListenerOwner,
     );
     e.family = Some("inet");
-    e.local_addr = Some("0.0.0.0".into());
+    e.local_addr = Some("0.0.0.0".parse().expect("test data"));
     e.local_port = Some(1);
-    e.remote_addr = Some("0.0.0.0".into());
+    e.remote_addr = Some("0.0.0.0".parse().expect("test data"));
     e.remote_port = Some(2);
     e.state = Some(Some("LISTEN".into()));
     e.reason = Some(Some("NOT_SPECIFIED".into()));

@@ -1,6 +1,8 @@
 //! `write_event` against `serde_json::to_string` over fixture events: every
 //! optional field present and absent, hostile process names, every byte.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 use super::write_event;
 use crate::event::{AttributedBy, Endpoint, Event, EventKind, Owner};
 
@@ -69,9 +71,9 @@ fn full(s: &str) -> Event {
     e.systemd_unit = Some(s.into());
     e.pod_uid = Some(s.into());
     e.family = Some("inet6");
-    e.local_addr = Some(s.into());
+    e.local_addr = Some(IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1)));
     e.local_port = Some(u16::MAX);
-    e.remote_addr = Some(s.into());
+    e.remote_addr = Some(IpAddr::V4(Ipv4Addr::BROADCAST));
     e.remote_port = Some(0);
     e.state = Some(Some(s.into()));
     e.reason = Some(Some(s.into()));
@@ -216,6 +218,38 @@ fn the_word_check_finds_every_escape_anywhere() {
     }
 }
 
+/// Addresses as serde (their `Display`) writes them: every octet value in
+/// every position of IPv4, and IPv6 forms (compressed zeros, IPv4-mapped).
+#[test]
+fn addresses_as_serde_writes_them() {
+    let mut e = Event::new(EventKind::RstSent, "t".into());
+    for octet in 0..=255u8 {
+        for ip in [
+            Ipv4Addr::new(octet, 0, 0, 0),
+            Ipv4Addr::new(1, octet, 20, 200),
+            Ipv4Addr::new(255, 99, octet, 100),
+            Ipv4Addr::new(10, 9, 100, octet),
+        ] {
+            e.local_addr = Some(IpAddr::V4(ip));
+            e.remote_addr = Some(IpAddr::V4(ip));
+            same(&e);
+        }
+    }
+    for ip in [
+        Ipv6Addr::UNSPECIFIED,
+        Ipv6Addr::LOCALHOST,
+        Ipv6Addr::new(0xfe80, 0, 0, 0, 0x1, 0, 0, 0x2),
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 1, 0, 0, 1),
+        Ipv4Addr::new(192, 168, 1, 1).to_ipv6_mapped(),
+        Ipv6Addr::new(
+            0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff,
+        ),
+    ] {
+        e.local_addr = Some(IpAddr::V6(ip));
+        same(&e);
+    }
+}
+
 /// A small deterministic generator (xorshift), so the mixed cases are the
 /// same on every run.
 struct Rng(u64);
@@ -264,6 +298,20 @@ impl Rng {
     fn shared(&mut self) -> std::sync::Arc<str> {
         self.text().into()
     }
+    /// An address of either family, with the zeros and small numbers that
+    /// change how it is written.
+    fn ip(&mut self) -> IpAddr {
+        let part = |r: &mut Rng| {
+            let any = r.next() as u16;
+            r.pick(&[0u16, 0, 1, 9, 10, 99, 100, 255, 0xffff, any])
+        };
+        if self.next().is_multiple_of(2) {
+            let octets = [0; 4].map(|_| part(self) as u8);
+            IpAddr::V4(Ipv4Addr::from(octets))
+        } else {
+            IpAddr::V6(Ipv6Addr::from([0; 8].map(|_| part(self))))
+        }
+    }
 }
 
 #[test]
@@ -278,9 +326,9 @@ fn mixed_events_match_serde_json() {
         e.systemd_unit = r.maybe(Rng::shared);
         e.pod_uid = r.maybe(Rng::shared);
         e.family = r.maybe(|r| r.pick(&["inet", "inet6"]));
-        e.local_addr = r.maybe(Rng::text);
+        e.local_addr = r.maybe(Rng::ip);
         e.local_port = r.maybe(|r| r.next() as u16);
-        e.remote_addr = r.maybe(Rng::text);
+        e.remote_addr = r.maybe(Rng::ip);
         e.remote_port = r.maybe(|r| r.next() as u16);
         e.state = r.maybe(|r| r.maybe(Rng::shared));
         e.reason = r.maybe(|r| r.maybe(Rng::shared));

@@ -185,7 +185,7 @@ impl Loop<'_> {
         );
         e.set_owner(owner.as_ref(), by);
         e.family = socket_id::family_name(l.family);
-        e.local_addr = Some(l.local.ip().to_string());
+        e.local_addr = Some(l.local.ip());
         e.local_port = Some(l.local.port());
         e.state = Some(Some("LISTEN".into()));
         e.backlog = Some(l.wqueue);
