@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::timestamp::Timestamp;
+
 /// Schema version of every event and report.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -111,7 +113,7 @@ impl std::ops::Deref for Owner {
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Event {
     pub v: u32,
-    pub ts: String,
+    pub ts: Timestamp,
     pub event: EventKind,
     pub pid: Option<u32>,
     pub comm: Option<Arc<str>>,
@@ -203,7 +205,7 @@ pub struct Event {
 
 impl Event {
     /// An event with only the common fields set.
-    pub fn new(event: EventKind, ts: String) -> Self {
+    pub fn new(event: EventKind, ts: Timestamp) -> Self {
         Event {
             v: SCHEMA_VERSION,
             ts,

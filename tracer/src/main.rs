@@ -34,6 +34,7 @@ mod sink;
 mod snapshot;
 mod storm;
 mod task_iter;
+mod timestamp;
 mod watch;
 
 use std::process::ExitCode;

@@ -14,7 +14,7 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event) {
     out.extend_from_slice(b"{\"v\":");
     int(out, e.v);
     key(out, b",\"ts\":");
-    string(out, &e.ts);
+    string_bytes(out, e.ts.as_bytes());
     key(out, b",\"event\":");
     name(out, kind_name(e.event));
     key(out, b",\"pid\":");
@@ -224,7 +224,11 @@ fn needs_escape(b: u8) -> bool {
 
 /// A JSON string, escaped as serde_json escapes it.
 fn string(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
+    string_bytes(out, s.as_bytes());
+}
+
+/// [`string`] of the bytes of a string (UTF-8).
+fn string_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
     if verbatim(bytes) {
         out.extend_from_slice(bytes);

@@ -318,7 +318,7 @@ impl Rng {
 fn mixed_events_match_serde_json() {
     let mut r = Rng(0x9e37_79b9_7f4a_7c15);
     for _ in 0..5_000 {
-        let mut e = Event::new(r.pick(&KINDS), r.text());
+        let mut e = Event::new(r.pick(&KINDS), r.text().into());
         let owner =
             r.maybe(|r| Owner::new(r.next() as u32, r.bytes(), r.bytes(), r.maybe(Rng::text)));
         e.set_owner(owner.as_ref(), r.pick(&BYS));
