@@ -1,6 +1,8 @@
 //! Kernel timestamps (`bpf_ktime_get_boot_ns`, CLOCK_BOOTTIME) to wall-clock
 //! time, and RFC 3339 formatting without a date library.
 
+use crate::timestamp::Timestamp;
+
 /// Converts CLOCK_BOOTTIME nanoseconds to Unix-epoch nanoseconds.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
@@ -50,7 +52,7 @@ impl Clock {
         now_ns(libc::CLOCK_BOOTTIME) as u64
     }
 
-    pub fn rfc3339(&self, boot_ns: u64) -> String {
+    pub fn rfc3339(&self, boot_ns: u64) -> Timestamp {
         rfc3339(self.wall_ns(boot_ns))
     }
 }
@@ -69,9 +71,19 @@ thread_local! {
 }
 
 /// `2026-11-25T20:31:02.123456789Z` for Unix-epoch nanoseconds.
-pub fn rfc3339(epoch_ns: i128) -> String {
-    let secs = epoch_ns.div_euclid(1_000_000_000) as i64;
-    let nanos = epoch_ns.rem_euclid(1_000_000_000) as u32;
+pub fn rfc3339(epoch_ns: i128) -> Timestamp {
+    // 64-bit arithmetic for every time until 2262 (128-bit division is a
+    // library call).
+    let (secs, nanos) = match i64::try_from(epoch_ns) {
+        Ok(ns) => (
+            ns.div_euclid(1_000_000_000),
+            ns.rem_euclid(1_000_000_000) as u32,
+        ),
+        Err(_) => (
+            epoch_ns.div_euclid(1_000_000_000) as i64,
+            epoch_ns.rem_euclid(1_000_000_000) as u32,
+        ),
+    };
     LAST_SECOND.with(|cell| {
         let mut last = cell.borrow_mut();
         if last.0 != secs {
@@ -86,25 +98,21 @@ pub fn rfc3339(epoch_ns: i128) -> String {
             );
             last.0 = secs;
         }
-        let mut out = String::with_capacity(31);
-        out.push_str(&last.1);
-        push_nanos(&mut out, nanos);
-        out
+        Timestamp::joined(&last.1, &nanos_z(nanos))
     })
 }
 
-/// Appends `nanos` as nine digits and the `Z`: every event's timestamp
-/// ends with it, and the formatting machinery cost more than the rest of
-/// the line's time (perf, one line per reset).
-fn push_nanos(out: &mut String, nanos: u32) {
-    let mut digits = [b'0'; 9];
+/// `nanos` as nine digits and the `Z`: every event's timestamp ends with
+/// it, and the formatting machinery cost more than the rest of the line's
+/// time (perf, one line per reset).
+fn nanos_z(nanos: u32) -> [u8; 10] {
+    let mut tail = [b'Z'; 10];
     let mut n = nanos % 1_000_000_000;
-    for d in digits.iter_mut().rev() {
+    for d in tail[..9].iter_mut().rev() {
         *d = b'0' + (n % 10) as u8;
         n /= 10;
     }
-    out.extend(digits.iter().map(|&d| d as char));
-    out.push('Z');
+    tail
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
@@ -138,6 +146,23 @@ mod tests {
         assert_eq!(
             rfc3339(951_782_400_000_000_001),
             "2000-02-29T00:00:00.000000001Z"
+        );
+    }
+
+    /// Before 1970 and past 2262 (where nanoseconds leave 64 bits).
+    #[test]
+    fn formats_instants_far_from_now() {
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999999999Z");
+        assert_eq!(
+            rfc3339(-86_400_000_000_000 + 5),
+            "1969-12-31T00:00:00.000000005Z"
+        );
+        let past_i64 = i128::from(i64::MAX) + 1;
+        assert_eq!(rfc3339(past_i64), "2262-04-11T23:47:16.854775808Z");
+        assert_eq!(rfc3339(past_i64 - 1), "2262-04-11T23:47:16.854775807Z");
+        assert_eq!(
+            rfc3339(253_402_300_800_000_000_000),
+            "10000-01-01T00:00:00.000000000Z"
         );
     }
 

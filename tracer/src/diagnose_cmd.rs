@@ -126,7 +126,7 @@ pub async fn run(args: Config) -> anyhow::Result<()> {
             kernel,
             version: env!("CARGO_PKG_VERSION"),
             command: command_line(),
-            started: Clock::new().rfc3339(started),
+            started: Clock::new().rfc3339(started).to_string(),
         };
         let page = html::render(&rep, &t, &host, &meta);
         file.write_all(page.as_bytes())

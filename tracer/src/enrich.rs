@@ -1,5 +1,7 @@
 //! Records + attribution -> interface events.
 
+use std::sync::Arc;
+
 use tracer_common::{REASON_NONE, RstRecord, SockInfo, StateRecord, kind, sock_flags};
 
 use tracer_common::socket_id as keys;
@@ -18,26 +20,26 @@ pub struct Enricher<'a> {
 }
 
 impl Enricher<'_> {
-    pub fn state_name(&self, state: u8) -> Option<String> {
+    /// The kernel's name of a TCP state (shared by every event), `None`
+    /// for none (0).
+    pub fn state_name(&self, state: u8) -> Option<Arc<str>> {
         if state == 0 {
             return None;
         }
-        Some(
-            self.names
-                .state_name(state as u32)
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("STATE_{state}")),
-        )
+        Some(match self.names.state_text(u32::from(state)) {
+            Some(name) => Arc::clone(name),
+            None => format!("STATE_{state}").into(),
+        })
     }
 
     pub fn socket_fields(&self, e: &mut Event, sock: &SockInfo) {
         e.family = keys::family_name(sock.family);
         if let Some(a) = keys::addr(sock.family, &sock.laddr) {
-            e.local_addr = Some(addr_string(a));
+            e.local_addr = Some(a);
             e.local_port = Some(sock.lport);
         }
         if let Some(a) = keys::addr(sock.family, &sock.raddr) {
-            e.remote_addr = Some(addr_string(a));
+            e.remote_addr = Some(a);
             e.remote_port = Some(sock.rport);
         }
         e.state = Some(self.state_name(sock.state));
@@ -61,14 +63,12 @@ impl Enricher<'_> {
                 let inferred =
                     infer_reason(rec.sock.flags, e.state.as_ref().and_then(|s| s.as_deref()));
                 e.reason_inferred = inferred.is_some().then_some(true);
-                inferred.map(str::to_string)
+                inferred.map(inferred_name)
             } else {
-                Some(
-                    self.names
-                        .rst_reason_name(rec.reason)
-                        .map(str::to_string)
-                        .unwrap_or_else(|| format!("REASON_{}", rec.reason)),
-                )
+                Some(match self.names.rst_reason_text(rec.reason) {
+                    Some(name) => Arc::clone(name),
+                    None => format!("REASON_{}", rec.reason).into(),
+                })
             });
         }
         e
@@ -132,55 +132,22 @@ pub fn infer_reason(flags: u8, state: Option<&str>) -> Option<&'static str> {
     }
 }
 
-/// An address as text, as `IpAddr`'s `Display` writes it: IPv4 (every
-/// loopback and most service traffic) without the formatting machinery,
-/// which took more than the rest of a line's socket fields (perf, one line
-/// per reset).
-pub fn addr_string(a: std::net::IpAddr) -> String {
-    let std::net::IpAddr::V4(v4) = a else {
-        return a.to_string();
-    };
-    let mut out = String::with_capacity(15);
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            out.push('.');
-        }
-        if octet >= 100 {
-            out.push(char::from(b'0' + octet / 100));
-        }
-        if octet >= 10 {
-            out.push(char::from(b'0' + octet / 10 % 10));
-        }
-        out.push(char::from(b'0' + octet % 10));
+/// An inferred reason's name, shared by every event that carries it.
+fn inferred_name(name: &'static str) -> Arc<str> {
+    static NAMES: std::sync::LazyLock<[Arc<str>; 2]> =
+        std::sync::LazyLock::new(|| INFERRED.map(Arc::from));
+    match INFERRED.iter().position(|&n| n == name) {
+        Some(i) => Arc::clone(&NAMES[i]),
+        None => Arc::from(name),
     }
-    out
 }
+
+/// Every name [`infer_reason`] gives.
+const INFERRED: [&str; 2] = ["NO_SOCKET", "TCP_TIMEWAIT_SOCKET"];
 
 #[cfg(test)]
 mod tests {
-    use super::{addr_string, infer_reason};
-
-    #[test]
-    fn addresses_read_as_display_writes_them() {
-        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-        for a in [
-            [0, 0, 0, 0],
-            [127, 0, 0, 1],
-            [10, 9, 99, 100],
-            [192, 168, 100, 255],
-            [255, 255, 255, 255],
-            [1, 20, 200, 9],
-        ] {
-            let ip = IpAddr::V4(Ipv4Addr::from(a));
-            assert_eq!(addr_string(ip), ip.to_string());
-        }
-        for octet in 0..=255u8 {
-            let ip = IpAddr::V4(Ipv4Addr::new(octet, 255 - octet, octet / 3, 7));
-            assert_eq!(addr_string(ip), ip.to_string());
-        }
-        let v6 = IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1));
-        assert_eq!(addr_string(v6), "fd00::1");
-    }
+    use super::infer_reason;
     use tracer_common::sock_flags::{FROM_SKB, HAS_SK};
 
     #[test]

@@ -1,7 +1,12 @@
 //! The enriched, versioned events of the public interface
 //! (docs/schema.md). Outputs print these; diagnose aggregates them.
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use serde::Serialize;
+
+use crate::timestamp::Timestamp;
 
 /// Schema version of every event and report.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -39,9 +44,17 @@ pub struct Endpoint {
     pub port: u16,
 }
 
-/// The process an event is attributed to.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Owner {
+/// The process an event is attributed to: what identifies it, and the
+/// event fields it gives (`comm`, `thread`, `cgroup` and what the cgroup
+/// path says), rendered once when the owner is made. Owners are cached and
+/// shared by the attribution (a clone is one reference count) and every
+/// event of one owner shares its strings: an RST storm's lines were paying
+/// for the same names and parses on every line (perf).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner(Arc<OwnerInfo>);
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct OwnerInfo {
     pub pid: u32,
     /// The process's name (its thread-group leader's `comm`): raw bytes
     /// (may be any bytes), rendered lossily as UTF-8.
@@ -49,7 +62,50 @@ pub struct Owner {
     /// The acting thread's name when the kernel named one that differs
     /// from `comm`; empty otherwise.
     pub thread: Vec<u8>,
-    pub cgroup: Option<String>,
+    pub cgroup: Option<Arc<str>>,
+    /// `comm` as the event's `comm`.
+    pub comm_text: Arc<str>,
+    /// The event's `thread` ([`thread_name`]).
+    pub thread_text: Option<Arc<str>>,
+    /// What `cgroup` says (crate::container).
+    pub container_id: Option<Arc<str>>,
+    pub systemd_unit: Option<Arc<str>>,
+    pub pod_uid: Option<Arc<str>>,
+}
+
+impl Owner {
+    pub fn new(pid: u32, comm: Vec<u8>, thread: Vec<u8>, cgroup: Option<String>) -> Owner {
+        let c = cgroup
+            .as_deref()
+            .map(crate::container::parse)
+            .unwrap_or_default();
+        let comm_text = comm_string(&comm);
+        let thread_text = thread_name(&comm_text, &thread).map(Arc::from);
+        Owner(Arc::new(OwnerInfo {
+            pid,
+            comm_text: Arc::from(comm_text),
+            thread_text,
+            cgroup: cgroup.map(Arc::from),
+            container_id: c.container_id.map(Arc::from),
+            systemd_unit: c.systemd_unit.map(Arc::from),
+            pod_uid: c.pod_uid.map(Arc::from),
+            comm,
+            thread,
+        }))
+    }
+
+    /// Whether both are the one owner made once (not merely equal).
+    #[cfg(test)]
+    pub fn shares(&self, other: &Owner) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::ops::Deref for Owner {
+    type Target = OwnerInfo;
+    fn deref(&self) -> &OwnerInfo {
+        &self.0
+    }
 }
 
 /// One event line. Optional event-specific fields are left out when absent;
@@ -57,38 +113,40 @@ pub struct Owner {
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Event {
     pub v: u32,
-    pub ts: String,
+    pub ts: Timestamp,
     pub event: EventKind,
     pub pid: Option<u32>,
-    pub comm: Option<String>,
+    pub comm: Option<Arc<str>>,
     /// The acting thread's name, when it differs from the process's.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub thread: Option<String>,
+    pub thread: Option<Arc<str>>,
     pub attributed_by: AttributedBy,
-    pub cgroup: Option<String>,
+    pub cgroup: Option<Arc<str>>,
     /// Parsed from `cgroup` (crate::container), when it names one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub container_id: Option<String>,
+    pub container_id: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub systemd_unit: Option<String>,
+    pub systemd_unit: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod_uid: Option<String>,
+    pub pod_uid: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub family: Option<&'static str>,
+    /// Written as `Display` writes it (serde's way for text formats);
+    /// IPv4-mapped IPv6 addresses are normalised to IPv4 before.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub local_addr: Option<String>,
+    pub local_addr: Option<IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub remote_addr: Option<String>,
+    pub remote_addr: Option<IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_port: Option<u16>,
     /// Present (possibly `null`) on every event about a socket.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub state: Option<Option<String>>,
+    pub state: Option<Option<Arc<str>>>,
     /// rst_sent: the kernel's reason name, `null` where the kernel gives none.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<Option<String>>,
+    pub reason: Option<Option<Arc<str>>>,
     /// rst_sent: `true` when `reason` was inferred by tracer from what the
     /// kernel told (no socket, TIME_WAIT) because the kernel gives no reasons
     /// (before 6.10); absent when the kernel named the reason.
@@ -96,9 +154,9 @@ pub struct Event {
     pub reason_inferred: Option<bool>,
     /// state_change.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub old_state: Option<String>,
+    pub old_state: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub new_state: Option<String>,
+    pub new_state: Option<Arc<str>>,
     /// accept_failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errno: Option<i32>,
@@ -147,7 +205,7 @@ pub struct Event {
 
 impl Event {
     /// An event with only the common fields set.
-    pub fn new(event: EventKind, ts: String) -> Self {
+    pub fn new(event: EventKind, ts: Timestamp) -> Self {
         Event {
             v: SCHEMA_VERSION,
             ts,
@@ -189,17 +247,12 @@ impl Event {
         match owner {
             Some(o) if o.pid != 0 => {
                 self.pid = Some(o.pid);
-                self.comm = Some(comm_string(&o.comm));
-                self.thread = thread_name(&o.comm, &o.thread);
-                self.cgroup = o.cgroup.clone();
-                let c = o
-                    .cgroup
-                    .as_deref()
-                    .map(crate::container::parse)
-                    .unwrap_or_default();
-                self.container_id = c.container_id;
-                self.systemd_unit = c.systemd_unit;
-                self.pod_uid = c.pod_uid;
+                self.comm = Some(Arc::clone(&o.comm_text));
+                self.thread.clone_from(&o.thread_text);
+                self.cgroup.clone_from(&o.cgroup);
+                self.container_id.clone_from(&o.container_id);
+                self.systemd_unit.clone_from(&o.systemd_unit);
+                self.pod_uid.clone_from(&o.pod_uid);
                 self.attributed_by = by;
             }
             _ => {
@@ -225,10 +278,10 @@ pub fn comm_string(raw: &[u8]) -> String {
 }
 
 /// The thread's name for `thread`: `None` when unknown or the same as the
-/// process's.
-pub fn thread_name(comm: &[u8], thread: &[u8]) -> Option<String> {
+/// process's (`comm`, rendered).
+fn thread_name(comm: &str, thread: &[u8]) -> Option<String> {
     let t = comm_string(thread);
-    (!t.is_empty() && t != comm_string(comm)).then_some(t)
+    (!t.is_empty() && t != comm).then_some(t)
 }
 
 /// Name of an errno value for `accept_failed.error`.

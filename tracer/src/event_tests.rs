@@ -7,12 +7,7 @@ fn json(e: &Event) -> String {
 }
 
 fn owner(pid: u32, comm: &[u8], cgroup: Option<&str>) -> Owner {
-    Owner {
-        pid,
-        comm: comm.to_vec(),
-        thread: Vec::new(),
-        cgroup: cgroup.map(str::to_string),
-    }
+    Owner::new(pid, comm.to_vec(), Vec::new(), cgroup.map(str::to_string))
 }
 
 #[test]
@@ -36,9 +31,9 @@ fn rst_sent_with_owner_and_reason() {
         AttributedBy::SocketOwner,
     );
     e.family = Some("inet");
-    e.local_addr = Some("10.0.0.1".into());
+    e.local_addr = Some("10.0.0.1".parse().expect("test data"));
     e.local_port = Some(8080);
-    e.remote_addr = Some("10.0.0.2".into());
+    e.remote_addr = Some("10.0.0.2".parse().expect("test data"));
     e.remote_port = Some(51234);
     e.state = Some(Some("ESTABLISHED".into()));
     e.reason = Some(Some("TCP_ABORT_ON_CLOSE".into()));
@@ -54,14 +49,42 @@ fn rst_sent_with_owner_and_reason() {
     );
 }
 
+/// An owner's cgroup is parsed once, when it is made, into the fields
+/// every event of it carries.
+#[test]
+fn owner_fields_come_from_its_cgroup() {
+    let id = "3f2a9c0b1d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8";
+    let pod = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
+    let path = format!(
+        "/kubepods.slice/kubepods-pod{}.slice/cri-containerd-{id}.scope",
+        pod.replace('-', "_")
+    );
+    let o = owner(3, b"envoy", Some(&path));
+    let parsed = crate::container::parse(&path);
+    assert_eq!(o.container_id.as_deref(), parsed.container_id.as_deref());
+    assert_eq!(o.pod_uid.as_deref(), Some(pod));
+    assert_eq!(o.systemd_unit, None);
+    let mut e = Event::new(EventKind::RstSent, TS.into());
+    e.set_owner(Some(&o), AttributedBy::SocketOwner);
+    assert_eq!(
+        (
+            e.cgroup.as_deref(),
+            e.container_id.as_deref(),
+            e.pod_uid.as_deref()
+        ),
+        (Some(path.as_str()), Some(id), Some(pod))
+    );
+    assert_eq!(e.systemd_unit, None);
+}
+
 #[test]
 fn reason_and_state_null_when_some_none() {
     let mut e = Event::new(EventKind::RstSent, TS.into());
     e.set_owner(Some(&owner(7, b"curl", None)), AttributedBy::CurrentTask);
     e.family = Some("inet6");
-    e.local_addr = Some("::1".into());
+    e.local_addr = Some("::1".parse().expect("test data"));
     e.local_port = Some(443);
-    e.remote_addr = Some("::1".into());
+    e.remote_addr = Some("::1".parse().expect("test data"));
     e.remote_port = Some(40000);
     e.state = Some(None);
     e.reason = Some(None);
@@ -84,9 +107,9 @@ fn every_field_in_schema_order() {
         AttributedBy::ListenerOwner,
     );
     e.family = Some("inet");
-    e.local_addr = Some("0.0.0.0".into());
+    e.local_addr = Some("0.0.0.0".parse().expect("test data"));
     e.local_port = Some(1);
-    e.remote_addr = Some("0.0.0.0".into());
+    e.remote_addr = Some("0.0.0.0".parse().expect("test data"));
     e.remote_port = Some(2);
     e.state = Some(Some("LISTEN".into()));
     e.reason = Some(Some("NOT_SPECIFIED".into()));
@@ -292,8 +315,15 @@ fn errno_names() {
 /// thread's name differs from it.
 #[test]
 fn thread_only_when_it_differs() {
-    let mut o = owner(7, b"crt-main\0\0\0\0\0\0\0\0", None);
-    o.thread = b"crt-worker\0\0\0\0\0\0".to_vec();
+    let with_thread = |thread: &[u8]| {
+        Owner::new(
+            7,
+            b"crt-main\0\0\0\0\0\0\0\0".to_vec(),
+            thread.to_vec(),
+            None,
+        )
+    };
+    let o = with_thread(b"crt-worker\0\0\0\0\0\0");
     let mut e = Event::new(EventKind::RstSent, TS.into());
     e.set_owner(Some(&o), AttributedBy::SocketOwner);
     let j = json(&e);
@@ -301,10 +331,10 @@ fn thread_only_when_it_differs() {
         j.contains(r#""comm":"crt-main","thread":"crt-worker","attributed_by""#),
         "{j}"
     );
-    o.thread = b"crt-main\0\0\0\0\0\0\0\0".to_vec();
+    let o = with_thread(b"crt-main\0\0\0\0\0\0\0\0");
     e.set_owner(Some(&o), AttributedBy::SocketOwner);
     assert!(!json(&e).contains("thread"), "{}", json(&e));
-    o.thread = Vec::new();
+    let o = with_thread(b"");
     e.set_owner(Some(&o), AttributedBy::SocketOwner);
     assert_eq!(e.thread, None);
     e.set_owner(None, AttributedBy::None);

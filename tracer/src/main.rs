@@ -20,6 +20,8 @@ mod enrich;
 mod event;
 mod exchange;
 mod kernel;
+#[cfg(test)]
+mod line_cost_tests;
 mod map_sizes;
 mod metrics;
 mod output;
@@ -32,6 +34,7 @@ mod sink;
 mod snapshot;
 mod storm;
 mod task_iter;
+mod timestamp;
 mod watch;
 
 use std::process::ExitCode;

@@ -50,10 +50,33 @@ impl ProcSource for LiveProc {
     }
 }
 
+/// What makes the owner of a kernel record: its process, cgroup and names.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct TaskKey {
+    tgid: u32,
+    cgroup_id: u64,
+    comm: [u8; 16],
+    thread: [u8; 16],
+}
+
+impl TaskKey {
+    fn of(task: &TaskInfo) -> TaskKey {
+        TaskKey {
+            tgid: task.tgid,
+            cgroup_id: task.cgroup_id,
+            comm: task.comm,
+            thread: task.thread,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Procs {
     by_pid: rustc_hash::FxHashMap<u32, Owner>,
     cgroup_by_id: rustc_hash::FxHashMap<u64, Option<String>>,
+    /// The owners of kernel records, made once per task: an RST storm's
+    /// records name the same few.
+    by_task: rustc_hash::FxHashMap<TaskKey, Owner>,
 }
 
 impl Procs {
@@ -62,12 +85,7 @@ impl Procs {
         self.bound();
         self.by_pid.insert(
             info.pid,
-            Owner {
-                pid: info.pid,
-                comm: info.comm.clone(),
-                thread: Vec::new(),
-                cgroup: info.cgroup.clone(),
-            },
+            Owner::new(info.pid, info.comm.clone(), Vec::new(), info.cgroup.clone()),
         );
     }
 
@@ -77,18 +95,8 @@ impl Procs {
             return o.clone();
         }
         let owner = match src.process(pid) {
-            Some(info) => Owner {
-                pid,
-                comm: info.comm,
-                thread: Vec::new(),
-                cgroup: info.cgroup,
-            },
-            None => Owner {
-                pid,
-                comm: Vec::new(),
-                thread: Vec::new(),
-                cgroup: None,
-            },
+            Some(info) => Owner::new(pid, info.comm, Vec::new(), info.cgroup),
+            None => Owner::new(pid, Vec::new(), Vec::new(), None),
         };
         self.bound();
         self.by_pid.insert(pid, owner.clone());
@@ -97,8 +105,12 @@ impl Procs {
 
     /// The owner for a task the kernel recorded: its comm as recorded (the
     /// process may be gone by now), its cgroup path resolved once per
-    /// cgroup id.
+    /// cgroup id. Made once per task while its cgroup is known.
     pub fn owner_of_task(&mut self, task: &TaskInfo, src: &dyn ProcSource) -> Owner {
+        let key = TaskKey::of(task);
+        if let Some(o) = self.by_task.get(&key) {
+            return o.clone();
+        }
         let cgroup = match self.cgroup_by_id.get(&task.cgroup_id) {
             Some(c) => c.clone(),
             None => {
@@ -114,12 +126,15 @@ impl Procs {
                 c
             }
         };
-        Owner {
-            pid: task.tgid,
-            comm: task.comm.to_vec(),
-            thread: task.thread.to_vec(),
-            cgroup,
+        // Kept only with its cgroup: one not found yet may be found later
+        // (as `cgroup_by_id`).
+        let known = cgroup.is_some();
+        let owner = Owner::new(task.tgid, task.comm.to_vec(), task.thread.to_vec(), cgroup);
+        if known {
+            self.bound();
+            self.by_task.insert(key, owner.clone());
         }
+        owner
     }
 
     fn bound(&mut self) {
@@ -128,6 +143,9 @@ impl Procs {
         }
         if self.cgroup_by_id.len() >= MAX_CACHED {
             self.cgroup_by_id.clear();
+        }
+        if self.by_task.len() >= MAX_CACHED {
+            self.by_task.clear();
         }
     }
 }

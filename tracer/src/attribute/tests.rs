@@ -141,7 +141,16 @@ fn state(s: SockInfo, old: u8, new: u8, owner: TaskInfo, source: u8, ts: u64) ->
 fn summary(
     r: (Option<Owner>, AttributedBy),
 ) -> (Option<(u32, String, Option<String>)>, AttributedBy) {
-    (r.0.map(|o| (o.pid, comm_string(&o.comm), o.cgroup)), r.1)
+    (
+        r.0.map(|o| {
+            (
+                o.pid,
+                comm_string(&o.comm),
+                o.cgroup.as_deref().map(str::to_string),
+            )
+        }),
+        r.1,
+    )
 }
 
 fn who(pid: u32, comm: &str, cgroup: Option<&str>) -> Option<(u32, String, Option<String>)> {
@@ -217,6 +226,64 @@ fn cgroup_is_resolved_once_per_cgroup_id() {
     );
     a.rst_owner(&r, &src);
     assert_eq!(src.lookups.get(), 3);
+}
+
+/// A process name as the kernel records it (NUL padded).
+fn name16(name: &[u8]) -> [u8; 16] {
+    let mut c = [0u8; 16];
+    c[..name.len()].copy_from_slice(name);
+    c
+}
+
+/// The owner of a kernel record is made once per task and shared; another
+/// thread name, process name or cgroup of the same process is another
+/// owner, with its own fields.
+#[test]
+fn task_owners_are_made_once_and_shared() {
+    let src = procs();
+    let mut a = Attributor::default();
+    let t = TaskInfo {
+        thread: name16(b"curl-worker"),
+        ..task(100, b"curl", 42)
+    };
+    let first = a.procs.owner_of_task(&t, &src);
+    assert!(a.procs.owner_of_task(&t, &src).shares(&first));
+    assert_eq!(first.thread_text.as_deref(), Some("curl-worker"));
+    let same_name = TaskInfo {
+        thread: name16(b"curl"),
+        ..t
+    };
+    let o = a.procs.owner_of_task(&same_name, &src);
+    assert!(!o.shares(&first));
+    assert_eq!(
+        (o.comm_text.as_ref(), o.thread_text.as_deref()),
+        ("curl", None)
+    );
+    let renamed = TaskInfo {
+        comm: name16(b"curl2"),
+        ..t
+    };
+    let o = a.procs.owner_of_task(&renamed, &src);
+    assert_eq!(&*o.comm_text, "curl2");
+    let moved = TaskInfo { cgroup_id: 43, ..t };
+    let o = a.procs.owner_of_task(&moved, &src);
+    assert!(!o.shares(&first));
+    assert_eq!(o.cgroup.as_deref(), Some("/user.slice/curl"));
+}
+
+/// An owner whose cgroup was not found is not kept: once the cgroup can be
+/// found, the owner has it.
+#[test]
+fn a_task_owner_without_its_cgroup_is_made_again() {
+    let mut a = Attributor::default();
+    let t = task(999, b"late", 44);
+    let o = a.procs.owner_of_task(&t, &procs());
+    assert_eq!(o.cgroup, None);
+    let found = FakeProcs::with(&[(999, b"late", Some("/system.slice/late.service"))]);
+    let o = a.procs.owner_of_task(&t, &found);
+    assert_eq!(o.cgroup.as_deref(), Some("/system.slice/late.service"));
+    assert_eq!(o.systemd_unit.as_deref(), Some("late.service"));
+    assert!(a.procs.owner_of_task(&t, &found).shares(&o));
 }
 
 #[test]

@@ -82,12 +82,7 @@ mod tests {
     }
 
     fn owner(pid: u32) -> Owner {
-        Owner {
-            pid,
-            comm: b"srv".to_vec(),
-            thread: Vec::new(),
-            cgroup: None,
-        }
+        Owner::new(pid, b"srv".to_vec(), Vec::new(), None)
     }
 
     #[test]

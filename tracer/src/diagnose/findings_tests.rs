@@ -14,12 +14,7 @@ const NETNS: u32 = 4026531840;
 
 fn owned(kind: EventKind, pid: Option<u32>, comm: &str) -> Event {
     let mut e = Event::new(kind, TS.into());
-    let owner = pid.map(|pid| Owner {
-        pid,
-        comm: comm.as_bytes().to_vec(),
-        thread: Vec::new(),
-        cgroup: None,
-    });
+    let owner = pid.map(|pid| Owner::new(pid, comm.as_bytes().to_vec(), Vec::new(), None));
     e.set_owner(owner.as_ref(), AttributedBy::SocketOwner);
     e.netns = Some(NETNS);
     e.family = Some("inet");
@@ -46,7 +41,7 @@ fn accept_failures(
         e.error = Some(error.into());
         e.fd_count = Some(Some(fds.0));
         e.fd_limit = Some(Some(fds.1));
-        e.local_addr = port.map(|_| "0.0.0.0".into());
+        e.local_addr = port.map(|_| "0.0.0.0".parse().expect("test data"));
         e.local_port = port;
         w.add(&e);
     }
@@ -66,7 +61,7 @@ fn overflows(
     while left > 0 {
         let n = left.min(per_line);
         let mut e = owned(EventKind::ListenOverflow, pid, comm);
-        e.local_addr = Some("0.0.0.0".into());
+        e.local_addr = Some("0.0.0.0".parse().expect("test data"));
         e.local_port = Some(port);
         e.backlog = Some(backlog);
         e.queued = Some(queued);
@@ -87,12 +82,12 @@ fn rsts_sent(
 ) {
     for i in 0..n {
         let mut e = owned(EventKind::RstSent, pid, comm);
-        e.local_addr = Some("10.0.0.1".into());
+        e.local_addr = Some("10.0.0.1".parse().expect("test data"));
         e.local_port = Some(port);
-        e.remote_addr = Some("10.0.0.2".into());
+        e.remote_addr = Some("10.0.0.2".parse().expect("test data"));
         e.remote_port = Some(40000 + (i % 20000) as u16);
         e.state = Some(Some("ESTABLISHED".into()));
-        e.reason = Some(reason.map(str::to_string));
+        e.reason = Some(reason.map(Into::into));
         w.add(&e);
     }
 }
@@ -100,9 +95,9 @@ fn rsts_sent(
 fn rsts_received(w: &mut Window, pid: Option<u32>, comm: &str, n: u64) {
     for i in 0..n {
         let mut e = owned(EventKind::RstReceived, pid, comm);
-        e.local_addr = Some("10.0.0.1".into());
+        e.local_addr = Some("10.0.0.1".parse().expect("test data"));
         e.local_port = Some(50000 + (i % 10000) as u16);
-        e.remote_addr = Some("10.0.0.9".into());
+        e.remote_addr = Some("10.0.0.9".parse().expect("test data"));
         e.remote_port = Some(443);
         e.state = Some(Some("ESTABLISHED".into()));
         w.add(&e);

@@ -162,7 +162,7 @@ impl Timeline {
         let b = self.bucket(now_ns);
         let Some(p) = self.proc_mut(pid) else { return };
         if p.comm.is_none() {
-            p.comm.clone_from(&e.comm);
+            p.comm = e.comm.as_deref().map(str::to_string);
         }
         let (series, first) = match e.event {
             EventKind::AcceptFailed => (

@@ -4,7 +4,7 @@ use crate::event::{Event, EventKind};
 const S: u64 = 1_000_000_000;
 
 fn ev(kind: EventKind, pid: u32, count: Option<u64>) -> Event {
-    let mut e = Event::new(kind, String::new());
+    let mut e = Event::new(kind, Default::default());
     e.pid = Some(pid);
     e.comm = Some("api".into());
     e.count = count;

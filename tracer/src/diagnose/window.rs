@@ -74,6 +74,17 @@ pub struct Window {
     pub overflows: HashMap<(Option<u32>, u16), OverflowGroup>,
 }
 
+/// `to = from`, reusing `to`'s buffer (as `clone_from` would).
+fn copy_name(to: &mut Option<String>, from: Option<&str>) {
+    match (to.as_mut(), from) {
+        (Some(t), Some(f)) => {
+            t.clear();
+            t.push_str(f);
+        }
+        (_, f) => *to = f.map(str::to_string),
+    }
+}
+
 impl Window {
     pub fn add(&mut self, e: &Event) {
         match e.event {
@@ -83,19 +94,21 @@ impl Window {
                 self.counters.rst_sent += n;
                 let g = self.rst_sent.entry((e.pid, RstPort::of(e))).or_default();
                 g.count += n;
-                g.comm.clone_from(&e.comm);
-                let reason = e
-                    .reason
-                    .clone()
-                    .flatten()
-                    .unwrap_or_else(|| "UNKNOWN".into());
-                *g.reasons.entry(reason).or_default() += n;
+                copy_name(&mut g.comm, e.comm.as_deref());
+                let reason = e.reason.as_ref().and_then(|r| r.as_deref());
+                let reason = reason.unwrap_or("UNKNOWN");
+                match g.reasons.get_mut(reason) {
+                    Some(c) => *c += n,
+                    None => {
+                        g.reasons.insert(reason.to_string(), n);
+                    }
+                }
             }
             EventKind::RstReceived => {
                 let n = e.count.unwrap_or(1);
                 self.counters.rst_received += n;
                 let g = self.rst_received.entry(e.pid).or_insert((None, 0));
-                g.0.clone_from(&e.comm);
+                copy_name(&mut g.0, e.comm.as_deref());
                 g.1 += n;
             }
             EventKind::AcceptFailed => {
@@ -104,7 +117,7 @@ impl Window {
                 let key = (e.pid, e.local_port, e.error.clone().unwrap_or_default());
                 let g = self.accept_failed.entry(key).or_default();
                 g.count += n;
-                g.comm.clone_from(&e.comm);
+                copy_name(&mut g.comm, e.comm.as_deref());
                 if let Some(c) = e.fd_count.flatten() {
                     g.fd_count = Some(c);
                 }
@@ -124,7 +137,7 @@ impl Window {
                 g.queued = e.queued.unwrap_or(g.queued);
                 if e.pid.is_some() {
                     g.pid = e.pid;
-                    g.comm.clone_from(&e.comm);
+                    copy_name(&mut g.comm, e.comm.as_deref());
                 }
             }
             EventKind::Lost => self.counters.lost += e.count.unwrap_or(0),

@@ -9,12 +9,7 @@ use crate::event::{AttributedBy, Endpoint, Owner};
 fn rst(kind: EventKind, count: Option<u64>) -> Event {
     let mut e = Event::new(kind, "2024-05-01T12:34:56.789012345Z".into());
     e.set_owner(
-        Some(&Owner {
-            pid: 5,
-            comm: b"srv".to_vec(),
-            thread: Vec::new(),
-            cgroup: None,
-        }),
+        Some(&Owner::new(5, b"srv".to_vec(), Vec::new(), None)),
         AttributedBy::SocketOwner,
     );
     e.local_port = Some(8080);

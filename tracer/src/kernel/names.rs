@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use btf_rs::Btf;
 
@@ -15,11 +16,12 @@ use super::tracefs::parse_format;
 use super::tracefs::{Format, symbolic_tables};
 
 /// Value → name tables; names carry no `TCP_` / `SK_RST_REASON_` /
-/// `SKB_DROP_REASON_` prefix (`ESTABLISHED`, `NO_SOCKET`).
+/// `SKB_DROP_REASON_` prefix (`ESTABLISHED`, `NO_SOCKET`). The names events
+/// carry are shared: each event holds a reference, not a copy.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KernelNames {
-    states: BTreeMap<u32, String>,
-    rst_reasons: BTreeMap<u32, String>,
+    states: BTreeMap<u32, Arc<str>>,
+    rst_reasons: BTreeMap<u32, Arc<str>>,
     drop_reasons: BTreeMap<u32, String>,
 }
 
@@ -43,33 +45,47 @@ fn strip_drop(name: &str) -> String {
         .to_string()
 }
 
-fn table(
+fn table<T: From<String>>(
     values: Option<Vec<(String, i64)>>,
     rename: impl Fn(&str) -> Option<String>,
-) -> BTreeMap<u32, String> {
+) -> BTreeMap<u32, T> {
     values
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|(name, v)| Some((u32::try_from(v).ok()?, rename(&name)?)))
+        .filter_map(|(name, v)| Some((u32::try_from(v).ok()?, rename(&name)?.into())))
         .collect()
 }
 
 #[cfg(test)]
-fn find_rev(map: &BTreeMap<u32, String>, name: &str) -> Option<u32> {
+fn find_rev<T: AsRef<str>>(map: &BTreeMap<u32, T>, name: &str) -> Option<u32> {
     map.iter()
-        .find(|(_, n)| n.as_str() == name)
+        .find(|(_, n)| n.as_ref() == name)
         .map(|(v, _)| *v)
 }
 
 impl KernelNames {
     /// TCP state name without `TCP_` (`1` → `ESTABLISHED`).
+    #[cfg(test)]
     pub fn state_name(&self, state: u32) -> Option<&str> {
-        self.states.get(&state).map(String::as_str)
+        self.state_text(state).map(|s| &**s)
+    }
+
+    /// TCP state name without `TCP_` (`1` → `ESTABLISHED`), shared (for
+    /// an event).
+    pub fn state_text(&self, state: u32) -> Option<&Arc<str>> {
+        self.states.get(&state)
     }
 
     /// RST reason name without `SK_RST_REASON_` (`1` → `NO_SOCKET`).
+    #[cfg(test)]
     pub fn rst_reason_name(&self, reason: u32) -> Option<&str> {
-        self.rst_reasons.get(&reason).map(String::as_str)
+        self.rst_reason_text(reason).map(|s| &**s)
+    }
+
+    /// RST reason name without `SK_RST_REASON_` (`1` → `NO_SOCKET`),
+    /// shared (for an event).
+    pub fn rst_reason_text(&self, reason: u32) -> Option<&Arc<str>> {
+        self.rst_reasons.get(&reason)
     }
 
     /// Drop reason name without `SKB_DROP_REASON_` (`3` → `NO_SOCKET` on 6.18).
@@ -126,10 +142,12 @@ impl KernelNames {
             for (v, name) in t.numeric() {
                 if matches!(t.field.as_str(), "state" | "oldstate" | "newstate") {
                     if let Some(short) = strip_state(name) {
-                        self.states.entry(v).or_insert(short);
+                        self.states.entry(v).or_insert(short.into());
                     }
                 } else if ty.contains("sk_rst_reason") {
-                    self.rst_reasons.entry(v).or_insert_with(|| strip_rst(name));
+                    self.rst_reasons
+                        .entry(v)
+                        .or_insert_with(|| strip_rst(name).into());
                 } else if ty.contains("skb_drop_reason") {
                     self.drop_reasons
                         .entry(v)
@@ -178,10 +196,10 @@ impl KernelNames {
             "BOUND_INACTIVE",
         ];
         KernelNames {
-            states: (1..).zip(STATES.iter().map(|s| s.to_string())).collect(),
+            states: (1..).zip(STATES.iter().map(|&s| Arc::from(s))).collect(),
             rst_reasons: [(0, "NOT_SPECIFIED"), (1, "NO_SOCKET")]
                 .into_iter()
-                .map(|(v, n)| (v, n.to_string()))
+                .map(|(v, n)| (v, Arc::from(n)))
                 .collect(),
             drop_reasons: BTreeMap::new(),
         }

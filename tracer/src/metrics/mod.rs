@@ -237,7 +237,7 @@ impl Metrics {
 
     /// Counts one emitted event.
     pub fn observe(&self, e: &Event) {
-        let comm = || e.comm.clone().unwrap_or_else(|| UNKNOWN.into());
+        let comm = || e.comm.as_deref().unwrap_or(UNKNOWN).to_string();
         let port = || {
             e.local_port
                 .map_or_else(|| UNKNOWN.into(), |p| p.to_string())
@@ -248,7 +248,12 @@ impl Metrics {
             EventKind::RstSent => {
                 let l = RstLabels {
                     local_port: port(),
-                    reason: e.reason.clone().flatten().unwrap_or_else(|| UNKNOWN.into()),
+                    reason: e
+                        .reason
+                        .as_ref()
+                        .and_then(|r| r.as_deref())
+                        .unwrap_or(UNKNOWN)
+                        .to_string(),
                     comm: comm(),
                 };
                 let l = b.rst_sent.admit(l, |l| RstLabels {

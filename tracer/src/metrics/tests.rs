@@ -7,12 +7,7 @@ const TS: &str = "2024-05-01T12:34:56.789012345Z";
 fn ev(kind: EventKind, pid: u32, comm: &str, port: u16) -> Event {
     let mut e = Event::new(kind, TS.into());
     e.set_owner(
-        Some(&Owner {
-            pid,
-            comm: comm.as_bytes().to_vec(),
-            thread: Vec::new(),
-            cgroup: None,
-        }),
+        Some(&Owner::new(pid, comm.as_bytes().to_vec(), Vec::new(), None)),
         AttributedBy::SocketOwner,
     );
     e.local_port = Some(port);

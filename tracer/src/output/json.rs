@@ -1,31 +1,74 @@
-//! JSON lines: one object per event, UTF-8, escaped by serde_json whatever
-//! bytes process names hold.
+//! JSON lines: one object per event, UTF-8, escaped as serde_json escapes
+//! whatever bytes process names hold (events by `json_line`, byte for byte
+//! serde_json's; summaries by serde_json itself).
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 
 use super::Sink;
 use crate::event::Event;
 
+/// Lines are written out once this many bytes are pending (and at every
+/// flush of the event loop).
+const WRITE_AT: usize = 64 * 1024;
+
+/// Lines are written into `pending` where they are made (as a `BufWriter`
+/// would hold them, without copying each line into it), and out to `w`
+/// by [`JsonSink::write_out`].
 pub struct JsonSink<W: Write> {
-    out: BufWriter<W>,
+    w: W,
+    /// Bytes not written out yet.
+    pending: Vec<u8>,
 }
 
 impl<W: Write> JsonSink<W> {
     pub fn new(w: W) -> Self {
         JsonSink {
-            out: BufWriter::with_capacity(64 * 1024, w),
+            w,
+            pending: Vec::with_capacity(WRITE_AT + 4096),
         }
+    }
+
+    /// Writes out what is pending, as `BufWriter` does: what was written
+    /// is never written again, even after an error; what was not stays.
+    fn write_out(&mut self) -> io::Result<()> {
+        let mut done = 0;
+        let res = loop {
+            if done == self.pending.len() {
+                break Ok(());
+            }
+            match self.w.write(&self.pending[done..]) {
+                Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.pending.drain(..done);
+        res
+    }
+}
+
+impl<W: Write> Drop for JsonSink<W> {
+    /// What is pending is written out (errors ignored), as a `BufWriter`
+    /// would on drop.
+    fn drop(&mut self) {
+        let _ = self.write_out();
     }
 }
 
 impl<W: Write> Sink for JsonSink<W> {
     fn event(&mut self, e: &Event) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, e).map_err(io::Error::from)?;
-        self.out.write_all(b"\n")
+        super::json_line::write_event(&mut self.pending, e);
+        self.pending.push(b'\n');
+        if self.pending.len() >= WRITE_AT {
+            self.write_out()?;
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        self.write_out()?;
+        self.w.flush()
     }
 
     /// `{"v":1,"ts":...,"event":"summary", ...the diagnose report}`.
@@ -42,8 +85,12 @@ impl<W: Write> Sink for JsonSink<W> {
             out.extend(std::mem::take(map));
             v = serde_json::Value::Object(out);
         }
-        serde_json::to_writer(&mut self.out, &v).map_err(io::Error::from)?;
-        self.out.write_all(b"\n")?;
-        self.out.flush()
+        serde_json::to_writer(&mut self.pending, &v).map_err(io::Error::from)?;
+        self.pending.push(b'\n');
+        self.flush()
     }
 }
+
+#[cfg(test)]
+#[path = "json_tests.rs"]
+mod tests;

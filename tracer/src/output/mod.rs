@@ -4,6 +4,7 @@
 pub mod closed;
 pub mod file;
 pub mod json;
+mod json_line;
 pub mod text;
 
 use std::io;

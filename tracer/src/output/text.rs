@@ -22,7 +22,7 @@ fn clock_of(ts: &str) -> &str {
     ts.get(11..23).unwrap_or(ts)
 }
 
-fn endpoint(addr: &Option<String>, port: Option<u16>) -> String {
+fn endpoint(addr: Option<String>, port: Option<u16>) -> String {
     match (addr, port) {
         (Some(a), Some(p)) if a.contains(':') => format!("[{a}]:{p}"),
         (Some(a), Some(p)) => format!("{a}:{p}"),
@@ -65,8 +65,8 @@ pub fn line(e: &Event) -> String {
         (Some(pid), None) => format!("pid {pid}"),
         _ => "no owner".into(),
     };
-    let local = endpoint(&e.local_addr, e.local_port);
-    let remote = endpoint(&e.remote_addr, e.remote_port);
+    let local = endpoint(e.local_addr.map(|a| a.to_string()), e.local_port);
+    let remote = endpoint(e.remote_addr.map(|a| a.to_string()), e.remote_port);
     let state = e.state.clone().flatten().unwrap_or_else(|| "-".into());
     let storm = storm_suffix(e);
     let body = match e.event {
@@ -115,7 +115,7 @@ fn storm_suffix(e: &Event) -> String {
     };
     let shown: Vec<String> = sample
         .iter()
-        .map(|r| endpoint(&Some(r.addr.clone()), Some(r.port)))
+        .map(|r| endpoint(Some(r.addr.clone()), Some(r.port)))
         .collect();
     format!(", x{n} (storm, {what} {})", shown.join(" "))
 }
@@ -146,18 +146,13 @@ mod tests {
     fn rst_sent() -> Event {
         let mut e = Event::new(EventKind::RstSent, TS.into());
         e.set_owner(
-            Some(&Owner {
-                pid: 42,
-                comm: b"nginx\0\0\0".to_vec(),
-                thread: Vec::new(),
-                cgroup: None,
-            }),
+            Some(&Owner::new(42, b"nginx\0\0\0".to_vec(), Vec::new(), None)),
             AttributedBy::SocketOwner,
         );
         e.family = Some("inet");
-        e.local_addr = Some("10.0.0.1".into());
+        e.local_addr = Some("10.0.0.1".parse().expect("test data"));
         e.local_port = Some(8080);
-        e.remote_addr = Some("10.0.0.2".into());
+        e.remote_addr = Some("10.0.0.2".parse().expect("test data"));
         e.remote_port = Some(51234);
         e.state = Some(Some("ESTABLISHED".into()));
         e.reason = Some(Some("TCP_ABORT_ON_CLOSE".into()));
@@ -177,8 +172,8 @@ mod tests {
     fn rst_sent_line_variants() {
         let mut e = rst_sent();
         e.family = Some("inet6");
-        e.local_addr = Some("fe80::1".into());
-        e.remote_addr = Some("2001:db8::2".into());
+        e.local_addr = Some("fe80::1".parse().expect("test data"));
+        e.remote_addr = Some("2001:db8::2".parse().expect("test data"));
         e.state = Some(None);
         e.reason = Some(None);
         e.attributed_by = AttributedBy::CurrentTask;
@@ -245,12 +240,7 @@ mod tests {
         );
         let mut a = Event::new(EventKind::AcceptFailed, TS.into());
         a.set_owner(
-            Some(&Owner {
-                pid: 9,
-                comm: b"java".to_vec(),
-                thread: Vec::new(),
-                cgroup: None,
-            }),
+            Some(&Owner::new(9, b"java".to_vec(), Vec::new(), None)),
             AttributedBy::SocketOwner,
         );
         a.local_port = Some(8080);
@@ -271,12 +261,12 @@ mod tests {
     fn comm_with_control_characters_stays_on_one_line() {
         let mut e = rst_sent();
         e.set_owner(
-            Some(&Owner {
-                pid: 42,
-                comm: b"evil\nname\t\x1b[2J\r".to_vec(),
-                thread: Vec::new(),
-                cgroup: None,
-            }),
+            Some(&Owner::new(
+                42,
+                b"evil\nname\t\x1b[2J\r".to_vec(),
+                Vec::new(),
+                None,
+            )),
             AttributedBy::SocketOwner,
         );
         let l = line(&e);

@@ -123,7 +123,7 @@ mod tests {
             fd_count: 1024,
             fd_limit: Some(1024),
         };
-        let mut e = Event::new(EventKind::AcceptFailed, String::new());
+        let mut e = Event::new(EventKind::AcceptFailed, Default::default());
         fill_fds(&mut e, 0, Some(info.clone()));
         assert_eq!(
             (e.fd_count, e.fd_limit),
@@ -136,7 +136,7 @@ mod tests {
     }
 
     fn line(tgid: u32, port: u16) -> Pending {
-        let mut event = Event::new(EventKind::AcceptFailed, String::new());
+        let mut event = Event::new(EventKind::AcceptFailed, Default::default());
         event.local_port = Some(port);
         Pending {
             event,

@@ -308,10 +308,10 @@ impl<'s> Loop<'s> {
                     if self.held.len() > HELD_MAX
                         && let Some(oldest) = self.held.pop_front()
                     {
-                        self.process(oldest)?;
+                        self.process(&oldest)?;
                     }
                 }
-                Ok(rec) => self.process(rec)?,
+                Ok(rec) => self.process(&rec)?,
                 Err(e) => {
                     self.decode_errors += 1;
                     log::warn!("dropping a malformed record: {e}");
@@ -327,30 +327,43 @@ impl<'s> Loop<'s> {
         Ok(n)
     }
 
-    /// Attributes, enriches and prints one record.
-    pub(super) fn process(&mut self, rec: Record) -> std::io::Result<()> {
+    /// Attributes, enriches and prints one record. Records and events
+    /// are used where they are (an event is a few hundred bytes, and
+    /// moving them showed in a storm's profile).
+    pub(super) fn process(&mut self, rec: &Record) -> std::io::Result<()> {
         let session = self.session;
         let enricher = Enricher {
             clock: self.clock,
             names: &session.kernel.names,
             proc_source: &OwnerProc,
         };
-        let ev = match rec {
-            Record::RstSent(r) => Some(enricher.rst(&mut self.attr, &r, true)),
-            Record::RstReceived(r) => Some(enricher.rst(&mut self.attr, &r, false)),
+        match rec {
+            Record::RstSent(r) => {
+                let e = enricher.rst(&mut self.attr, r, true);
+                self.emit_passing(&e)
+            }
+            Record::RstReceived(r) => {
+                let e = enricher.rst(&mut self.attr, r, false);
+                self.emit_passing(&e)
+            }
             Record::State(r) => {
-                let e = enricher.state(&mut self.attr, &r);
-                self.emit_states.then_some(e)
+                let e = enricher.state(&mut self.attr, r);
+                if self.emit_states {
+                    self.emit_passing(&e)?;
+                }
+                Ok(())
             }
             Record::AcceptFailed(r) => {
-                self.accepts.add(&r);
-                None
+                self.accepts.add(r);
+                Ok(())
             }
-        };
-        if let Some(e) = ev
-            && self.filter.passes(&e)
-        {
-            self.emit(&e)?;
+        }
+    }
+
+    /// Prints an event that passes the user's filter.
+    fn emit_passing(&mut self, e: &Event) -> std::io::Result<()> {
+        if self.filter.passes(e) {
+            self.emit(e)?;
         }
         Ok(())
     }

@@ -186,7 +186,7 @@ impl Loop<'_> {
         );
         e.set_owner(owner.as_ref(), by);
         e.family = socket_id::family_name(l.family);
-        e.local_addr = Some(l.local.ip().to_string());
+        e.local_addr = Some(l.local.ip());
         e.local_port = Some(l.local.port());
         e.state = Some(Some("LISTEN".into()));
         e.backlog = Some(l.wqueue);
@@ -263,7 +263,7 @@ impl Loop<'_> {
         e.error = Some(errno_name(rec.errno));
         e.count = Some(count);
         if e.comm.is_none() {
-            e.comm = Some(comm_string(&rec.task.comm));
+            e.comm = Some(comm_string(&rec.task.comm).into());
         }
         Pending {
             event: e,

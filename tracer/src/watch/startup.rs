@@ -69,7 +69,7 @@ impl Loop<'_> {
                 self.held.len()
             );
             while let Some(rec) = self.held.pop_front() {
-                self.process(rec)?;
+                self.process(&rec)?;
             }
             crate::session::release_freed_memory();
             return self.sink.flush();
@@ -86,7 +86,7 @@ impl Loop<'_> {
             self.held.len()
         );
         while let Some(rec) = self.held.pop_front() {
-            self.process(rec)?;
+            self.process(&rec)?;
         }
         crate::session::release_freed_memory();
         self.sink.flush()
