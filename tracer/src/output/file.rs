@@ -49,22 +49,7 @@ impl Inner {
         let Some(last_nl) = self.pending.iter().rposition(|&b| b == b'\n') else {
             return Ok(());
         };
-        let end = last_nl + 1;
-        let mut done = 0;
-        let res = loop {
-            if done == end {
-                break Ok(());
-            }
-            match self.file.write(&self.pending[done..end]) {
-                Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(e),
-            }
-        };
-        // Never write the same bytes twice, even after an error.
-        self.pending.drain(..done);
-        res
+        super::write_out_prefix(&mut self.file, &mut self.pending, last_nl + 1)
     }
 }
 

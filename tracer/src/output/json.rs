@@ -31,20 +31,8 @@ impl<W: Write> JsonSink<W> {
     /// Writes out what is pending, as `BufWriter` does: what was written
     /// is never written again, even after an error; what was not stays.
     fn write_out(&mut self) -> io::Result<()> {
-        let mut done = 0;
-        let res = loop {
-            if done == self.pending.len() {
-                break Ok(());
-            }
-            match self.w.write(&self.pending[done..]) {
-                Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(e),
-            }
-        };
-        self.pending.drain(..done);
-        res
+        let end = self.pending.len();
+        super::write_out_prefix(&mut self.w, &mut self.pending, end)
     }
 }
 

@@ -94,6 +94,32 @@ pub async fn recv_opt(s: &mut Option<Signal>) {
 
 /// Whether an output error means the reader went away (`| head -1`): a
 /// normal end, not a failure.
+/// Writes `pending[..end]` to `w` as `BufWriter` does: retried when
+/// interrupted or short, and what was written is drained from `pending`
+/// even when an error stops it, so nothing is ever written twice and what
+/// was not stays.
+pub(crate) fn write_out_prefix(
+    w: &mut impl io::Write,
+    pending: &mut Vec<u8>,
+    end: usize,
+) -> io::Result<()> {
+    let end = end.min(pending.len());
+    let mut done = 0;
+    let res = loop {
+        if done == end {
+            break Ok(());
+        }
+        match w.write(&pending[done..end]) {
+            Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    pending.drain(..done);
+    res
+}
+
 pub fn is_closed_pipe(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::BrokenPipe
 }
